@@ -1,0 +1,91 @@
+"""The event log service: domain events in, recorded events out.
+
+It encodes ``wire`` events for a recorder and decodes what the recorder returns, adding the envelope (global
+position, stream and version, event id, times, correlation and causation ids). Recorders see only bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import msgspec
+
+from store.recorder import ANY, NewEvent, Recorder, StoredEvent
+from wire.codec import decode_event, encode, event_type
+from wire.events import Event
+from wire.ids import new_event_id
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """A decoded event with its envelope."""
+
+    position: int
+    stream: str
+    version: int
+    event_id: uuid.UUID
+    occurred_ns: int
+    recorded_ns: int
+    correlation: uuid.UUID | None
+    causation: uuid.UUID | None
+    event: Event
+
+
+def _uuid(raw: bytes | None) -> uuid.UUID | None:
+    return None if raw is None else uuid.UUID(bytes=raw)
+
+
+def decode(row: StoredEvent) -> Recorded:
+    """Raises ``UnknownEventType`` for a type this version does not know."""
+    return Recorded(
+        row.position,
+        row.stream,
+        row.version,
+        uuid.UUID(bytes=row.event_id),
+        row.occurred_ns,
+        row.recorded_ns,
+        _uuid(row.correlation),
+        _uuid(row.causation),
+        decode_event(row.type, row.payload),
+    )
+
+
+class EventLog:
+    def __init__(self, recorder: Recorder, clock: Callable[[], int] = time.time_ns) -> None:
+        self.recorder = recorder
+        self._clock = clock
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        expected_version: int = ANY,
+        *,
+        event_ids: Sequence[uuid.UUID] | None = None,
+        correlation: uuid.UUID | None = None,
+        causation: uuid.UUID | None = None,
+    ) -> list[int]:
+        """Append events to one stream atomically; returns their global positions.
+
+        Pass ``event_ids`` to make a retry safe: an append whose ids are stored already returns the stored
+        positions instead of appending again.
+        """
+        ids = list(event_ids) if event_ids is not None else [new_event_id() for _ in events]
+        if len(ids) != len(events):
+            raise ValueError(f"event_ids: {len(ids)} ids for {len(events)} events")
+        now = self._clock()
+        corr = None if correlation is None else correlation.bytes
+        cause = None if causation is None else causation.bytes
+        new = [NewEvent(i.bytes, event_type(e), encode(e), now, corr, cause) for i, e in zip(ids, events, strict=True)]
+        return await self.recorder.append(stream, new, expected_version)
+
+    async def read_stream(self, stream: str, from_version: int = 0) -> list[Recorded]:
+        return [decode(r) for r in await self.recorder.read_stream(stream, from_version)]
+
+    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[Recorded]:
+        return [decode(r) for r in await self.recorder.read_all(from_position, limit)]
+
+    async def subscribe(self, from_position: int = 1) -> AsyncIterator[Recorded]:
+        async for row in self.recorder.subscribe(from_position):
+            yield decode(row)

@@ -1,0 +1,94 @@
+"""An in-memory recorder: the reference implementation of the recorder contract, for tests and tools."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from store.errors import InvalidAppend, PositionTooOld, StoreClosed, StoreError
+from store.recorder import AppendRequest, Existing, NewEvent, RecorderBase, StoredEvent, plan_batch, validate_append
+
+
+class MemoryRecorder(RecorderBase):
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        super().__init__()
+        self._clock = clock
+        self._events: list[StoredEvent] = []  # positions oldest .. head
+        self._oldest = 1
+        self._streams: dict[str, list[StoredEvent]] = {}
+        self._versions: dict[str, int] = {}
+        self._by_id: dict[bytes, Existing] = {}
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("the recorder is closed")
+
+    async def append(self, stream: str, events: Sequence[NewEvent], expected_version: int) -> list[int]:
+        self._check_open()
+        validate_append(stream, events, expected_version)
+        request = AppendRequest(stream, tuple(events), expected_version)
+        existing = {e.event_id: self._by_id[e.event_id] for e in events if e.event_id in self._by_id}
+        plan = plan_batch(
+            [request], {stream: self._versions.get(stream, -1)}, existing, self._watch.head, self._clock()
+        )
+        result = plan.results[0]
+        if isinstance(result, StoreError):
+            raise result
+        for row in plan.rows:
+            self._events.append(row)
+            self._streams.setdefault(row.stream, []).append(row)
+            self._by_id[row.event_id] = Existing(row.position, row.stream, row.version)
+        self._versions.update(plan.versions)
+        if plan.rows:
+            self._watch.advance(plan.rows[-1].position)
+        return result
+
+    async def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[StoredEvent]:
+        self._check_open()
+        rows = [r for r in self._streams.get(stream, ()) if r.version >= from_version]
+        return rows if limit is None else rows[:limit]
+
+    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
+        self._check_open()
+        start = max(from_position, 1)
+        if start < self._oldest:
+            raise PositionTooOld(start, self._oldest)
+        i = start - self._oldest
+        return self._events[i : i + limit]
+
+    async def stream_version(self, stream: str) -> int:
+        return self._versions.get(stream, -1)
+
+    async def head(self) -> int:
+        return self._watch.head
+
+    async def oldest(self) -> int:
+        return self._oldest
+
+    async def truncate_before(self, position: int) -> int:
+        self._check_open()
+        if position > self._watch.head + 1:
+            raise InvalidAppend(f"position: cannot truncate before {position}, past the head {self._watch.head}")
+        if position <= self._oldest:
+            return 0
+        cut = position - self._oldest
+        removed, self._events = self._events[:cut], self._events[cut:]
+        for row in removed:
+            del self._by_id[row.event_id]
+        for stream in {r.stream for r in removed}:
+            self._streams[stream] = [r for r in self._streams[stream] if r.position >= position]
+        self._oldest = position
+        return len(removed)
+
+    async def save_snapshot(self, name: str, position: int, data: bytes) -> None:
+        self._check_open()
+        self._snapshots[name] = (position, bytes(data))
+
+    async def load_snapshot(self, name: str) -> tuple[int, bytes] | None:
+        return self._snapshots.get(name)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._watch.close()

@@ -1,0 +1,31 @@
+"""Keeping a projection current: catch up from the log, save and load snapshots."""
+
+from __future__ import annotations
+
+from store.projections import ClusterState, apply, decode_snapshot, encode_snapshot
+from store.recorder import Recorder
+from wire.codec import decode_event
+
+DEFAULT_SNAPSHOT = "cluster"
+
+
+async def catch_up(recorder: Recorder, state: ClusterState, batch: int = 10_000) -> ClusterState:
+    """Fold every event after the state's checkpoint into it. Raises ``PositionTooOld`` when the log no
+    longer holds the events right after the checkpoint."""
+    while True:
+        rows = await recorder.read_all(state.position + 1, batch)
+        if not rows:
+            return state
+        for row in rows:
+            apply(state, row.position, decode_event(row.type, row.payload))
+
+
+async def save_snapshot(recorder: Recorder, state: ClusterState, name: str = DEFAULT_SNAPSHOT) -> None:
+    await recorder.save_snapshot(name, state.position, encode_snapshot(state))
+
+
+async def load_state(recorder: Recorder, name: str = DEFAULT_SNAPSHOT) -> ClusterState:
+    """The latest snapshot (if any, and of this schema) plus the log after it."""
+    saved = await recorder.load_snapshot(name)
+    state = decode_snapshot(saved[1]) if saved is not None else None
+    return await catch_up(recorder, state if state is not None else ClusterState())

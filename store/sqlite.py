@@ -1,0 +1,326 @@
+"""The SQLite recorder: WAL, ``synchronous=FULL`` by default, and group commit.
+
+One writer task owns the write connection. Concurrent appends queue up; the writer drains what is waiting
+into one transaction, decides every append with the pure ``plan_batch`` against rows read inside that
+transaction, writes, commits, and only then answers. An answered append has been fsynced. Reads use a second
+connection, so readers never wait behind the writer (WAL); because SQLite has one writer, position order is
+commit order and a reader tailing by position never skips a late commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import msgspec
+
+from store.errors import InvalidAppend, PositionTooOld, StoreClosed, StoreError
+from store.recorder import (
+    AppendRequest,
+    Existing,
+    NewEvent,
+    RecorderBase,
+    StoredEvent,
+    plan_batch,
+    validate_append,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    event_id    BLOB    NOT NULL UNIQUE,
+    stream      TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    type        TEXT    NOT NULL,
+    schema      INTEGER NOT NULL,
+    occurred_ns INTEGER NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    correlation BLOB,
+    causation   BLOB,
+    payload     BLOB    NOT NULL,
+    UNIQUE (stream, version)
+);
+-- Current version per stream; it outlives truncation of the stream's events.
+CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY, position INTEGER NOT NULL, data BLOB NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('oldest', 1), ('schema', 1);
+"""
+COLUMNS = "seq, event_id, stream, version, type, schema, occurred_ns, recorded_ns, correlation, causation, payload"
+INSERT_EVENT = f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+UPSERT_STREAM = (
+    "INSERT INTO streams (stream, version) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET version = excluded.version"
+)
+SQL_VARS = 500  # ids per IN (...) query
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class _Append:
+    __slots__ = ("future", "request")
+
+    def __init__(self, request: AppendRequest, future: asyncio.Future[list[int]]) -> None:
+        self.request = request
+        self.future = future
+
+
+class _Job:
+    """A write other than an append (truncate, snapshot), run by the writer between batches."""
+
+    __slots__ = ("future", "run")
+
+    def __init__(self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], future: asyncio.Future[Any]):
+        self.run = run
+        self.future = future
+
+
+def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class SqliteRecorder(RecorderBase):
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        head: int,
+        clock: Callable[[], int],
+        max_batch_events: int,
+    ) -> None:
+        super().__init__()
+        self._w = writer
+        self._r = reader
+        self._watch.head = head
+        self._clock = clock
+        self._max_batch = max_batch_events
+        self._queue: asyncio.Queue[_Append | _Job | None] = asyncio.Queue()
+        self._closed = False
+        self._writer = asyncio.create_task(self._run_writer(), name="sqlite-writer")
+        self.batches = 0  # transactions committed, for benchmarks
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        clock: Callable[[], int] = time.time_ns,
+        max_batch_events: int = 2000,
+    ) -> SqliteRecorder:
+        writer = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            await writer.execute("PRAGMA journal_mode=WAL")
+            await writer.execute(f"PRAGMA synchronous={synchronous}")
+            await writer.execute("PRAGMA busy_timeout=10000")
+            await writer.executescript(SCHEMA)
+            reader = await aiosqlite.connect(str(path), isolation_level=None)
+        except BaseException:
+            await writer.close()
+            raise
+        await reader.execute("PRAGMA busy_timeout=10000")
+        async with writer.execute(
+            "SELECT (SELECT MAX(seq) FROM events), (SELECT value FROM meta WHERE key='oldest')"
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        head = row[0] if row[0] is not None else row[1] - 1
+        return cls(writer, reader, head, clock, max_batch_events)
+
+    # --- writes ----------------------------------------------------------------------------------------
+
+    async def append(self, stream: str, events: Sequence[NewEvent], expected_version: int) -> list[int]:
+        if self._closed:
+            raise StoreClosed("the recorder is closed")
+        validate_append(stream, events, expected_version)
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Append(AppendRequest(stream, tuple(events), expected_version), future))
+        return await future
+
+    async def _submit(self, run: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+        if self._closed:
+            raise StoreClosed("the recorder is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(run, future))
+        return await future
+
+    async def _run_writer(self) -> None:
+        carry: _Append | _Job | None = None
+        while True:
+            job = carry if carry is not None else await self._queue.get()
+            carry = None
+            if job is None:
+                return
+            if isinstance(job, _Job):
+                await self._run_job(job)
+                continue
+            batch = [job]
+            size = len(job.request.events)
+            while size < self._max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if not isinstance(nxt, _Append):
+                    carry = nxt
+                    if nxt is None:
+                        carry = None
+                        await self._commit(batch)
+                        return
+                    break
+                batch.append(nxt)
+                size += len(nxt.request.events)
+            await self._commit(batch)
+
+    async def _run_job(self, job: _Job) -> None:
+        try:
+            result = await job.run(self._w)
+        except Exception as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+        else:
+            if not job.future.done():
+                job.future.set_result(result)
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        requests = [a.request for a in batch]
+        try:
+            async with self._transaction():
+                versions = await self._versions({r.stream for r in requests})
+                existing = await self._existing([e.event_id for r in requests for e in r.events])
+                plan = plan_batch(requests, versions, existing, self._watch.head, self._clock())
+                if plan.rows:
+                    await self._w.executemany(INSERT_EVENT, [msgspec.structs.astuple(r) for r in plan.rows])
+                    await self._w.executemany(UPSERT_STREAM, list(plan.versions.items()))
+        except Exception as exc:
+            failure = exc if isinstance(exc, StoreError) else StoreError(f"the append was not written: {exc!r}")
+            for a in batch:
+                if not a.future.done():
+                    a.future.set_exception(failure)
+            return
+        self.batches += 1
+        if plan.rows:
+            self._watch.advance(plan.rows[-1].position)
+        for a, result in zip(batch, plan.results, strict=True):
+            if a.future.done():
+                continue
+            if isinstance(result, StoreError):
+                a.future.set_exception(result)
+            else:
+                a.future.set_result(result)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> Any:
+        await self._w.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._w.execute("ROLLBACK")
+            raise
+        await self._w.execute("COMMIT")
+
+    async def _versions(self, streams: set[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for chunk in _chunks(sorted(streams), SQL_VARS):
+            sql = f"SELECT stream, version FROM streams WHERE stream IN ({','.join('?' * len(chunk))})"
+            async with self._w.execute(sql, chunk) as cur:
+                out.update({s: v async for s, v in cur})
+        return out
+
+    async def _existing(self, ids: list[bytes]) -> dict[bytes, Existing]:
+        out: dict[bytes, Existing] = {}
+        for chunk in _chunks(ids, SQL_VARS):
+            sql = f"SELECT event_id, seq, stream, version FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
+            async with self._w.execute(sql, chunk) as cur:
+                for event_id, seq, stream, version in await cur.fetchall():
+                    out[event_id] = Existing(seq, stream, version)
+        return out
+
+    async def truncate_before(self, position: int) -> int:
+        """Delete events before ``position``; readers behind it then get ``PositionTooOld``."""
+
+        async def run(conn: aiosqlite.Connection) -> int:
+            if position > self._watch.head + 1:
+                raise InvalidAppend(f"position: cannot truncate before {position}, past the head {self._watch.head}")
+            async with self._transaction():
+                oldest = await self._oldest(conn)
+                if position <= oldest:
+                    return 0
+                cur = await conn.execute("DELETE FROM events WHERE seq < ?", (position,))
+                await conn.execute("UPDATE meta SET value = ? WHERE key = 'oldest'", (position,))
+                return cur.rowcount
+
+        return int(await self._submit(run))
+
+    async def save_snapshot(self, name: str, position: int, data: bytes) -> None:
+        async def run(conn: aiosqlite.Connection) -> None:
+            async with self._transaction():
+                await conn.execute(
+                    "INSERT OR REPLACE INTO snapshots (name, position, data) VALUES (?, ?, ?)",
+                    (name, position, data),
+                )
+
+        await self._submit(run)
+
+    # --- reads -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _oldest(conn: aiosqlite.Connection) -> int:
+        async with conn.execute("SELECT value FROM meta WHERE key = 'oldest'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 1
+
+    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
+        if self._closed:
+            raise StoreClosed("the recorder is closed")
+        start = max(from_position, 1)
+        async with self._r.execute(
+            f"SELECT {COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?", (start, limit)
+        ) as cur:
+            rows = [StoredEvent(*r) for r in await cur.fetchall()]
+        if not rows or rows[0].position != start:
+            oldest = await self._oldest(self._r)
+            if start < oldest:
+                raise PositionTooOld(start, oldest)
+        return rows
+
+    async def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[StoredEvent]:
+        if self._closed:
+            raise StoreClosed("the recorder is closed")
+        async with self._r.execute(
+            f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
+            (stream, from_version, -1 if limit is None else limit),
+        ) as cur:
+            return [StoredEvent(*r) for r in await cur.fetchall()]
+
+    async def stream_version(self, stream: str) -> int:
+        async with self._r.execute("SELECT version FROM streams WHERE stream = ?", (stream,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else -1
+
+    async def head(self) -> int:
+        return self._watch.head
+
+    async def oldest(self) -> int:
+        return await self._oldest(self._r)
+
+    async def load_snapshot(self, name: str) -> tuple[int, bytes] | None:
+        async with self._r.execute("SELECT position, data FROM snapshots WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    async def close(self) -> None:
+        """Finish every queued write, then close. Appends after this raise ``StoreClosed``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        await self._writer
+        self._watch.close()
+        await self._r.close()
+        await self._w.close()

@@ -1,0 +1,136 @@
+"""Commands from the control plane to a nodelet, their replies, and the nodelet's own messages.
+
+Every command carries a command id (the nodelet dedupes retries by it) and the fencing epoch of the node it
+was sent to: a nodelet that re-registered under a newer epoch rejects commands of an older one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import msgspec
+
+from wire.events import Cpuset, Epoch
+from wire.ids import ContainerId, NodeName
+from wire.resources import CpuMillis, Resources
+from wire.spec import ContainerSpec
+from wire.topology import Topology
+
+
+class _Message(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False, kw_only=True):
+    pass
+
+
+class StartContainer(_Message, tag=True):
+    command_id: uuid.UUID
+    epoch: Epoch
+    container_id: ContainerId
+    spec: ContainerSpec
+    cpuset: Cpuset = ()  # exclusive CPUs; empty: the node's shared pool for the spec's QoS
+    numa_nodes: tuple[int, ...] = ()
+
+
+class StopContainer(_Message, tag=True):
+    command_id: uuid.UUID
+    epoch: Epoch
+    container_id: ContainerId
+    grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+
+
+class UpdateResources(_Message, tag=True):
+    command_id: uuid.UUID
+    epoch: Epoch
+    container_id: ContainerId
+    cpu_limit_millis: CpuMillis | None = None
+    cpuset: Cpuset | None = None
+    burst_us: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class GetLogs(_Message, tag=True):
+    command_id: uuid.UUID
+    container_id: ContainerId
+    tail: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+
+
+Command = StartContainer | StopContainer | UpdateResources | GetLogs
+
+
+class CommandAccepted(_Message, tag=True):
+    command_id: uuid.UUID
+    duplicate: bool = False  # the command id was seen before; this is the first answer again
+
+
+class CommandRejected(_Message, tag=True):
+    command_id: uuid.UUID | None
+    code: str  # machine-readable: stale_epoch, unknown_image, invalid_spec, ...
+    message: str
+
+
+class LogsReply(_Message, tag=True):
+    command_id: uuid.UUID
+    lines: tuple[str, ...] = ()
+    truncated: bool = False
+
+
+Reply = CommandAccepted | CommandRejected | LogsReply
+
+
+# --- nodelet → control plane ---------------------------------------------------------------------------------
+
+
+class Register(_Message, tag=True):
+    node: NodeName
+    topology: Topology
+    capacity: Resources
+    labels: dict[str, str] = {}
+    cpu_map: dict[int, int] = {}
+
+
+class Registered(_Message, tag=True):
+    node: NodeName
+    epoch: Epoch
+    lease_s: float
+
+
+class Heartbeat(_Message, tag=True):
+    node: NodeName
+    epoch: Epoch
+    seq: int
+    sent_ns: int
+
+
+class SyncRequest(_Message, tag=True):
+    node: NodeName
+    epoch: Epoch
+    running: tuple[ContainerId, ...] = ()
+
+
+class SyncReply(_Message, tag=True):
+    node: NodeName
+    epoch: Epoch
+    desired: tuple[StartContainer, ...] = ()
+
+
+class ContainerSample(msgspec.Struct, frozen=True, array_like=True):
+    """One container's counters at one moment (array-like: samples are many and small)."""
+
+    container_id: str
+    usage_ns: int
+    nr_periods: int
+    nr_throttled: int
+    throttled_ns: int
+    nr_bursts: int
+    burst_ns: int
+    memory_bytes: int
+
+
+class StatsSample(_Message, tag=True):
+    node: NodeName
+    at_ns: int
+    node_cpu_busy_ns: int
+    node_cpu_total_ns: int
+    containers: tuple[ContainerSample, ...] = ()
+
+
+NodeMessage = Register | Heartbeat | SyncRequest | StatsSample

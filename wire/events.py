@@ -1,0 +1,211 @@
+"""The event vocabulary: past-tense, frozen, tagged Structs.
+
+An event's payload holds only what happened. Where and when it was stored (position, stream, version, event
+id, occurred/recorded times, correlation and causation ids) is the envelope the store adds.
+
+Schema evolution: a new field gets a default; an existing field never changes type.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from wire.ids import ContainerId, NodeName, ServiceId
+from wire.resources import Resources
+from wire.spec import ContainerSpec, QoS, ServiceSpec
+from wire.topology import CpuId, Topology
+
+Cpuset = tuple[CpuId, ...]
+Epoch = Annotated[int, msgspec.Meta(ge=0)]
+Label = Annotated[str, msgspec.Meta(max_length=253)]
+
+
+class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False, kw_only=True):
+    """Base of every event; the tag is the class name."""
+
+
+# --- nodes -------------------------------------------------------------------------------------------------
+
+
+class NodeRegistered(_Event, tag=True):
+    node: NodeName
+    topology: Topology
+    capacity: Resources
+    epoch: Epoch
+    labels: dict[Label, Label] = {}
+    # Set when a declared topology is mapped onto fewer real CPUs (a test node): declared CPU → real CPU.
+    cpu_map: dict[CpuId, CpuId] = {}
+
+
+class NodeLost(_Event, tag=True):
+    node: NodeName
+    epoch: Epoch
+    last_seen_ns: int = 0
+
+
+class NodeRecovered(_Event, tag=True):
+    node: NodeName
+    epoch: Epoch
+
+
+class NodeCordoned(_Event, tag=True):
+    node: NodeName
+    reason: str = ""
+
+
+class NodeUncordoned(_Event, tag=True):
+    node: NodeName
+
+
+class NodeDrained(_Event, tag=True):
+    node: NodeName
+
+
+# --- containers --------------------------------------------------------------------------------------------
+
+
+class ContainerSubmitted(_Event, tag=True):
+    container_id: ContainerId
+    spec: ContainerSpec
+    service_id: ServiceId | None = None
+    idempotency_key: str | None = None
+
+
+class ContainerScheduled(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    epoch: Epoch
+    qos: QoS
+    cpuset: Cpuset = ()  # exclusive CPUs (LSE/LSR); empty means the node's shared pool
+    numa_nodes: tuple[int, ...] = ()
+    resources: Resources = Resources()  # what the placement reserved on the node
+    score: float = 0.0
+    reason: str = ""  # why this node, for `history`
+
+
+class ContainerUnschedulable(_Event, tag=True):
+    container_id: ContainerId
+    nodes_total: int
+    reasons: dict[str, int] = {}  # reason → how many nodes it excluded
+    message: str = ""
+
+
+class ContainerStarted(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    pid: int
+    started_ns: int
+
+
+class ContainerExited(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    exit_code: int | None  # None: unknowable (say so rather than invent one)
+    exited_ns: int
+    signal: int | None = None
+    oom_killed: bool = False
+
+
+class ContainerStopRequested(_Event, tag=True):
+    container_id: ContainerId
+    grace_s: float = 10.0
+    reason: str = ""
+
+
+class ContainerStopped(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    exit_code: int | None = None
+    stopped_ns: int = 0
+
+
+class ContainerLost(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    reason: str = ""
+
+
+# --- services ----------------------------------------------------------------------------------------------
+
+
+class ServiceCreated(_Event, tag=True):
+    service_id: ServiceId
+    spec: ServiceSpec
+
+
+class ServiceScaled(_Event, tag=True):
+    service_id: ServiceId
+    replicas_from: int
+    replicas_to: int
+
+
+class ServiceDeleted(_Event, tag=True):
+    service_id: ServiceId
+
+
+# --- CPU ---------------------------------------------------------------------------------------------------
+
+
+class ContainerThrottled(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    throttled_ratio: float  # throttled periods / periods over the sampling window
+
+
+class ContainerUnthrottled(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    throttled_ratio: float
+
+
+class CpuBurstSet(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    burst_us: int
+
+
+class CfsQuotaScaled(_Event, tag=True):
+    container_id: ContainerId
+    node: NodeName
+    from_us: int
+    to_us: int
+    reason: str = ""
+
+
+class BurstPolicyChanged(_Event, tag=True):
+    container_id: ContainerId
+    policy: str  # Koordinator: none | cpuBurstOnly | cfsQuotaBurstOnly | auto
+    burst_percent: int = 1000
+
+
+Event = (
+    NodeRegistered
+    | NodeLost
+    | NodeRecovered
+    | NodeCordoned
+    | NodeUncordoned
+    | NodeDrained
+    | ContainerSubmitted
+    | ContainerScheduled
+    | ContainerUnschedulable
+    | ContainerStarted
+    | ContainerExited
+    | ContainerStopRequested
+    | ContainerStopped
+    | ContainerLost
+    | ServiceCreated
+    | ServiceScaled
+    | ServiceDeleted
+    | ContainerThrottled
+    | ContainerUnthrottled
+    | CpuBurstSet
+    | CfsQuotaScaled
+    | BurstPolicyChanged
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls  # type: ignore[misc]
+    for cls in Event.__args__  # type: ignore[attr-defined]
+}

@@ -1,0 +1,74 @@
+"""Identifiers and stream names.
+
+Event and command ids are UUIDv7 (time-ordered), which keeps the event log's unique index append-friendly.
+Container and service ids are 16 hex digits, like a Docker short id but longer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from typing import Annotated
+
+import msgspec
+
+ID_PATTERN = r"^[0-9a-f]{16}$"
+# A DNS-1123 label: what Kubernetes requires of names that become hostnames.
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_DNS1123_RE = re.compile(DNS1123_LABEL)
+
+ContainerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="16 lowercase hex digits")]
+ServiceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="16 lowercase hex digits")]
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=DNS1123_LABEL,
+        max_length=63,
+        description="a DNS-1123 label: lowercase letters, digits and '-', at most 63, alphanumeric at both ends",
+    ),
+]
+NodeName = Name
+
+
+def uuid7(now_ns: int | None = None, rand: bytes | None = None) -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then 74 random bits."""
+    ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+    r = os.urandom(10) if rand is None else rand
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(r, "big") & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid7()
+
+
+def new_command_id() -> uuid.UUID:
+    return uuid7()
+
+
+def new_container_id() -> str:
+    return os.urandom(8).hex()
+
+
+def new_service_id() -> str:
+    return os.urandom(8).hex()
+
+
+def is_dns1123_label(value: str) -> bool:
+    return len(value) <= 63 and _DNS1123_RE.match(value) is not None
+
+
+def container_stream(container_id: str) -> str:
+    return f"container-{container_id}"
+
+
+def node_stream(node: str) -> str:
+    return f"node-{node}"
+
+
+def service_stream(service_id: str) -> str:
+    return f"service-{service_id}"

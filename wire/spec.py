@@ -1,0 +1,130 @@
+"""What a user asks for: container and service specs, QoS classes and placement policies.
+
+Specs are validated when built or decoded. Messages name the field and the reason, so the API can return
+them as they are ("cpu_request_millis: LSE needs a whole number of CPUs, got 1500m").
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from wire.ids import Name
+from wire.resources import CpuMillis, MemoryBytes, format_cpu
+
+MIN_CONTAINER_MEMORY = 4 * 1024 * 1024
+
+# Kubernetes label syntax: an optional DNS-subdomain prefix and '/', then a name of at most 63 characters.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A Docker image reference: [registry/]path[:tag][@sha256:digest], or a bare sha256 digest.
+IMAGE_REF = (
+    r"^(sha256:[a-f0-9]{64}|[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?)$"
+)
+
+LabelKey = Annotated[str, msgspec.Meta(pattern=LABEL_KEY, max_length=253)]
+LabelValue = Annotated[str, msgspec.Meta(pattern=LABEL_VALUE, max_length=63)]
+Labels = Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)]
+EnvName = Annotated[str, msgspec.Meta(pattern=ENV_NAME, max_length=256)]
+Arg = Annotated[str, msgspec.Meta(max_length=32768)]
+ImageRef = Annotated[str, msgspec.Meta(pattern=IMAGE_REF, min_length=1, max_length=255)]
+
+
+class QoS(enum.StrEnum):
+    """Koordinator's QoS classes."""
+
+    LSE = "LSE"  # latency-sensitive exclusive: a cpuset shared with nobody
+    LSR = "LSR"  # latency-sensitive reserved: an exclusive cpuset that BE may share
+    LS = "LS"  # latency-sensitive: the shared pool, CFS quota, eligible for CPU Burst
+    BE = "BE"  # best effort: the BE pool, lowest shares
+
+    @property
+    def exclusive(self) -> bool:
+        return self in (QoS.LSE, QoS.LSR)
+
+
+class CpuBindPolicy(enum.StrEnum):
+    DEFAULT = "Default"  # FullPCPUs for exclusive cpusets
+    FULL_PCPUS = "FullPCPUs"  # whole physical cores
+    SPREAD_BY_PCPUS = "SpreadByPCPUs"  # one logical CPU per physical core first
+
+
+class NumaPolicy(enum.StrEnum):
+    NONE = "None"
+    BEST_EFFORT = "BestEffort"
+    RESTRICTED = "Restricted"
+    SINGLE_NUMA_NODE = "SingleNUMANode"
+
+
+class RestartPolicy(enum.StrEnum):
+    NEVER = "Never"
+    ON_FAILURE = "OnFailure"
+    ALWAYS = "Always"
+
+
+class ContainerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A container to run. ``qos`` left empty is derived as Kubernetes maps pod classes onto Koordinator's:
+    Guaranteed (CPU request == limit, whole CPUs, memory limit set) → LSR, no CPU request and no limits → BE,
+    anything else → LS."""
+
+    name: Name
+    image: ImageRef
+    command: Annotated[tuple[Arg, ...], msgspec.Meta(max_length=1024)] = ()
+    env: Annotated[dict[EnvName, Arg], msgspec.Meta(max_length=1024)] = {}
+    cpu_request_millis: CpuMillis = 0
+    cpu_limit_millis: CpuMillis | None = None
+    memory_limit_bytes: MemoryBytes | None = None
+    qos: QoS | None = None
+    cpu_bind_policy: CpuBindPolicy = CpuBindPolicy.DEFAULT
+    numa_policy: NumaPolicy = NumaPolicy.NONE
+    node_selector: Labels = {}
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+    labels: Labels = {}
+
+    def __post_init__(self) -> None:
+        req, lim, mem = self.cpu_request_millis, self.cpu_limit_millis, self.memory_limit_bytes
+        if lim is not None and lim == 0:
+            raise ValueError("cpu_limit_millis: must be positive, or left out for no limit")
+        if lim is not None and req > lim:
+            raise ValueError(f"cpu_request_millis: request {format_cpu(req)} is above the limit {format_cpu(lim)}")
+        if mem is not None and mem < MIN_CONTAINER_MEMORY:
+            raise ValueError(f"memory_limit_bytes: {mem} is below the minimum of 4Mi")
+        qos = self.qos
+        if qos is None:
+            qos = derive_qos(req, lim, mem)
+            msgspec.structs.force_setattr(self, "qos", qos)
+        if qos.exclusive:
+            if lim is None or req != lim:
+                raise ValueError(f"cpu_limit_millis: {qos} needs a CPU limit equal to the request")
+            if req == 0 or req % 1000:
+                raise ValueError(f"cpu_request_millis: {qos} needs a whole number of CPUs, got {format_cpu(req)}")
+        elif self.cpu_bind_policy is not CpuBindPolicy.DEFAULT:
+            raise ValueError(f"cpu_bind_policy: only LSE and LSR get exclusive CPUs; this container is {qos}")
+
+    @property
+    def exclusive_cpus(self) -> int:
+        """How many CPUs the container holds exclusively (0 outside LSE/LSR)."""
+        return self.cpu_request_millis // 1000 if self.qos is not None and self.qos.exclusive else 0
+
+
+def derive_qos(request: int, limit: int | None, memory: int | None) -> QoS:
+    if limit is not None and request == limit and request % 1000 == 0 and memory is not None:
+        return QoS.LSR
+    if request == 0 and limit is None and memory is None:
+        return QoS.BE
+    return QoS.LS
+
+
+class ServiceSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """N replicas of one container template, spread across nodes."""
+
+    name: Name
+    replicas: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+    template: ContainerSpec
