@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Corral's nodelet and tests use, when they are missing.
+set -euo pipefail
+need=()
+command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v conmon >/dev/null 2>&1 || need+=(conmon)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+[ ${#need[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing ${need[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
