@@ -34,9 +34,7 @@ def new_event(type_: str = "Test", payload: bytes = b"x", occurred_ns: int = 1, 
 
 def registered(node: str = "n1", cpus: int = 8, epoch: int = 1) -> ev.NodeRegistered:
     topo = Topology.uniform(1, 1, cpus // 2, 2, memory_per_numa=32 << 30)
-    return ev.NodeRegistered(
-        node=node, topology=topo, capacity=Resources(cpus * 1000, 32 << 30), epoch=epoch
-    )
+    return ev.NodeRegistered(node=node, topology=topo, capacity=Resources(cpus * 1000, 32 << 30), epoch=epoch)
 
 
 def submitted(n: int, s: ContainerSpec | None = None, service: str | None = None) -> ev.ContainerSubmitted:
