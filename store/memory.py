@@ -6,7 +6,16 @@ import time
 from collections.abc import Callable, Sequence
 
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed, StoreError
-from store.recorder import AppendRequest, Existing, NewEvent, RecorderBase, StoredEvent, plan_batch, validate_append
+from store.recorder import (
+    AppendRequest,
+    CompactEvent,
+    Existing,
+    NewEvent,
+    RecorderBase,
+    StoredEvent,
+    plan_batch,
+    validate_append,
+)
 
 
 class MemoryRecorder(RecorderBase):
@@ -57,6 +66,9 @@ class MemoryRecorder(RecorderBase):
             raise PositionTooOld(start, self._oldest)
         i = start - self._oldest
         return self._events[i : i + limit]
+
+    async def read_compact(self, from_position: int = 1, limit: int = 10_000) -> list[CompactEvent]:
+        return [(r.position, r.payload) for r in await self.read_all(from_position, limit)]
 
     async def stream_version(self, stream: str) -> int:
         return self._versions.get(stream, -1)

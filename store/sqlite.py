@@ -22,6 +22,7 @@ import msgspec
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed, StoreError
 from store.recorder import (
     AppendRequest,
+    CompactEvent,
     Existing,
     NewEvent,
     RecorderBase,
@@ -276,14 +277,21 @@ class SqliteRecorder(RecorderBase):
         return int(row[0]) if row else 1
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
+        return [StoredEvent(*r) for r in await self._read_from(COLUMNS, from_position, limit)]
+
+    async def read_compact(self, from_position: int = 1, limit: int = 10_000) -> list[CompactEvent]:
+        return await self._read_from("seq, payload", from_position, limit)
+
+    async def _read_from(self, columns: str, from_position: int, limit: int) -> list[Any]:
         if self._closed:
             raise StoreClosed("the recorder is closed")
         start = max(from_position, 1)
         async with self._r.execute(
-            f"SELECT {COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?", (start, limit)
+            f"SELECT {columns} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?", (start, limit)
         ) as cur:
-            rows = [StoredEvent(*r) for r in await cur.fetchall()]
-        if not rows or rows[0].position != start:
+            rows = list(await cur.fetchall())
+        # Positions are contiguous: a first row past ``start`` (or none at all) may mean truncation.
+        if not rows or rows[0][0] != start:
             oldest = await self._oldest(self._r)
             if start < oldest:
                 raise PositionTooOld(start, oldest)

@@ -44,14 +44,19 @@ def submitted(n: int, s: ContainerSpec | None = None, service: str | None = None
 def scheduled(n: int, node: str = "n1", cpuset: tuple[int, ...] = (), cpu: int = 500) -> ev.ContainerScheduled:
     qos = QoS.LSR if cpuset else QoS.LS
     return ev.ContainerScheduled(
-        container_id=cid(n), node=node, epoch=1, qos=qos, cpuset=cpuset,
+        container_id=cid(n),
+        node=node,
+        epoch=1,
+        qos=qos,
+        cpuset=cpuset,
         resources=Resources(cpu if not cpuset else 1000 * len(cpuset), 1 << 28),
-    )  # fmt: skip
+    )
 
 
 def service(name: str = "api", replicas: int = 3) -> ev.ServiceCreated:
-    return ev.ServiceCreated(service_id=cid(next(_counter) + 10_000), spec=ServiceSpec(
-        name=name, replicas=replicas, template=spec(name)))  # fmt: skip
+    return ev.ServiceCreated(
+        service_id=cid(next(_counter) + 10_000), spec=ServiceSpec(name=name, replicas=replicas, template=spec(name))
+    )
 
 
 def uid() -> uuid.UUID:

@@ -42,8 +42,24 @@ def event_type(event: Event) -> str:
     return type(event).__name__
 
 
-def decode_event(type_name: str, payload: bytes) -> Event:
-    """Decode a stored event; its type must be one this version knows."""
-    if type_name not in EVENT_TYPES:
-        raise UnknownEventType(type_name)
-    return event_decoder.decode(payload)
+_tag_only = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
+
+
+def decode_event(payload: bytes) -> Event:
+    """Decode an event payload. Raises ``UnknownEventType`` for a type this version does not know, and
+    ``msgspec.ValidationError`` / ``DecodeError`` for a payload that is not a valid event."""
+    try:
+        return event_decoder.decode(payload)
+    except msgspec.ValidationError:
+        unknown = _unknown_type(payload)
+        if unknown is not None:
+            raise unknown from None
+        raise
+
+
+def _unknown_type(payload: bytes) -> UnknownEventType | None:
+    try:
+        tag = msgspec.msgpack.decode(_tag_only.decode(payload).get("type", msgspec.Raw(b"\xc0")))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return UnknownEventType(str(tag)) if tag not in EVENT_TYPES else None

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import msgspec
 
+from wire import checks
 from wire.events import Cpuset, Epoch
 from wire.ids import ContainerId, NodeName
 from wire.resources import CpuMillis, Resources
@@ -18,8 +19,13 @@ from wire.spec import ContainerSpec
 from wire.topology import Topology
 
 
-class _Message(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False, kw_only=True):
-    pass
+class _Message(msgspec.Struct, frozen=True, gc=False, tag_field="type", forbid_unknown_fields=False, kw_only=True):
+    def __post_init__(self) -> None:
+        # Ids and node names become paths and NATS subjects on the nodelet: check them on every decode.
+        for field in ("container_id", "node"):
+            value = getattr(self, field, None)
+            if isinstance(value, str):
+                (checks.hex_id if field == "container_id" else checks.dns1123_label)(field, value)
 
 
 class StartContainer(_Message, tag=True):
@@ -112,7 +118,7 @@ class SyncReply(_Message, tag=True):
     desired: tuple[StartContainer, ...] = ()
 
 
-class ContainerSample(msgspec.Struct, frozen=True, array_like=True):
+class ContainerSample(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One container's counters at one moment (array-like: samples are many and small)."""
 
     container_id: str

@@ -22,7 +22,7 @@ Epoch = Annotated[int, msgspec.Meta(ge=0)]
 Label = Annotated[str, msgspec.Meta(max_length=253)]
 
 
-class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False, kw_only=True):
+class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="type", forbid_unknown_fields=False, kw_only=True):
     """Base of every event; the tag is the class name."""
 
 

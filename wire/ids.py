@@ -7,24 +7,21 @@ Container and service ids are 16 hex digits, like a Docker short id but longer.
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from typing import Annotated
 
 import msgspec
 
-ID_PATTERN = r"^[0-9a-f]{16}$"
-# A DNS-1123 label: what Kubernetes requires of names that become hostnames.
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-_DNS1123_RE = re.compile(DNS1123_LABEL)
+from wire.checks import DNS1123_LABEL
 
-ContainerId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="16 lowercase hex digits")]
-ServiceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="16 lowercase hex digits")]
+# Lengths are checked on decode; patterns by the containing Struct's __post_init__ (see wire.checks).
+ContainerId = Annotated[str, msgspec.Meta(min_length=16, max_length=16, description="16 lowercase hex digits")]
+ServiceId = Annotated[str, msgspec.Meta(min_length=16, max_length=16, description="16 lowercase hex digits")]
 Name = Annotated[
     str,
     msgspec.Meta(
-        pattern=DNS1123_LABEL,
+        min_length=1,
         max_length=63,
         description="a DNS-1123 label: lowercase letters, digits and '-', at most 63, alphanumeric at both ends",
     ),
@@ -59,7 +56,7 @@ def new_service_id() -> str:
 
 
 def is_dns1123_label(value: str) -> bool:
-    return len(value) <= 63 and _DNS1123_RE.match(value) is not None
+    return len(value) <= 63 and DNS1123_LABEL.fullmatch(value) is not None
 
 
 def container_stream(container_id: str) -> str:

@@ -20,7 +20,7 @@ CpuMillis = Annotated[int, msgspec.Meta(ge=0, le=MAX_CPU_MILLIS, description="CP
 MemoryBytes = Annotated[int, msgspec.Meta(ge=0, le=MAX_MEMORY_BYTES, description="memory in bytes")]
 
 
-class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Resources(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """An amount of CPU and memory: a capacity, a request or an allocation."""
 
     cpu_millis: CpuMillis = 0
@@ -39,9 +39,18 @@ class Resources(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?\s*([a-zA-Z]*)\s*$")
 _MEMORY_SUFFIX = {
     "": 1,
-    "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
-}  # fmt: skip
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+}
 
 
 def _number(text: str, what: str) -> tuple[Decimal, str]:

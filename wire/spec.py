@@ -11,30 +11,19 @@ from typing import Annotated
 
 import msgspec
 
+from wire import checks
 from wire.ids import Name
 from wire.resources import CpuMillis, MemoryBytes, format_cpu
 
 MIN_CONTAINER_MEMORY = 4 * 1024 * 1024
 
-# Kubernetes label syntax: an optional DNS-subdomain prefix and '/', then a name of at most 63 characters.
-LABEL_KEY = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-# A Docker image reference: [registry/]path[:tag][@sha256:digest], or a bare sha256 digest.
-IMAGE_REF = (
-    r"^(sha256:[a-f0-9]{64}|[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
-    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?)$"
-)
-
-LabelKey = Annotated[str, msgspec.Meta(pattern=LABEL_KEY, max_length=253)]
-LabelValue = Annotated[str, msgspec.Meta(pattern=LABEL_VALUE, max_length=63)]
+# Lengths are checked on decode; patterns in __post_init__ (see wire.checks for why).
+LabelKey = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=63)]
 Labels = Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)]
-EnvName = Annotated[str, msgspec.Meta(pattern=ENV_NAME, max_length=256)]
+EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Arg = Annotated[str, msgspec.Meta(max_length=32768)]
-ImageRef = Annotated[str, msgspec.Meta(pattern=IMAGE_REF, min_length=1, max_length=255)]
+ImageRef = Annotated[str, msgspec.Meta(min_length=1, max_length=255, description="e.g. 'busybox' or 'repo/name:tag'")]
 
 
 class QoS(enum.StrEnum):
@@ -69,7 +58,7 @@ class RestartPolicy(enum.StrEnum):
     ALWAYS = "Always"
 
 
-class ContainerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
     """A container to run. ``qos`` left empty is derived as Kubernetes maps pod classes onto Koordinator's:
     Guaranteed (CPU request == limit, whole CPUs, memory limit set) → LSR, no CPU request and no limits → BE,
     anything else → LS."""
@@ -89,6 +78,15 @@ class ContainerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     labels: Labels = {}
 
     def __post_init__(self) -> None:
+        if checks.is_trusted():
+            if self.qos is not None:
+                return  # a spec from the log was checked, and its QoS resolved, when it was submitted
+        else:
+            checks.dns1123_label("name", self.name)
+            checks.image_ref("image", self.image)
+            checks.env_names("env", self.env)
+            checks.labels("node_selector", self.node_selector)
+            checks.labels("labels", self.labels)
         req, lim, mem = self.cpu_request_millis, self.cpu_limit_millis, self.memory_limit_bytes
         if lim is not None and lim == 0:
             raise ValueError("cpu_limit_millis: must be positive, or left out for no limit")
@@ -122,9 +120,13 @@ def derive_qos(request: int, limit: int | None, memory: int | None) -> QoS:
     return QoS.LS
 
 
-class ServiceSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class ServiceSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
     """N replicas of one container template, spread across nodes."""
 
     name: Name
     replicas: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
     template: ContainerSpec
+
+    def __post_init__(self) -> None:
+        if not checks.is_trusted():
+            checks.dns1123_label("name", self.name)

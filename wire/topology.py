@@ -11,29 +11,31 @@ from typing import Annotated
 
 import msgspec
 
+from wire import checks
+
 CpuId = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 MAX_CPUS = 4096
 
 
-class Core(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Core(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """A physical core and its logical CPUs (hyperthread siblings)."""
 
     id: Annotated[int, msgspec.Meta(ge=0)]
     cpus: Annotated[tuple[CpuId, ...], msgspec.Meta(min_length=1, max_length=8)]
 
 
-class NumaNode(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class NumaNode(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     id: Annotated[int, msgspec.Meta(ge=0, le=1023)]
     cores: Annotated[tuple[Core, ...], msgspec.Meta(min_length=1)]
     memory_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-class Socket(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Socket(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     id: Annotated[int, msgspec.Meta(ge=0)]
     numa_nodes: Annotated[tuple[NumaNode, ...], msgspec.Meta(min_length=1)]
 
 
-class CpuInfo(msgspec.Struct, frozen=True):
+class CpuInfo(msgspec.Struct, frozen=True, gc=False):
     """Where one logical CPU sits."""
 
     cpu: int
@@ -50,12 +52,14 @@ def _unique(ids: list[int], what: str) -> None:
         seen.add(i)
 
 
-class Topology(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Topology(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """The CPU and memory layout of a node."""
 
     sockets: Annotated[tuple[Socket, ...], msgspec.Meta(min_length=1)]
 
     def __post_init__(self) -> None:
+        if checks.is_trusted():
+            return
         numas = [n for s in self.sockets for n in s.numa_nodes]
         cores = [c for n in numas for c in n.cores]
         cpus = [cpu for c in cores for cpu in c.cpus]

@@ -219,6 +219,15 @@ class RecorderContract:
         assert await recorder.read_all(8) == []
         assert [r.position for r in await recorder.read_all(0, limit=1)] == [1]
 
+    async def test_read_compact_matches_read_all(self, recorder: Recorder) -> None:
+        for i in range(5):
+            await recorder.append(f"s{i % 2}", [new_event(f"T{i}", bytes([i]))], ANY)
+        full = await recorder.read_all(2, limit=3)
+        assert await recorder.read_compact(2, limit=3) == [(r.position, r.payload) for r in full]
+        await recorder.truncate_before(3)
+        with pytest.raises(PositionTooOld):
+            await recorder.read_compact(1)
+
     # --- subscriptions -------------------------------------------------------------------------------------------
 
     async def test_subscribe_catches_up_then_goes_live_without_gaps(self, recorder: Recorder) -> None:

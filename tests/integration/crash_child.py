@@ -26,9 +26,7 @@ async def main(path: str, seed: int) -> None:
             n += 1
             request = f"{seed}-{worker}-{n}"
             count = rng.randint(1, 4)
-            batch = [
-                NewEvent(rng.randbytes(16), "T", f"{request}:{i}:{count}".encode(), 1) for i in range(count)
-            ]
+            batch = [NewEvent(rng.randbytes(16), "T", f"{request}:{i}:{count}".encode(), 1) for i in range(count)]
             stream = f"s{rng.randint(0, 20)}"
             try:
                 positions = await recorder.append(stream, batch, ANY)

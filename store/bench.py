@@ -1,0 +1,229 @@
+"""Event-log benchmark: ``python -m store.bench [--quick]``.
+
+1. Durable appends/s (``synchronous=FULL``) with 100 concurrent appenders through the group-commit writer,
+   beside a raw ``sqlite3`` executemany baseline on the same schema and durability, measured in the same run.
+2. Replay of a realistic log (nodes registering; containers submitted, scheduled, started, throttled, exited)
+   from SQLite into the cluster projection: read, decode and fold.
+
+The last line reads ``store: appends_per_s=N baseline_per_s=N ratio=R replay_per_s=N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import uvloop
+
+from store.projections import ClusterState
+from store.projector import catch_up
+from store.recorder import NO_STREAM, NewEvent
+from store.sqlite import INSERT_EVENT, SCHEMA, UPSERT_STREAM, SqliteRecorder
+from wire import events as ev
+from wire.codec import encode, event_type
+from wire.ids import container_stream, node_stream
+from wire.resources import Resources
+from wire.spec import ContainerSpec, QoS
+from wire.topology import Topology
+
+
+def _event(payload: bytes = b"\x81\xa4type\xa1T") -> NewEvent:
+    return NewEvent(uuid.uuid4().bytes, "T", payload, time.time_ns())
+
+
+async def bench_appends(path: Path, total: int, appenders: int) -> tuple[float, list[float], int]:
+    recorder = await SqliteRecorder.open(path, synchronous="FULL")
+    latencies: list[float] = []
+    per = total // appenders
+
+    async def appender(i: int) -> None:
+        version = NO_STREAM
+        for _ in range(per):
+            t = time.perf_counter()
+            await recorder.append(f"bench-{i}", [_event()], version)
+            latencies.append(time.perf_counter() - t)
+            version += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(appender(i) for i in range(appenders)))
+    elapsed = time.perf_counter() - start
+    batches = recorder.batches
+    await recorder.close()
+    return per * appenders / elapsed, latencies, batches
+
+
+def bench_baseline(path: Path, total: int, batch: int) -> float:
+    """Raw sqlite3, same schema, synchronous=FULL, one executemany + commit per ``batch`` events."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    seq = 0
+    start = time.perf_counter()
+    for b in range(total // batch):
+        rows = []
+        for i in range(batch):
+            seq += 1
+            e = _event()
+            rows.append(
+                (seq, e.event_id, f"bench-{i}", b, e.type, 1, e.occurred_ns, e.occurred_ns, None, None, e.payload)
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT_EVENT, rows)
+        conn.executemany(UPSERT_STREAM, [(f"bench-{i}", b) for i in range(batch)])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return seq / elapsed
+
+
+def realistic_log(n_events: int, seed: int = 7) -> list[tuple[str, ev.Event]]:
+    """A cluster's life: 100 nodes register, then containers go submitted → scheduled → started →
+    (sometimes throttled/unthrottled) → exited."""
+    rng = random.Random(seed)
+    topo = Topology.uniform(2, 2, 8, 2, memory_per_numa=64 << 30)
+    out: list[tuple[str, ev.Event]] = []
+    nodes = [f"node-{i}" for i in range(100)]
+    for n in nodes:
+        out.append(
+            (node_stream(n), ev.NodeRegistered(node=n, topology=topo, capacity=Resources(64_000, 256 << 30), epoch=1))
+        )
+    specs = [
+        ContainerSpec(
+            name="web",
+            image="busybox",
+            command=("httpd", "-f"),
+            cpu_request_millis=500,
+            cpu_limit_millis=1000,
+            memory_limit_bytes=256 << 20,
+            labels={"app": "web"},
+        ),
+        ContainerSpec(
+            name="db", image="busybox", cpu_request_millis=2000, cpu_limit_millis=2000, memory_limit_bytes=1 << 30
+        ),
+        ContainerSpec(name="batch", image="busybox", command=("sh", "-c", "work")),
+    ]
+    i = 0
+    while len(out) < n_events:
+        i += 1
+        cid = f"{i:016x}"
+        stream = container_stream(cid)
+        spec = specs[i % 3]
+        node = rng.choice(nodes)
+        cpuset = (i % 32, i % 32 + 32) if spec.qos is QoS.LSR else ()
+        out.append((stream, ev.ContainerSubmitted(container_id=cid, spec=spec)))
+        out.append(
+            (
+                stream,
+                ev.ContainerScheduled(
+                    container_id=cid,
+                    node=node,
+                    epoch=1,
+                    qos=spec.qos or QoS.LS,
+                    cpuset=cpuset,
+                    resources=Resources(spec.cpu_request_millis, spec.memory_limit_bytes or 0),
+                    score=0.8,
+                    reason="most allocated",
+                ),
+            )
+        )
+        out.append((stream, ev.ContainerStarted(container_id=cid, node=node, pid=1000 + i, started_ns=i)))
+        if i % 4 == 0:
+            out.append((stream, ev.ContainerThrottled(container_id=cid, node=node, throttled_ratio=0.4)))
+            out.append((stream, ev.ContainerUnthrottled(container_id=cid, node=node, throttled_ratio=0.01)))
+        out.append((stream, ev.ContainerExited(container_id=cid, node=node, exit_code=0, exited_ns=i + 5)))
+    return out[:n_events]
+
+
+def write_log(path: Path, events: list[tuple[str, ev.Event]]) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.executescript(SCHEMA)
+    versions: dict[str, int] = {}
+    rows = []
+    for seq, (stream, e) in enumerate(events, start=1):
+        version = versions[stream] = versions.get(stream, -1) + 1
+        rows.append((seq, os.urandom(16), stream, version, event_type(e), 1, seq, seq, None, None, encode(e)))
+    conn.execute("BEGIN")
+    conn.executemany(INSERT_EVENT, rows)
+    conn.executemany(UPSERT_STREAM, list(versions.items()))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def bench_replay(path: Path) -> tuple[float, ClusterState]:
+    recorder = await SqliteRecorder.open(path)
+    start = time.perf_counter()
+    state = await catch_up(recorder, ClusterState())
+    elapsed = time.perf_counter() - start
+    await recorder.close()
+    return state.position / elapsed, state
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs; finishes within 30 s")
+    parser.add_argument("--appenders", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=None, help="append/baseline rounds (median is reported)")
+    parser.add_argument("--dir", default=None, help="where the SQLite files go (default: a temporary directory)")
+    args = parser.parse_args()
+    appends = 20_000 if args.quick else 100_000
+    replay_events = 200_000 if args.quick else 1_000_000
+    rounds = args.rounds or (3 if args.quick else 5)
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        d = Path(tmp)
+        print(
+            f"durable appends: {appends} events, {args.appenders} concurrent appenders, synchronous=FULL, "
+            f"{rounds} rounds (baseline: raw sqlite3 executemany, {args.appenders} events per transaction)"
+        )
+        rates, baselines, p50s, p99s = [], [], [], []
+        for r in range(rounds):
+            rate, lat, batches = uvloop.run(bench_appends(d / f"append-{r}.db", appends, args.appenders))
+            base = bench_baseline(d / f"baseline-{r}.db", appends, args.appenders)
+            lat.sort()
+            p50, p99 = lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3
+            rates.append(rate)
+            baselines.append(base)
+            p50s.append(p50)
+            p99s.append(p99)
+            print(
+                f"  round {r + 1}: corral {rate:,.0f}/s (p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+                f"{appends / batches:.0f} events/transaction)   baseline {base:,.0f}/s   ratio {rate / base:.2f}"
+            )
+        rate, base = statistics.median(rates), statistics.median(baselines)
+        print(
+            f"  median: corral {rate:,.0f}/s, p50 {statistics.median(p50s):.2f} ms, "
+            f"p99 {statistics.median(p99s):.2f} ms; baseline {base:,.0f}/s"
+        )
+
+        print(f"replay: generating {replay_events:,} events ...", flush=True)
+        log = realistic_log(replay_events)
+        write_log(d / "replay.db", log)
+        del log
+        replay_rates = []
+        for _ in range(1 if not args.quick else 2):
+            replay_rate, state = uvloop.run(bench_replay(d / "replay.db"))
+            replay_rates.append(replay_rate)
+        replay_rate = max(replay_rates)
+        print(
+            f"  replayed into projections: {replay_rate:,.0f} events/s "
+            f"({len(state.nodes)} nodes, {len(state.containers):,} containers)"
+        )
+    print(
+        f"store: appends_per_s={rate:.0f} baseline_per_s={base:.0f} ratio={rate / base:.2f} "
+        f"replay_per_s={replay_rate:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
