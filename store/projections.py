@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from msgspec.structs import replace
@@ -125,6 +125,7 @@ class ClusterState(msgspec.Struct):
 # costs more than the fold around it.
 PENDING, UNSCHEDULABLE, SCHEDULED, RUNNING, STOPPING, EXITED, STOPPED, LOST = ContainerState
 _Fold = Callable[[Any, Any, int], Any]
+_V = TypeVar("_V", NodeView, ContainerView, ServiceView)
 
 
 def _node_registered(view: NodeView | None, e: ev.NodeRegistered, _: int) -> NodeView:
@@ -249,11 +250,12 @@ def evolve_service(view: ServiceView | None, event: ev.Event, position: int = 0)
 _CREATES = frozenset({ev.NodeRegistered, ev.ContainerSubmitted, ev.ServiceCreated})
 
 
-def _evolve(folds: dict[type, _Fold], view: Any, event: ev.Event, position: int) -> Any:
+def _evolve(folds: dict[type, _Fold], view: _V | None, event: ev.Event, position: int) -> _V | None:
     fold = folds.get(type(event))
     if fold is None or (view is None and type(event) not in _CREATES):
         return view
-    return fold(view, event, position)
+    new: _V | None = fold(view, event, position)
+    return new
 
 
 # --- routing ---------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 
 DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -58,6 +58,34 @@ def dns1123_label(field: str, value: str) -> None:
 def hex_id(field: str, value: str) -> None:
     if HEX_ID.fullmatch(value) is None:
         raise ValueError(f"{field}: {value!r} is not an id (16 lowercase hex digits)")
+
+
+_ID_FIELDS: dict[str, Callable[[str, str], None]] = {
+    "container_id": hex_id,
+    "service_id": hex_id,
+    "node": dns1123_label,
+    "running": hex_id,  # a tuple of container ids
+}
+
+IdChecks = tuple[tuple[str, Callable[[str, str], None]], ...]
+
+
+def id_checks(cls: type) -> IdChecks:
+    """The id and node-name fields of a Struct type, with their checks (for ``check_ids``)."""
+    fields: tuple[str, ...] = getattr(cls, "__struct_fields__", ())
+    return tuple((f, _ID_FIELDS[f]) for f in fields if f in _ID_FIELDS)
+
+
+def check_ids(obj: object, plan: IdChecks) -> None:
+    """Ids and node names become paths, cgroup names and NATS subjects: check them on every decode of a message
+    that crossed a process boundary."""
+    for field, check in plan:
+        value = getattr(obj, field)
+        if isinstance(value, str):
+            check(field, value)
+        elif isinstance(value, tuple):
+            for item in value:
+                check(field, item)
 
 
 def image_ref(field: str, value: str) -> None:

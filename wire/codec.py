@@ -62,4 +62,4 @@ def _unknown_type(payload: bytes) -> UnknownEventType | None:
         tag = msgspec.msgpack.decode(_tag_only.decode(payload).get("type", msgspec.Raw(b"\xc0")))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return UnknownEventType(str(tag)) if tag not in EVENT_TYPES else None
+    return UnknownEventType(tag) if isinstance(tag, str) and tag not in EVENT_TYPES else None

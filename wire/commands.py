@@ -6,6 +6,7 @@ was sent to: a nodelet that re-registered under a newer epoch rejects commands o
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated
 
@@ -21,14 +22,10 @@ from wire.topology import Topology
 
 class _Message(msgspec.Struct, frozen=True, gc=False, tag_field="type", forbid_unknown_fields=False, kw_only=True):
     def __post_init__(self) -> None:
-        # Ids and node names become paths and NATS subjects on the nodelet: check them on every decode.
-        for field in ("container_id", "node"):
-            value = getattr(self, field, None)
-            if isinstance(value, str):
-                (checks.hex_id if field == "container_id" else checks.dns1123_label)(field, value)
+        checks.check_ids(self, _id_checks(type(self)))
 
 
-class StartContainer(_Message, tag=True):
+class StartContainer(_Message, frozen=True, tag=True):
     command_id: uuid.UUID
     epoch: Epoch
     container_id: ContainerId
@@ -37,14 +34,14 @@ class StartContainer(_Message, tag=True):
     numa_nodes: tuple[int, ...] = ()
 
 
-class StopContainer(_Message, tag=True):
+class StopContainer(_Message, frozen=True, tag=True):
     command_id: uuid.UUID
     epoch: Epoch
     container_id: ContainerId
     grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
-class UpdateResources(_Message, tag=True):
+class UpdateResources(_Message, frozen=True, tag=True):
     command_id: uuid.UUID
     epoch: Epoch
     container_id: ContainerId
@@ -53,7 +50,7 @@ class UpdateResources(_Message, tag=True):
     burst_us: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
-class GetLogs(_Message, tag=True):
+class GetLogs(_Message, frozen=True, tag=True):
     command_id: uuid.UUID
     container_id: ContainerId
     tail: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
@@ -62,18 +59,18 @@ class GetLogs(_Message, tag=True):
 Command = StartContainer | StopContainer | UpdateResources | GetLogs
 
 
-class CommandAccepted(_Message, tag=True):
+class CommandAccepted(_Message, frozen=True, tag=True):
     command_id: uuid.UUID
     duplicate: bool = False  # the command id was seen before; this is the first answer again
 
 
-class CommandRejected(_Message, tag=True):
+class CommandRejected(_Message, frozen=True, tag=True):
     command_id: uuid.UUID | None
     code: str  # machine-readable: stale_epoch, unknown_image, invalid_spec, ...
     message: str
 
 
-class LogsReply(_Message, tag=True):
+class LogsReply(_Message, frozen=True, tag=True):
     command_id: uuid.UUID
     lines: tuple[str, ...] = ()
     truncated: bool = False
@@ -85,7 +82,7 @@ Reply = CommandAccepted | CommandRejected | LogsReply
 # --- nodelet → control plane ---------------------------------------------------------------------------------
 
 
-class Register(_Message, tag=True):
+class Register(_Message, frozen=True, tag=True):
     node: NodeName
     topology: Topology
     capacity: Resources
@@ -93,26 +90,26 @@ class Register(_Message, tag=True):
     cpu_map: dict[int, int] = {}
 
 
-class Registered(_Message, tag=True):
+class Registered(_Message, frozen=True, tag=True):
     node: NodeName
     epoch: Epoch
     lease_s: float
 
 
-class Heartbeat(_Message, tag=True):
+class Heartbeat(_Message, frozen=True, tag=True):
     node: NodeName
     epoch: Epoch
     seq: int
     sent_ns: int
 
 
-class SyncRequest(_Message, tag=True):
+class SyncRequest(_Message, frozen=True, tag=True):
     node: NodeName
     epoch: Epoch
     running: tuple[ContainerId, ...] = ()
 
 
-class SyncReply(_Message, tag=True):
+class SyncReply(_Message, frozen=True, tag=True):
     node: NodeName
     epoch: Epoch
     desired: tuple[StartContainer, ...] = ()
@@ -131,7 +128,7 @@ class ContainerSample(msgspec.Struct, frozen=True, gc=False, array_like=True):
     memory_bytes: int
 
 
-class StatsSample(_Message, tag=True):
+class StatsSample(_Message, frozen=True, tag=True):
     node: NodeName
     at_ns: int
     node_cpu_busy_ns: int
@@ -140,3 +137,8 @@ class StatsSample(_Message, tag=True):
 
 
 NodeMessage = Register | Heartbeat | SyncRequest | StatsSample
+
+
+@functools.cache
+def _id_checks(cls: type) -> checks.IdChecks:
+    return checks.id_checks(cls)

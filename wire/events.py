@@ -8,10 +8,12 @@ Schema evolution: a new field gets a default; an existing field never changes ty
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated
 
 import msgspec
 
+from wire import checks
 from wire.ids import ContainerId, NodeName, ServiceId
 from wire.resources import Resources
 from wire.spec import ContainerSpec, QoS, ServiceSpec
@@ -23,13 +25,18 @@ Label = Annotated[str, msgspec.Meta(max_length=253)]
 
 
 class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="type", forbid_unknown_fields=False, kw_only=True):
-    """Base of every event; the tag is the class name."""
+    """Base of every event; the tag is the class name. Ids and node names are checked unless trusted (events
+    from nodelets cross a process boundary; the log's own replay does not need the check)."""
+
+    def __post_init__(self) -> None:
+        if not checks.is_trusted():
+            checks.check_ids(self, _ID_CHECKS[type(self)])
 
 
 # --- nodes -------------------------------------------------------------------------------------------------
 
 
-class NodeRegistered(_Event, tag=True):
+class NodeRegistered(_Event, frozen=True, tag=True):
     node: NodeName
     topology: Topology
     capacity: Resources
@@ -39,41 +46,41 @@ class NodeRegistered(_Event, tag=True):
     cpu_map: dict[CpuId, CpuId] = {}
 
 
-class NodeLost(_Event, tag=True):
+class NodeLost(_Event, frozen=True, tag=True):
     node: NodeName
     epoch: Epoch
     last_seen_ns: int = 0
 
 
-class NodeRecovered(_Event, tag=True):
+class NodeRecovered(_Event, frozen=True, tag=True):
     node: NodeName
     epoch: Epoch
 
 
-class NodeCordoned(_Event, tag=True):
+class NodeCordoned(_Event, frozen=True, tag=True):
     node: NodeName
     reason: str = ""
 
 
-class NodeUncordoned(_Event, tag=True):
+class NodeUncordoned(_Event, frozen=True, tag=True):
     node: NodeName
 
 
-class NodeDrained(_Event, tag=True):
+class NodeDrained(_Event, frozen=True, tag=True):
     node: NodeName
 
 
 # --- containers --------------------------------------------------------------------------------------------
 
 
-class ContainerSubmitted(_Event, tag=True):
+class ContainerSubmitted(_Event, frozen=True, tag=True):
     container_id: ContainerId
     spec: ContainerSpec
     service_id: ServiceId | None = None
     idempotency_key: str | None = None
 
 
-class ContainerScheduled(_Event, tag=True):
+class ContainerScheduled(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     epoch: Epoch
@@ -85,21 +92,21 @@ class ContainerScheduled(_Event, tag=True):
     reason: str = ""  # why this node, for `history`
 
 
-class ContainerUnschedulable(_Event, tag=True):
+class ContainerUnschedulable(_Event, frozen=True, tag=True):
     container_id: ContainerId
     nodes_total: int
     reasons: dict[str, int] = {}  # reason → how many nodes it excluded
     message: str = ""
 
 
-class ContainerStarted(_Event, tag=True):
+class ContainerStarted(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     pid: int
     started_ns: int
 
 
-class ContainerExited(_Event, tag=True):
+class ContainerExited(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     exit_code: int | None  # None: unknowable (say so rather than invent one)
@@ -108,20 +115,20 @@ class ContainerExited(_Event, tag=True):
     oom_killed: bool = False
 
 
-class ContainerStopRequested(_Event, tag=True):
+class ContainerStopRequested(_Event, frozen=True, tag=True):
     container_id: ContainerId
     grace_s: float = 10.0
     reason: str = ""
 
 
-class ContainerStopped(_Event, tag=True):
+class ContainerStopped(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     exit_code: int | None = None
     stopped_ns: int = 0
 
 
-class ContainerLost(_Event, tag=True):
+class ContainerLost(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     reason: str = ""
@@ -130,43 +137,43 @@ class ContainerLost(_Event, tag=True):
 # --- services ----------------------------------------------------------------------------------------------
 
 
-class ServiceCreated(_Event, tag=True):
+class ServiceCreated(_Event, frozen=True, tag=True):
     service_id: ServiceId
     spec: ServiceSpec
 
 
-class ServiceScaled(_Event, tag=True):
+class ServiceScaled(_Event, frozen=True, tag=True):
     service_id: ServiceId
     replicas_from: int
     replicas_to: int
 
 
-class ServiceDeleted(_Event, tag=True):
+class ServiceDeleted(_Event, frozen=True, tag=True):
     service_id: ServiceId
 
 
 # --- CPU ---------------------------------------------------------------------------------------------------
 
 
-class ContainerThrottled(_Event, tag=True):
+class ContainerThrottled(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     throttled_ratio: float  # throttled periods / periods over the sampling window
 
 
-class ContainerUnthrottled(_Event, tag=True):
+class ContainerUnthrottled(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     throttled_ratio: float
 
 
-class CpuBurstSet(_Event, tag=True):
+class CpuBurstSet(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     burst_us: int
 
 
-class CfsQuotaScaled(_Event, tag=True):
+class CfsQuotaScaled(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     from_us: int
@@ -174,7 +181,7 @@ class CfsQuotaScaled(_Event, tag=True):
     reason: str = ""
 
 
-class BurstPolicyChanged(_Event, tag=True):
+class BurstPolicyChanged(_Event, frozen=True, tag=True):
     container_id: ContainerId
     policy: str  # Koordinator: none | cpuBurstOnly | cfsQuotaBurstOnly | auto
     burst_percent: int = 1000
@@ -205,7 +212,5 @@ Event = (
     | BurstPolicyChanged
 )
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls  # type: ignore[misc]
-    for cls in Event.__args__  # type: ignore[attr-defined]
-}
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in typing.get_args(Event)}
+_ID_CHECKS: dict[type, checks.IdChecks] = {cls: checks.id_checks(cls) for cls in EVENT_TYPES.values()}

@@ -7,7 +7,7 @@ return integers; they raise ``ValueError`` with a message fit for a user.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, DecimalException, Inexact, InvalidOperation, Overflow
 from typing import Annotated
 
 import msgspec
@@ -53,13 +53,22 @@ _MEMORY_SUFFIX = {
 }
 
 
+_MAX_QUANTITY_CHARS = 64
+_MAX_EXPONENT = 30
+# Inputs are at most 64 characters with exponents within ±30: 200 digits hold every product exactly.
+_EXACT = Context(prec=200, traps=[Inexact, InvalidOperation, Overflow])
+
+
 def _number(text: str, what: str) -> tuple[Decimal, str]:
-    m = _QUANTITY.match(text)
+    m = _QUANTITY.match(text) if len(text) <= _MAX_QUANTITY_CHARS else None
     if m is None:
         raise ValueError(f"{what}: {text!r} is not a quantity")
+    exponent = int(m.group(2) or 0)
+    if abs(exponent) > _MAX_EXPONENT:
+        raise ValueError(f"{what}: {text!r} has an exponent beyond ±{_MAX_EXPONENT}")
     try:
-        value = Decimal(m.group(1)) * (Decimal(10) ** int(m.group(2) or 0))
-    except (InvalidOperation, ValueError, OverflowError):
+        value = _EXACT.multiply(Decimal(m.group(1)), _EXACT.power(Decimal(10), exponent))
+    except DecimalException:
         raise ValueError(f"{what}: {text!r} is not a quantity") from None
     return value, m.group(3)
 
@@ -72,7 +81,7 @@ def parse_cpu(value: str | int | float) -> int:
     if suffix == "m":
         millis = number
     elif suffix == "":
-        millis = number * 1000
+        millis = _EXACT.multiply(number, Decimal(1000))
     else:
         raise ValueError(f"cpu: unknown unit {suffix!r} (use 'm' for millicores or none for CPUs)")
     if millis != millis.to_integral_value():
@@ -90,7 +99,7 @@ def parse_memory(value: str | int) -> int:
     number, suffix = _number(str(value), "memory")
     if suffix not in _MEMORY_SUFFIX:
         raise ValueError(f"memory: unknown unit {suffix!r} (use Ki, Mi, Gi, Ti or k, M, G, T)")
-    amount = number * _MEMORY_SUFFIX[suffix]
+    amount = _EXACT.multiply(number, Decimal(_MEMORY_SUFFIX[suffix]))
     if amount != amount.to_integral_value():
         raise ValueError(f"memory: {value!r} is not a whole number of bytes")
     result = int(amount)

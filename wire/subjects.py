@@ -5,7 +5,6 @@ from __future__ import annotations
 from wire.ids import is_dns1123_label
 
 PREFIX = "corral"
-REGISTER = f"{PREFIX}.register"  # nodelet → control plane, request/reply
 
 
 def _node(node: str) -> str:
@@ -39,9 +38,21 @@ def sync(node: str) -> str:
     return f"{PREFIX}.sync.{_node(node)}"
 
 
-def node_subjects(node: str) -> dict[str, list[str]]:
-    """What one nodelet may publish and subscribe to (for its NATS user's permissions)."""
+def register(node: str) -> str:
+    """Nodelet → control plane registration (request/reply); per node, so one node cannot register as another."""
+    return f"{PREFIX}.register.{_node(node)}"
+
+
+def inbox_prefix(node: str) -> str:
+    """The reply-inbox prefix a nodelet connects with (nats-py ``inbox_prefix``), so it reads only its own replies."""
+    return f"_INBOX.{PREFIX}.{_node(node)}"
+
+
+def node_permissions(node: str) -> dict[str, object]:
+    """One nodelet's NATS user permissions (nats-server config): publish to its own subjects, subscribe to its
+    own commands and reply inbox, and answer requests sent to it (``allow_responses``)."""
     return {
-        "publish": [evt(node), lease(node), stats(node), sync(node), REGISTER, "_INBOX.>"],
-        "subscribe": [cmd(node), "_INBOX.>"],
+        "publish": {"allow": [register(node), evt(node), lease(node), stats(node), sync(node)]},
+        "subscribe": {"allow": [cmd(node), f"{inbox_prefix(node)}.>"]},
+        "allow_responses": {"max": 1},
     }

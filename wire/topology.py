@@ -1,7 +1,8 @@
 """Node topology: sockets → NUMA nodes → physical cores → logical CPUs (hyperthreads).
 
-A topology is validated on construction: CPU ids are unique and non-negative, ids of cores, NUMA nodes and
-sockets are unique at their level, and every level is non-empty.
+A topology is checked when built or decoded: every level is non-empty, ids are unique at their level (CPU
+ids across the node) and non-negative, and a node has at most 4096 CPUs. Decoding also applies the field
+bounds declared with ``msgspec.Meta``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ class Topology(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True
         numas = [n for s in self.sockets for n in s.numa_nodes]
         cores = [c for n in numas for c in n.cores]
         cpus = [cpu for c in cores for cpu in c.cpus]
+        if not self.sockets or any(not s.numa_nodes for s in self.sockets):
+            raise ValueError("topology: needs at least one socket, each with at least one NUMA node")
+        if any(not n.cores for n in numas) or any(not c.cpus for c in cores):
+            raise ValueError("topology: every NUMA node needs a core and every core a CPU")
+        if min(cpus) < 0 or min(c.id for c in cores) < 0 or min(n.id for n in numas) < 0:
+            raise ValueError("topology: ids must be non-negative")
         if len(cpus) > MAX_CPUS:
             raise ValueError(f"topology: {len(cpus)} CPUs is more than {MAX_CPUS}")
         _unique([s.id for s in self.sockets], "socket")

@@ -200,8 +200,9 @@ def test_subject_for_node(subject: Callable[[str], str], expected: str) -> None:
     assert subject("n1") == expected
 
 
-def test_register_subject() -> None:
-    assert subjects.REGISTER == "corral.register"
+def test_register_and_inbox_are_per_node() -> None:
+    assert subjects.register("n1") == "corral.register.n1"
+    assert subjects.inbox_prefix("n1") == "_INBOX.corral.n1"
 
 
 @pytest.mark.parametrize(("subject", "expected"), SUBJECT_FUNCTIONS)
@@ -212,41 +213,36 @@ def test_subject_rejects_non_label_node(subject: Callable[[str], str], expected:
 
 
 @pytest.mark.parametrize("node", BAD_NODE_NAMES)
-def test_node_subjects_rejects_non_label_node(node: str) -> None:
+def test_node_permissions_reject_non_label_node(node: str) -> None:
     with pytest.raises(ValueError, match="is not a DNS-1123 label"):
-        subjects.node_subjects(node)
+        subjects.node_permissions(node)
 
 
-def test_node_subjects_exact() -> None:
-    assert subjects.node_subjects("n1") == {
-        "publish": [
-            "corral.evt.n1",
-            "corral.lease.n1",
-            "corral.stats.n1",
-            "corral.sync.n1",
-            "corral.register",
-            "_INBOX.>",
-        ],
-        "subscribe": ["corral.cmd.n1", "_INBOX.>"],
+def test_node_permissions_exact() -> None:
+    assert subjects.node_permissions("n1") == {
+        "publish": {
+            "allow": ["corral.register.n1", "corral.evt.n1", "corral.lease.n1", "corral.stats.n1", "corral.sync.n1"]
+        },
+        "subscribe": {"allow": ["corral.cmd.n1", "_INBOX.corral.n1.>"]},
+        "allow_responses": {"max": 1},
     }
 
 
+def _granted(node: str) -> list[str]:
+    perms = subjects.node_permissions(node)
+    return perms["publish"]["allow"] + perms["subscribe"]["allow"]  # type: ignore[index,operator]
+
+
 @given(node_names, node_names)
-def test_node_subjects_grant_only_the_nodes_own_subjects(node: str, other: str) -> None:
-    perms = subjects.node_subjects(node)
-    assert set(perms) == {"publish", "subscribe"}
-    shared = {"_INBOX.>", subjects.REGISTER}
-    for subject in perms["publish"] + perms["subscribe"]:
-        if subject in shared:
-            continue
+def test_node_permissions_grant_only_the_nodes_own_subjects(node: str, other: str) -> None:
+    for subject in _granted(node):
         tokens = subject.split(".")
-        assert tokens[0] == "corral"
-        assert tokens[2:] == [node]
         assert "*" not in tokens
-        assert ">" not in tokens
-    # The only wildcard is the reply inbox; the only shared subject besides it is registration.
-    assert [s for s in perms["publish"] + perms["subscribe"] if "*" in s or ">" in s] == ["_INBOX.>", "_INBOX.>"]
-    assert perms["subscribe"] == [subjects.cmd(node), "_INBOX.>"]
+        if tokens[0] == "_INBOX":
+            assert tokens == ["_INBOX", "corral", node, ">"]
+        else:
+            assert tokens[0] == "corral"
+            assert tokens[2:] == [node]
+            assert ">" not in tokens
     if other != node:
-        theirs = set(subjects.node_subjects(other)["publish"] + subjects.node_subjects(other)["subscribe"])
-        assert (set(perms["publish"]) | set(perms["subscribe"])) & theirs == shared
+        assert not set(_granted(node)) & set(_granted(other))

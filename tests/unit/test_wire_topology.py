@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -249,3 +250,26 @@ def test_cpus_are_sorted_whatever_the_declaration_order() -> None:
     assert topo.cpus() == (0, 1, 4, 5)
     assert [i.cpu for i in topo.cpu_infos()] == [5, 1, 4, 0]
     assert topo.cpu_count == 4
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        pytest.param(lambda: Topology(sockets=()), "at least one socket", id="no-sockets"),
+        pytest.param(lambda: Topology(sockets=(Socket(id=0, numa_nodes=()),)), "at least one socket", id="no-numa"),
+        pytest.param(lambda: Topology.uniform(1, 1, 0), "needs a core", id="no-cores"),
+        pytest.param(
+            lambda: Topology(sockets=(Socket(id=0, numa_nodes=(NumaNode(id=0, cores=(Core(id=0, cpus=()),)),)),)),
+            "needs a core",
+            id="core-without-cpus",
+        ),
+        pytest.param(
+            lambda: Topology(sockets=(Socket(id=0, numa_nodes=(NumaNode(id=0, cores=(Core(id=-1, cpus=(0,)),)),)),)),
+            "non-negative",
+            id="negative-core",
+        ),
+    ],
+)
+def test_construction_checks_levels_and_ids(build: Callable[[], Topology], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build()
