@@ -18,7 +18,6 @@ import sqlite3
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import uvloop
@@ -29,14 +28,15 @@ from store.recorder import NO_STREAM, NewEvent
 from store.sqlite import INSERT_EVENT, SCHEMA, UPSERT_STREAM, SqliteRecorder
 from wire import events as ev
 from wire.codec import encode, event_type
-from wire.ids import container_stream, node_stream
+from wire.ids import container_stream, new_event_id, node_stream
 from wire.resources import Resources
 from wire.spec import ContainerSpec, QoS
 from wire.topology import Topology
 
 
 def _event(payload: bytes = b"\x81\xa4type\xa1T") -> NewEvent:
-    return NewEvent(uuid.uuid4().bytes, "T", payload, time.time_ns())
+    """An event as EventLog makes them: a UUIDv7 id (time-ordered, as Corral's event ids are)."""
+    return NewEvent(new_event_id().bytes, "T", payload, time.time_ns())
 
 
 async def bench_appends(path: Path, total: int, appenders: int) -> tuple[float, list[float], int]:

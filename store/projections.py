@@ -180,6 +180,21 @@ def _submitted(v: ContainerView | None, e: ev.ContainerSubmitted, position: int)
     return ContainerView(id=e.container_id, spec=e.spec, service_id=e.service_id, submitted_position=position)
 
 
+def _scheduled(v: ContainerView, e: ev.ContainerScheduled, _: int) -> ContainerView:
+    if v.state in TERMINAL:
+        return v  # a placement that arrives after the end changes nothing
+    return replace(
+        v,
+        state=STOPPING if v.state is STOPPING else SCHEDULED,
+        node=e.node,
+        epoch=e.epoch,
+        cpuset=e.cpuset,
+        numa_nodes=e.numa_nodes,
+        resources=e.resources,
+        unschedulable="",
+    )
+
+
 def _started(v: ContainerView, e: ev.ContainerStarted, _: int) -> ContainerView:
     if v.state in TERMINAL:
         return v
@@ -207,16 +222,7 @@ def _stopped(v: ContainerView, e: ev.ContainerStopped, _: int) -> ContainerView:
 
 _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.ContainerSubmitted: _submitted,
-    ev.ContainerScheduled: lambda v, e, _: replace(
-        v,
-        state=SCHEDULED,
-        node=e.node,
-        epoch=e.epoch,
-        cpuset=e.cpuset,
-        numa_nodes=e.numa_nodes,
-        resources=e.resources,
-        unschedulable="",
-    ),
+    ev.ContainerScheduled: _scheduled,
     ev.ContainerUnschedulable: lambda v, e, _: replace(v, state=UNSCHEDULABLE, unschedulable=e.message),
     ev.ContainerStarted: _started,
     ev.ContainerExited: _exited,
@@ -306,7 +312,34 @@ def _service_step(fold: _Fold, creates: bool) -> _Step:
     return step
 
 
+def _placement_step(container_step: _Step) -> _Step:
+    """Container events that move CPUs and memory: the node's allocations follow the container's own state,
+    so a node holds resources only for a live container placed on it. A placement after the end allocates
+    nothing; a move releases the old node; an exit releases the node the container was placed on, whatever
+    node the event names."""
+
+    def step(state: ClusterState, position: int, event: Any) -> None:
+        cid = event.container_id
+        before = state.containers.get(cid)
+        container_step(state, position, event)
+        after = state.containers.get(cid)
+        nodes = state.nodes
+        old = before.node if before is not None and before.state not in TERMINAL else None
+        new = after.node if after is not None and after.state not in TERMINAL else None
+        if old is not None and old != new and old in nodes:
+            nodes[old] = _node_released(nodes[old], event, position)
+        if new is not None and type(event) is ev.ContainerScheduled and new in nodes:
+            nodes[new] = _node_scheduled(nodes[new], event, position)
+
+    return step
+
+
+_PLACEMENT_EVENTS = (ev.ContainerScheduled, ev.ContainerExited, ev.ContainerStopped, ev.ContainerLost)
+
+
 def _route(cls: type) -> _Step:
+    if cls in _PLACEMENT_EVENTS:
+        return _placement_step(_container_step(_CONTAINER_FOLDS[cls], False))
     # One step per entity kind the event concerns. The three step makers differ only in the index and key
     # they read: attribute access is what keeps them cheap, so they are written out rather than getattr'd.
     steps = [

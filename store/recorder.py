@@ -30,7 +30,7 @@ STREAM_EXISTS = -3
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_EVENTS_PER_APPEND = 10_000
-STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$")
+STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}")
 
 
 class NewEvent(msgspec.Struct, frozen=True, gc=False):
@@ -87,7 +87,7 @@ class BatchPlan(NamedTuple):
 
 def validate_append(stream: str, events: Sequence[NewEvent], expected_version: int) -> None:
     """Reject an append that is malformed in itself, before it reaches any writer."""
-    if not STREAM_NAME.match(stream):
+    if not STREAM_NAME.fullmatch(stream):
         raise InvalidAppend(f"stream: {stream!r} is not a stream name (1 to 200 of [A-Za-z0-9._:/-])")
     if not events:
         raise InvalidAppend(f"stream {stream!r}: an append needs at least one event")
@@ -171,13 +171,15 @@ def plan_batch(
 
 
 def _replay_or_conflict(stream: str, events: Sequence[NewEvent], hits: list[Existing | None]) -> list[int] | StoreError:
+    stored = next((e.event_id for e, h in zip(events, hits, strict=True) if h is not None), b"")
+    if any(h is None for h in hits):
+        return DuplicateEventId(stream, stored, "is stored, but the rest of this append is not")
     first = hits[0]
     for i, (e, hit) in enumerate(zip(events, hits, strict=True)):
-        if hit is None:
-            return DuplicateEventId(stream, events[0].event_id, "is stored, but the rest of this append is not")
+        assert hit is not None and first is not None
         if hit.stream != stream:
             return DuplicateEventId(stream, e.event_id, f"is stored in stream {hit.stream!r}")
-        if first is None or hit.version != first.version + i:
+        if hit.version != first.version + i:
             return DuplicateEventId(stream, e.event_id, "is stored as part of a different append")
     return [h.position for h in hits if h is not None]
 

@@ -1,18 +1,25 @@
 """The SQLite recorder: WAL, ``synchronous=FULL`` by default, and group commit.
 
-One writer task owns the write connection. Concurrent appends queue up; the writer drains what is waiting
-into one transaction, decides every append with the pure ``plan_batch`` against rows read inside that
-transaction, writes, commits, and only then answers. An answered append has been fsynced. Reads use a second
-connection, so readers never wait behind the writer (WAL); because SQLite has one writer, position order is
-commit order and a reader tailing by position never skips a late commit.
+One writer owns the write connection on a thread of its own. Concurrent appends queue up; the writer drains
+what is waiting into one transaction, decides every append with the pure ``plan_batch`` against rows read
+inside that transaction, writes, commits, and only then answers. An answered append has been fsynced.
+
+The whole transaction is one call on the writer thread (the stdlib ``sqlite3`` module): one thread hop per
+group commit rather than one per statement. Reads go through aiosqlite on a second connection, so readers
+never wait behind the writer (WAL). SQLite has one writer, so position order is commit order and a reader
+tailing by position never skips a late commit. A lock file keeps a second process from writing the same log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +29,7 @@ import msgspec
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed, StoreError
 from store.recorder import (
     AppendRequest,
+    BatchPlan,
     CompactEvent,
     Existing,
     NewEvent,
@@ -64,6 +72,10 @@ SQL_VARS = 500  # ids per IN (...) query
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
+class LogLocked(StoreError):
+    """Another process holds the log open for writing."""
+
+
 class _Append:
     __slots__ = ("future", "request")
 
@@ -73,11 +85,11 @@ class _Append:
 
 
 class _Job:
-    """A write other than an append (truncate, snapshot), run by the writer between batches."""
+    """A write other than an append (truncate, snapshot): a function run on the writer thread."""
 
     __slots__ = ("future", "run")
 
-    def __init__(self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], future: asyncio.Future[Any]):
+    def __init__(self, run: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]) -> None:
         self.run = run
         self.future = future
 
@@ -87,18 +99,79 @@ def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
         yield items[i : i + n]
 
 
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Any:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _oldest(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'oldest'").fetchone()
+    return int(row[0]) if row else 1
+
+
+def _write_batch(conn: sqlite3.Connection, requests: list[AppendRequest], head: int, now_ns: int) -> BatchPlan:
+    """One group commit, run on the writer thread: read what the plan needs, plan, write, commit.
+
+    Retries are rare, so the batch is first planned without looking its event ids up. If that plan rejects
+    any append (a stale version may be a retry of a stored append) or the UNIQUE index on event_id catches a
+    stored id, the transaction is rolled back and the batch planned again with the lookup.
+    """
+    try:
+        return _plan_and_write(conn, requests, head, now_ns, look_up_ids=False)
+    except (sqlite3.IntegrityError, _LookUpIds):
+        return _plan_and_write(conn, requests, head, now_ns, look_up_ids=True)
+
+
+class _LookUpIds(Exception):
+    pass
+
+
+def _plan_and_write(
+    conn: sqlite3.Connection, requests: list[AppendRequest], head: int, now_ns: int, *, look_up_ids: bool
+) -> BatchPlan:
+    with _transaction(conn):
+        versions: dict[str, int] = {}
+        for chunk in _chunks(sorted({r.stream for r in requests}), SQL_VARS):
+            sql = f"SELECT stream, version FROM streams WHERE stream IN ({','.join('?' * len(chunk))})"
+            versions.update(conn.execute(sql, chunk).fetchall())
+        existing: dict[bytes, Existing] = {}
+        for chunk in _chunks([e.event_id for r in requests for e in r.events] if look_up_ids else [], SQL_VARS):
+            sql = f"SELECT event_id, seq, stream, version FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
+            for event_id, seq, stream, version in conn.execute(sql, chunk):
+                existing[event_id] = Existing(seq, stream, version)
+        plan = plan_batch(requests, versions, existing, head, now_ns)
+        if not look_up_ids and any(isinstance(r, StoreError) for r in plan.results):
+            raise _LookUpIds
+        if plan.rows:
+            conn.executemany(INSERT_EVENT, [msgspec.structs.astuple(r) for r in plan.rows])
+            conn.executemany(UPSERT_STREAM, list(plan.versions.items()))
+    return plan
+
+
 class SqliteRecorder(RecorderBase):
     def __init__(
         self,
-        writer: aiosqlite.Connection,
+        *,
+        writer: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
         reader: aiosqlite.Connection,
+        lock_fd: int,
         head: int,
         clock: Callable[[], int],
         max_batch_events: int,
     ) -> None:
         super().__init__()
         self._w = writer
+        self._executor = executor
         self._r = reader
+        self._lock_fd = lock_fd
         self._watch.head = head
         self._clock = clock
         self._max_batch = max_batch_events
@@ -116,24 +189,44 @@ class SqliteRecorder(RecorderBase):
         clock: Callable[[], int] = time.time_ns,
         max_batch_events: int = 2000,
     ) -> SqliteRecorder:
-        writer = await aiosqlite.connect(str(path), isolation_level=None)
+        """Open (creating if needed) the log at ``path``. Raises ``LogLocked`` if another process writes it."""
+        lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            await writer.execute("PRAGMA journal_mode=WAL")
-            await writer.execute(f"PRAGMA synchronous={synchronous}")
-            await writer.execute("PRAGMA busy_timeout=10000")
-            await writer.executescript(SCHEMA)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise LogLocked(f"{path}: another process has this event log open for writing") from None
+        executor = ThreadPoolExecutor(1, thread_name_prefix="corral-sqlite-writer")
+        loop = asyncio.get_running_loop()
+
+        def setup() -> tuple[sqlite3.Connection, int]:
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.executescript(SCHEMA)
+            last, oldest = conn.execute(
+                "SELECT (SELECT MAX(seq) FROM events), (SELECT value FROM meta WHERE key='oldest')"
+            ).fetchone()
+            return conn, last if last is not None else oldest - 1
+
+        try:
+            writer, head = await loop.run_in_executor(executor, setup)
             reader = await aiosqlite.connect(str(path), isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout=10000")
         except BaseException:
-            await writer.close()
+            executor.shutdown(wait=False)
+            os.close(lock_fd)
             raise
-        await reader.execute("PRAGMA busy_timeout=10000")
-        async with writer.execute(
-            "SELECT (SELECT MAX(seq) FROM events), (SELECT value FROM meta WHERE key='oldest')"
-        ) as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        head = row[0] if row[0] is not None else row[1] - 1
-        return cls(writer, reader, head, clock, max_batch_events)
+        return cls(
+            writer=writer,
+            executor=executor,
+            reader=reader,
+            lock_fd=lock_fd,
+            head=head,
+            clock=clock,
+            max_batch_events=max_batch_events,
+        )
 
     # --- writes ----------------------------------------------------------------------------------------
 
@@ -145,7 +238,7 @@ class SqliteRecorder(RecorderBase):
         self._queue.put_nowait(_Append(AppendRequest(stream, tuple(events), expected_version), future))
         return await future
 
-    async def _submit(self, run: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+    async def _submit(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._closed:
             raise StoreClosed("the recorder is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -169,7 +262,6 @@ class SqliteRecorder(RecorderBase):
                 if not isinstance(nxt, _Append):
                     carry = nxt
                     if nxt is None:
-                        carry = None
                         await self._commit(batch)
                         return
                     break
@@ -179,7 +271,7 @@ class SqliteRecorder(RecorderBase):
 
     async def _run_job(self, job: _Job) -> None:
         try:
-            result = await job.run(self._w)
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, job.run, self._w)
         except Exception as exc:
             if not job.future.done():
                 job.future.set_exception(exc)
@@ -189,14 +281,11 @@ class SqliteRecorder(RecorderBase):
 
     async def _commit(self, batch: list[_Append]) -> None:
         requests = [a.request for a in batch]
+        loop = asyncio.get_running_loop()
         try:
-            async with self._transaction():
-                versions = await self._versions({r.stream for r in requests})
-                existing = await self._existing([e.event_id for r in requests for e in r.events])
-                plan = plan_batch(requests, versions, existing, self._watch.head, self._clock())
-                if plan.rows:
-                    await self._w.executemany(INSERT_EVENT, [msgspec.structs.astuple(r) for r in plan.rows])
-                    await self._w.executemany(UPSERT_STREAM, list(plan.versions.items()))
+            plan = await loop.run_in_executor(
+                self._executor, _write_batch, self._w, requests, self._watch.head, self._clock()
+            )
         except Exception as exc:
             failure = exc if isinstance(exc, StoreError) else StoreError(f"the append was not written: {exc!r}")
             for a in batch:
@@ -214,65 +303,35 @@ class SqliteRecorder(RecorderBase):
             else:
                 a.future.set_result(result)
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> Any:
-        await self._w.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._w.execute("ROLLBACK")
-            raise
-        await self._w.execute("COMMIT")
-
-    async def _versions(self, streams: set[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for chunk in _chunks(sorted(streams), SQL_VARS):
-            sql = f"SELECT stream, version FROM streams WHERE stream IN ({','.join('?' * len(chunk))})"
-            async with self._w.execute(sql, chunk) as cur:
-                out.update({s: v async for s, v in cur})
-        return out
-
-    async def _existing(self, ids: list[bytes]) -> dict[bytes, Existing]:
-        out: dict[bytes, Existing] = {}
-        for chunk in _chunks(ids, SQL_VARS):
-            sql = f"SELECT event_id, seq, stream, version FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"
-            async with self._w.execute(sql, chunk) as cur:
-                for event_id, seq, stream, version in await cur.fetchall():
-                    out[event_id] = Existing(seq, stream, version)
-        return out
-
     async def truncate_before(self, position: int) -> int:
         """Delete events before ``position``; readers behind it then get ``PositionTooOld``."""
+        head = self._watch.head
 
-        async def run(conn: aiosqlite.Connection) -> int:
-            if position > self._watch.head + 1:
-                raise InvalidAppend(f"position: cannot truncate before {position}, past the head {self._watch.head}")
-            async with self._transaction():
-                oldest = await self._oldest(conn)
-                if position <= oldest:
+        def run(conn: sqlite3.Connection) -> int:
+            if position > head + 1:
+                raise InvalidAppend(f"position: cannot truncate before {position}, past the head {head}")
+            with _transaction(conn):
+                if position <= _oldest(conn):
                     return 0
-                cur = await conn.execute("DELETE FROM events WHERE seq < ?", (position,))
-                await conn.execute("UPDATE meta SET value = ? WHERE key = 'oldest'", (position,))
-                return cur.rowcount
+                deleted = conn.execute("DELETE FROM events WHERE seq < ?", (position,)).rowcount
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'oldest'", (position,))
+                return deleted
 
         return int(await self._submit(run))
 
     async def save_snapshot(self, name: str, position: int, data: bytes) -> None:
-        async def run(conn: aiosqlite.Connection) -> None:
-            async with self._transaction():
-                await conn.execute(
-                    "INSERT OR REPLACE INTO snapshots (name, position, data) VALUES (?, ?, ?)",
-                    (name, position, data),
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT OR REPLACE INTO snapshots (name, position, data) VALUES (?, ?, ?)", (name, position, data)
                 )
 
         await self._submit(run)
 
     # --- reads -----------------------------------------------------------------------------------------
 
-    @staticmethod
-    async def _oldest(conn: aiosqlite.Connection) -> int:
-        async with conn.execute("SELECT value FROM meta WHERE key = 'oldest'") as cur:
+    async def _read_oldest(self) -> int:
+        async with self._r.execute("SELECT value FROM meta WHERE key = 'oldest'") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 1
 
@@ -292,7 +351,7 @@ class SqliteRecorder(RecorderBase):
             rows = list(await cur.fetchall())
         # Positions are contiguous: a first row past ``start`` (or none at all) may mean truncation.
         if not rows or rows[0][0] != start:
-            oldest = await self._oldest(self._r)
+            oldest = await self._read_oldest()
             if start < oldest:
                 raise PositionTooOld(start, oldest)
         return rows
@@ -315,7 +374,7 @@ class SqliteRecorder(RecorderBase):
         return self._watch.head
 
     async def oldest(self) -> int:
-        return await self._oldest(self._r)
+        return await self._read_oldest()
 
     async def load_snapshot(self, name: str) -> tuple[int, bytes] | None:
         async with self._r.execute("SELECT position, data FROM snapshots WHERE name = ?", (name,)) as cur:
@@ -331,4 +390,6 @@ class SqliteRecorder(RecorderBase):
         await self._writer
         self._watch.close()
         await self._r.close()
-        await self._w.close()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._w.close)
+        self._executor.shutdown(wait=True)
+        os.close(self._lock_fd)

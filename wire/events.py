@@ -117,7 +117,7 @@ class ContainerExited(_Event, frozen=True, tag=True):
 
 class ContainerStopRequested(_Event, frozen=True, tag=True):
     container_id: ContainerId
-    grace_s: float = 10.0
+    grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     reason: str = ""
 
 

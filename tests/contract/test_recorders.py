@@ -108,6 +108,19 @@ class RecorderContract:
         assert await recorder.head() == 3
         assert await recorder.stream_version("s") == 1
 
+    async def test_retry_batched_with_new_appends(self, recorder: Recorder) -> None:
+        stored = [new_event(), new_event()]
+        first = await recorder.append("s", stored, ANY)
+        fresh = new_event()
+        results = await asyncio.gather(
+            recorder.append("t", [new_event()], NO_STREAM),
+            recorder.append("s", stored, ANY),  # a retry that expects nothing in particular
+            recorder.append("s", [fresh], 1),
+        )
+        assert results[1] == first
+        assert sorted(results[0] + results[2]) == [3, 4]
+        assert [r.event_id for r in await recorder.read_stream("s")] == [e.event_id for e in [*stored, fresh]]
+
     async def test_partial_overlap_is_rejected_and_writes_nothing(self, recorder: Recorder) -> None:
         a, b = new_event(), new_event()
         await recorder.append("s", [a], NO_STREAM)

@@ -46,13 +46,14 @@ def test_snapshot_plus_tail_equals_full_replay(evs: list[ev.Event], cut: int) ->
 
 
 @given(event_lists)
-def test_a_finished_container_holds_nothing_on_its_node(evs: list[ev.Event]) -> None:
+def test_nodes_hold_resources_only_for_live_containers_placed_on_them(evs: list[ev.Event]) -> None:
     state = replay(evs)
     for node in state.nodes.values():
-        for container_id in node.allocations:
-            view = state.containers.get(container_id)
-            if view is not None:
-                assert not view.state.terminal or view.node != node.name
+        for container_id, allocation in node.allocations.items():
+            view = state.containers[container_id]
+            assert not view.state.terminal
+            assert view.node == node.name
+            assert allocation.cpuset == view.cpuset
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -252,7 +252,7 @@ container_ids = st.integers(min_value=0, max_value=2**64 - 1).map(lambda n: f"{n
 epochs = st.integers(min_value=0, max_value=2**63 - 1)
 int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 uint64s = st.integers(min_value=0, max_value=2**64 - 1)
-finite = st.floats(allow_nan=False)
+finite = st.floats(allow_nan=False, allow_infinity=False)
 text = st.text(max_size=50)
 cpusets = st.lists(st.integers(min_value=0, max_value=65535), max_size=16).map(tuple)
 resources = st.builds(
@@ -309,7 +309,7 @@ events = st.one_of(
         signal=st.none() | st.integers(1, 64),
         oom_killed=st.booleans(),
     ),
-    st.builds(ev.ContainerStopRequested, container_id=container_ids, grace_s=finite, reason=text),
+    st.builds(ev.ContainerStopRequested, container_id=container_ids, grace_s=st.floats(0, 3600), reason=text),
     st.builds(
         ev.ServiceScaled,
         service_id=container_ids,
