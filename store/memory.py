@@ -67,8 +67,12 @@ class MemoryRecorder(RecorderBase):
         i = start - self._oldest
         return self._events[i : i + limit]
 
-    async def read_compact(self, from_position: int = 1, limit: int = 10_000) -> list[CompactEvent]:
-        return [(r.position, r.payload) for r in await self.read_all(from_position, limit)]
+    async def replay(self, from_position: int, fold: Callable[[list[CompactEvent]], None], batch: int = 10_000) -> int:
+        position = max(from_position, 1)
+        while rows := await self.read_all(position, batch):
+            fold([(r.position, r.payload) for r in rows])
+            position = rows[-1].position + 1
+        return position - 1
 
     async def stream_version(self, stream: str) -> int:
         return self._versions.get(stream, -1)

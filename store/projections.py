@@ -312,23 +312,27 @@ def _service_step(fold: _Fold, creates: bool) -> _Step:
     return step
 
 
-def _placement_step(container_step: _Step) -> _Step:
+def _placement_step(fold: _Fold, allocates: bool) -> _Step:
     """Container events that move CPUs and memory: the node's allocations follow the container's own state,
     so a node holds resources only for a live container placed on it. A placement after the end allocates
     nothing; a move releases the old node; an exit releases the node the container was placed on, whatever
     node the event names."""
 
     def step(state: ClusterState, position: int, event: Any) -> None:
-        cid = event.container_id
-        before = state.containers.get(cid)
-        container_step(state, position, event)
-        after = state.containers.get(cid)
+        containers, cid = state.containers, event.container_id
+        before = containers.get(cid)
+        if before is None:
+            return  # never submitted: nothing to place or release
+        after = fold(before, event, position)
+        if after is before:
+            return
+        containers[cid] = after
         nodes = state.nodes
-        old = before.node if before is not None and before.state not in TERMINAL else None
-        new = after.node if after is not None and after.state not in TERMINAL else None
+        old = before.node if before.state not in TERMINAL else None
+        new = after.node if after.state not in TERMINAL else None
         if old is not None and old != new and old in nodes:
             nodes[old] = _node_released(nodes[old], event, position)
-        if new is not None and type(event) is ev.ContainerScheduled and new in nodes:
+        if allocates and new is not None and new in nodes:
             nodes[new] = _node_scheduled(nodes[new], event, position)
 
     return step
@@ -339,7 +343,7 @@ _PLACEMENT_EVENTS = (ev.ContainerScheduled, ev.ContainerExited, ev.ContainerStop
 
 def _route(cls: type) -> _Step:
     if cls in _PLACEMENT_EVENTS:
-        return _placement_step(_container_step(_CONTAINER_FOLDS[cls], False))
+        return _placement_step(_CONTAINER_FOLDS[cls], allocates=cls is ev.ContainerScheduled)
     # One step per entity kind the event concerns. The three step makers differ only in the index and key
     # they read: attribute access is what keeps them cheap, so they are written out rather than getattr'd.
     steps = [
@@ -377,10 +381,13 @@ def apply_all(state: ClusterState, events: Iterable[tuple[int, ev.Event]]) -> Cl
     """Fold events in position order (as ``apply`` does, one by one, without its per-call overhead)."""
     routes = _ROUTES
     checkpoint = state.position
-    for position, event in events:
-        if position > checkpoint:
-            routes[type(event)](state, position, event)
-            checkpoint = state.position = position
+    try:
+        for position, event in events:
+            if position > checkpoint:
+                routes[type(event)](state, position, event)
+                checkpoint = position
+    finally:
+        state.position = checkpoint
     return state
 
 

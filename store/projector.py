@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from store.projections import ClusterState, apply_all, decode_snapshot, encode_snapshot
-from store.recorder import Recorder
+from store.recorder import CompactEvent, Recorder
 from wire.checks import trusted
-from wire.codec import decode_event
+from wire.codec import decode_events
 
 DEFAULT_SNAPSHOT = "cluster"
 
 
 async def catch_up(recorder: Recorder, state: ClusterState, batch: int = 10_000) -> ClusterState:
-    """Fold every event after the state's checkpoint into it. Raises ``PositionTooOld`` when the log no
-    longer holds the events right after the checkpoint.
+    """Fold every event after the state's checkpoint into it; the state must not be used elsewhere until this
+    returns (the SQLite recorder folds on a worker thread). Raises ``PositionTooOld`` when the log no longer
+    holds the events right after the checkpoint. Events come from the log's own history, so they are
+    decoded as trusted (see ``wire.checks``)."""
 
-    The next batch is read while the current one is folded. Events come from the log's own history, so they
-    are decoded as trusted (pattern checks skipped; see ``wire.checks``).
-    """
-    pending = asyncio.ensure_future(recorder.read_compact(state.position + 1, batch))
-    try:
-        while True:
-            rows = await pending
-            if not rows:
-                return state
-            pending = asyncio.ensure_future(recorder.read_compact(rows[-1][0] + 1, batch))
-            with trusted():
-                apply_all(state, [(position, decode_event(payload)) for position, payload in rows])
-    finally:
-        if not pending.done():
-            pending.cancel()
+    def fold(rows: list[CompactEvent]) -> None:
+        with trusted():
+            events = decode_events([payload for _, payload in rows])
+        apply_all(state, zip([position for position, _ in rows], events, strict=True))
+
+    await recorder.replay(state.position + 1, fold, batch)
+    return state
 
 
 async def save_snapshot(recorder: Recorder, state: ClusterState, name: str = DEFAULT_SNAPSHOT) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -229,8 +229,11 @@ class Recorder(Protocol):
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]: ...
 
-    async def read_compact(self, from_position: int = 1, limit: int = 10_000) -> list[CompactEvent]:
-        """Like ``read_all``, but only (position, payload): what a replay needs, at a third of the cost."""
+    async def replay(self, from_position: int, fold: Callable[[list[CompactEvent]], None], batch: int = 10_000) -> int:
+        """Hand every event from ``from_position`` to the head, as (position, payload) batches in order, to
+        ``fold``; return the last position handed over (``from_position - 1`` if none). ``fold`` may run on
+        another thread: it must touch only what the caller does not use until ``replay`` returns. Raises
+        ``PositionTooOld`` like ``read_all``."""
         ...
 
     def subscribe(self, from_position: int = 1, batch: int = 1000) -> AsyncIterator[StoredEvent]: ...

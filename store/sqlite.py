@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -159,6 +160,7 @@ class SqliteRecorder(RecorderBase):
     def __init__(
         self,
         *,
+        path: str,
         writer: sqlite3.Connection,
         executor: ThreadPoolExecutor,
         reader: aiosqlite.Connection,
@@ -168,6 +170,7 @@ class SqliteRecorder(RecorderBase):
         max_batch_events: int,
     ) -> None:
         super().__init__()
+        self._path = path
         self._w = writer
         self._executor = executor
         self._r = reader
@@ -219,6 +222,7 @@ class SqliteRecorder(RecorderBase):
             os.close(lock_fd)
             raise
         return cls(
+            path=str(path),
             writer=writer,
             executor=executor,
             reader=reader,
@@ -338,8 +342,37 @@ class SqliteRecorder(RecorderBase):
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
         return [StoredEvent(*r) for r in await self._read_from(COLUMNS, from_position, limit)]
 
-    async def read_compact(self, from_position: int = 1, limit: int = 10_000) -> list[CompactEvent]:
-        return await self._read_from("seq, payload", from_position, limit)
+    async def replay(self, from_position: int, fold: Callable[[list[CompactEvent]], None], batch: int = 10_000) -> int:
+        """Read and fold on one worker thread with a connection of its own: no hop between threads per batch,
+        and the event loop stays free while a large log replays."""
+        if self._closed:
+            raise StoreClosed("the recorder is closed")
+        stop = threading.Event()
+
+        def run() -> int:
+            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
+            try:
+                position = max(from_position, 1)
+                while not stop.is_set():
+                    rows = conn.execute(
+                        "SELECT seq, payload FROM events WHERE seq >= ? ORDER BY seq LIMIT ?", (position, batch)
+                    ).fetchall()
+                    if not rows or rows[0][0] != position:
+                        oldest = _oldest(conn)
+                        if position < oldest:
+                            raise PositionTooOld(position, oldest)
+                    if not rows:
+                        break
+                    fold(rows)
+                    position = rows[-1][0] + 1
+                return position - 1
+            finally:
+                conn.close()
+
+        try:
+            return await asyncio.to_thread(run)
+        finally:
+            stop.set()  # if this task was cancelled, the thread stops after its current batch
 
     async def _read_from(self, columns: str, from_position: int, limit: int) -> list[Any]:
         if self._closed:

@@ -9,8 +9,9 @@ from typing import Any
 
 import msgspec
 
+from wire import checks
 from wire.commands import Command, NodeMessage, Reply
-from wire.events import EVENT_TYPES, Event
+from wire.events import EVENT_TYPES, ID_CHECKS, Event
 
 
 class UnknownEventType(ValueError):
@@ -46,15 +47,42 @@ _tag_only = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
 
 
 def decode_event(payload: bytes) -> Event:
-    """Decode an event payload. Raises ``UnknownEventType`` for a type this version does not know, and
+    """Decode an event payload and check its ids and node names (skipped inside ``checks.trusted()``, for the
+    log's own events). Raises ``UnknownEventType`` for a type this version does not know, and
     ``msgspec.ValidationError`` / ``DecodeError`` for a payload that is not a valid event."""
     try:
-        return event_decoder.decode(payload)
+        event = event_decoder.decode(payload)
     except msgspec.ValidationError:
         unknown = _unknown_type(payload)
         if unknown is not None:
             raise unknown from None
         raise
+    if not checks.is_trusted():
+        _check_ids(event)
+    return event
+
+
+_events_decoder: msgspec.msgpack.Decoder[list[Event]] = msgspec.msgpack.Decoder(list[Event])
+
+
+def decode_events(payloads: list[bytes]) -> list[Event]:
+    """Decode many event payloads in one call (a msgpack array header before the concatenated payloads);
+    errors are those of ``decode_event`` for the first bad payload."""
+    try:
+        events = _events_decoder.decode(b"\xdd" + len(payloads).to_bytes(4, "big") + b"".join(payloads))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return [decode_event(p) for p in payloads]  # raises the first payload's own error
+    if not checks.is_trusted():
+        for event in events:
+            _check_ids(event)
+    return events
+
+
+def _check_ids(event: Event) -> None:
+    try:
+        checks.check_ids(event, ID_CHECKS[type(event)])
+    except ValueError as e:
+        raise msgspec.ValidationError(str(e)) from None
 
 
 def _unknown_type(payload: bytes) -> UnknownEventType | None:

@@ -25,12 +25,8 @@ Label = Annotated[str, msgspec.Meta(max_length=253)]
 
 
 class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="type", forbid_unknown_fields=False, kw_only=True):
-    """Base of every event; the tag is the class name. Ids and node names are checked unless trusted (events
-    from nodelets cross a process boundary; the log's own replay does not need the check)."""
-
-    def __post_init__(self) -> None:
-        if not checks.is_trusted():
-            checks.check_ids(self, _ID_CHECKS[type(self)])
+    """Base of every event; the tag is the class name. ``wire.codec.decode_event`` checks ids and node names
+    of events that cross a process boundary (a per-event ``__post_init__`` would tax the log's replay)."""
 
 
 # --- nodes -------------------------------------------------------------------------------------------------
@@ -213,4 +209,4 @@ Event = (
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in typing.get_args(Event)}
-_ID_CHECKS: dict[type, checks.IdChecks] = {cls: checks.id_checks(cls) for cls in EVENT_TYPES.values()}
+ID_CHECKS: dict[type, checks.IdChecks] = {cls: checks.id_checks(cls) for cls in EVENT_TYPES.values()}

@@ -232,14 +232,19 @@ class RecorderContract:
         assert await recorder.read_all(8) == []
         assert [r.position for r in await recorder.read_all(0, limit=1)] == [1]
 
-    async def test_read_compact_matches_read_all(self, recorder: Recorder) -> None:
-        for i in range(5):
+    async def test_replay_hands_over_every_event_in_batches(self, recorder: Recorder) -> None:
+        for i in range(7):
             await recorder.append(f"s{i % 2}", [new_event(f"T{i}", bytes([i]))], ANY)
-        full = await recorder.read_all(2, limit=3)
-        assert await recorder.read_compact(2, limit=3) == [(r.position, r.payload) for r in full]
+        batches: list[list[tuple[int, bytes]]] = []
+        assert await recorder.replay(2, lambda rows: batches.append(list(rows)), batch=4) == 7
+        full = await recorder.read_all(2)
+        assert [len(b) for b in batches] == [4, 2]
+        assert [row for b in batches for row in b] == [(r.position, r.payload) for r in full]
+        assert await recorder.replay(8, batches.append) == 7
+        assert len(batches) == 2
         await recorder.truncate_before(3)
         with pytest.raises(PositionTooOld):
-            await recorder.read_compact(1)
+            await recorder.replay(1, batches.append)
 
     # --- subscriptions -------------------------------------------------------------------------------------------
 

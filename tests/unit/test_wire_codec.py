@@ -17,6 +17,7 @@ from wire.codec import (
     UnknownEventType,
     command_decoder,
     decode_event,
+    decode_events,
     encode,
     encode_json,
     event_type,
@@ -573,3 +574,23 @@ def test_any_uuid_round_trips(command_id: uuid.UUID) -> None:
 def test_container_samples_are_array_like() -> None:
     sample = cmd.ContainerSample(cid(1), 10, 20, 3, 400, 1, 50, 64 << 20)
     assert msgspec.msgpack.decode(encode(sample)) == [cid(1), 10, 20, 3, 400, 1, 50, 64 << 20]
+
+
+# --- batch decoding ----------------------------------------------------------------------------------------------
+
+
+@given(st.lists(events, max_size=20))
+def test_decode_events_equals_one_by_one(batch: list[ev.Event]) -> None:
+    payloads = [encode(e) for e in batch]
+    assert decode_events(payloads) == [decode_event(p) for p in payloads] == batch
+
+
+def test_decode_events_names_an_unknown_type_in_the_middle() -> None:
+    good = encode(ev.NodeDrained(node="n1"))
+    with pytest.raises(UnknownEventType, match="FromTheFuture"):
+        decode_events([good, msgspec.msgpack.encode({"type": "FromTheFuture"}), good])
+
+
+def test_decode_events_of_garbage_is_a_decode_error() -> None:
+    with pytest.raises(msgspec.DecodeError):
+        decode_events([encode(ev.NodeDrained(node="n1")), b"\xc1"])
