@@ -211,13 +211,14 @@ def main() -> None:
         write_log(d / "replay.db", log)
         del log
         replay_rates = []
-        for _ in range(1 if not args.quick else 2):
-            replay_rate, state = uvloop.run(bench_replay(d / "replay.db"))
-            replay_rates.append(replay_rate)
-        replay_rate = max(replay_rates)
+        for r in range(rounds):
+            rate_r, state = uvloop.run(bench_replay(d / "replay.db"))
+            replay_rates.append(rate_r)
+            print(f"  round {r + 1}: {rate_r:,.0f} events/s")
+        replay_rate = statistics.median(replay_rates)
         print(
-            f"  replayed into projections: {replay_rate:,.0f} events/s "
-            f"({len(state.nodes)} nodes, {len(state.containers):,} containers)"
+            f"  median: replayed into projections at {replay_rate:,.0f} events/s "
+            f"(read, decode, fold; {len(state.nodes)} nodes, {len(state.containers):,} containers)"
         )
     print(
         f"store: appends_per_s={rate:.0f} baseline_per_s={base:.0f} ratio={rate / base:.2f} "

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed, StoreError
 from store.recorder import (
     AppendRequest,
-    CompactEvent,
     Existing,
     NewEvent,
     RecorderBase,
+    ReplayFold,
     StoredEvent,
     plan_batch,
     validate_append,
@@ -67,10 +67,10 @@ class MemoryRecorder(RecorderBase):
         i = start - self._oldest
         return self._events[i : i + limit]
 
-    async def replay(self, from_position: int, fold: Callable[[list[CompactEvent]], None], batch: int = 10_000) -> int:
+    async def replay(self, from_position: int, fold: ReplayFold, batch: int = 10_000) -> int:
         position = max(from_position, 1)
         while rows := await self.read_all(position, batch):
-            fold([(r.position, r.payload) for r in rows])
+            fold(position, [r.payload for r in rows])
             position = rows[-1].position + 1
         return position - 1
 

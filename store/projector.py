@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from store.projections import ClusterState, apply_all, decode_snapshot, encode_snapshot
-from store.recorder import CompactEvent, Recorder
+from store.recorder import Recorder
 from wire.checks import trusted
 from wire.codec import decode_events
 
@@ -16,10 +16,10 @@ async def catch_up(recorder: Recorder, state: ClusterState, batch: int = 10_000)
     holds the events right after the checkpoint. Events come from the log's own history, so they are
     decoded as trusted (see ``wire.checks``)."""
 
-    def fold(rows: list[CompactEvent]) -> None:
+    def fold(first: int, payloads: list[bytes]) -> None:
         with trusted():
-            events = decode_events([payload for _, payload in rows])
-        apply_all(state, zip([position for position, _ in rows], events, strict=True))
+            events = decode_events(payloads)
+        apply_all(state, zip(range(first, first + len(events)), events, strict=True))
 
     await recorder.replay(state.position + 1, fold, batch)
     return state

@@ -62,7 +62,8 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
-CompactEvent = tuple[int, bytes]  # position, payload
+# A replay batch: the position of its first event, then the payloads of consecutive positions.
+ReplayFold = Callable[[int, list[bytes]], None]
 
 
 class AppendRequest(NamedTuple):
@@ -229,11 +230,11 @@ class Recorder(Protocol):
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]: ...
 
-    async def replay(self, from_position: int, fold: Callable[[list[CompactEvent]], None], batch: int = 10_000) -> int:
-        """Hand every event from ``from_position`` to the head, as (position, payload) batches in order, to
-        ``fold``; return the last position handed over (``from_position - 1`` if none). ``fold`` may run on
-        another thread: it must touch only what the caller does not use until ``replay`` returns. Raises
-        ``PositionTooOld`` like ``read_all``."""
+    async def replay(self, from_position: int, fold: ReplayFold, batch: int = 10_000) -> int:
+        """Hand every event from ``from_position`` to the head to ``fold``, in order, as batches of payloads at
+        consecutive positions (``fold(first_position, payloads)``); return the last position handed over
+        (``from_position - 1`` if none). ``fold`` may run on another thread: it must touch only what the caller
+        does not use until ``replay`` returns. Raises ``PositionTooOld`` like ``read_all``."""
         ...
 
     def subscribe(self, from_position: int = 1, batch: int = 1000) -> AsyncIterator[StoredEvent]: ...

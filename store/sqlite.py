@@ -31,10 +31,10 @@ from store.errors import InvalidAppend, PositionTooOld, StoreClosed, StoreError
 from store.recorder import (
     AppendRequest,
     BatchPlan,
-    CompactEvent,
     Existing,
     NewEvent,
     RecorderBase,
+    ReplayFold,
     StoredEvent,
     plan_batch,
     validate_append,
@@ -342,30 +342,46 @@ class SqliteRecorder(RecorderBase):
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
         return [StoredEvent(*r) for r in await self._read_from(COLUMNS, from_position, limit)]
 
-    async def replay(self, from_position: int, fold: Callable[[list[CompactEvent]], None], batch: int = 10_000) -> int:
+    async def replay(self, from_position: int, fold: ReplayFold, batch: int = 10_000) -> int:
         """Read and fold on one worker thread with a connection of its own: no hop between threads per batch,
-        and the event loop stays free while a large log replays."""
+        and the event loop stays free while a large log replays.
+
+        Each batch is one read transaction: the head and the oldest position, then the payloads of the range
+        ``[start, end]``. Positions are contiguous, so a range that yields exactly ``end - start + 1`` rows
+        holds every position in it, in order, and the positions need not be read.
+        """
         if self._closed:
             raise StoreClosed("the recorder is closed")
         stop = threading.Event()
 
         def run() -> int:
-            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
+            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None)
             try:
-                position = max(from_position, 1)
+                start = max(from_position, 1)
                 while not stop.is_set():
-                    rows = conn.execute(
-                        "SELECT seq, payload FROM events WHERE seq >= ? ORDER BY seq LIMIT ?", (position, batch)
-                    ).fetchall()
-                    if not rows or rows[0][0] != position:
-                        oldest = _oldest(conn)
-                        if position < oldest:
-                            raise PositionTooOld(position, oldest)
-                    if not rows:
-                        break
-                    fold(rows)
-                    position = rows[-1][0] + 1
-                return position - 1
+                    conn.execute("BEGIN")
+                    try:
+                        last, oldest = conn.execute(
+                            "SELECT (SELECT MAX(seq) FROM events), (SELECT value FROM meta WHERE key = 'oldest')"
+                        ).fetchone()
+                        if start < oldest:
+                            raise PositionTooOld(start, oldest)
+                        end = min(start + batch - 1, last if last is not None else 0)
+                        if end < start:
+                            break
+                        payloads = [
+                            p
+                            for (p,) in conn.execute(
+                                "SELECT payload FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (start, end)
+                            )
+                        ]
+                    finally:
+                        conn.execute("COMMIT")
+                    if len(payloads) != end - start + 1:
+                        raise StoreError(f"the log has a gap between positions {start} and {end}")
+                    fold(start, payloads)
+                    start = end + 1
+                return start - 1
             finally:
                 conn.close()
 
