@@ -11,6 +11,7 @@ only the index is updated in place, which is what keeps a replay of a million ev
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -270,37 +271,12 @@ def _evolve(folds: dict[type, _Fold], view: _V | None, event: ev.Event, position
 _Step = Callable[[ClusterState, int, Any], None]
 
 
-def _node_step(fold: _Fold, creates: bool) -> _Step:
+def _entity_step(index: str, key: str, fold: _Fold, creates: bool) -> _Step:
+    """Apply ``fold`` to the view that ``event.<key>`` names in ``state.<index>``."""
+    views_of, key_of = operator.attrgetter(index), operator.attrgetter(key)
+
     def step(state: ClusterState, position: int, event: Any) -> None:
-        views, k = state.nodes, event.node
-        view = views.get(k)
-        if view is not None or creates:
-            new = fold(view, event, position)
-            if new is None:
-                views.pop(k, None)
-            elif new is not view:
-                views[k] = new
-
-    return step
-
-
-def _container_step(fold: _Fold, creates: bool) -> _Step:
-    def step(state: ClusterState, position: int, event: Any) -> None:
-        views, k = state.containers, event.container_id
-        view = views.get(k)
-        if view is not None or creates:
-            new = fold(view, event, position)
-            if new is None:
-                views.pop(k, None)
-            elif new is not view:
-                views[k] = new
-
-    return step
-
-
-def _service_step(fold: _Fold, creates: bool) -> _Step:
-    def step(state: ClusterState, position: int, event: Any) -> None:
-        views, k = state.services, event.service_id
+        views, k = views_of(state), key_of(event)
         view = views.get(k)
         if view is not None or creates:
             new = fold(view, event, position)
@@ -344,14 +320,12 @@ _PLACEMENT_EVENTS = (ev.ContainerScheduled, ev.ContainerExited, ev.ContainerStop
 def _route(cls: type) -> _Step:
     if cls in _PLACEMENT_EVENTS:
         return _placement_step(_CONTAINER_FOLDS[cls], allocates=cls is ev.ContainerScheduled)
-    # One step per entity kind the event concerns. The three step makers differ only in the index and key
-    # they read: attribute access is what keeps them cheap, so they are written out rather than getattr'd.
     steps = [
-        make(folds[cls], cls in _CREATES)
-        for make, folds in (
-            (_node_step, _NODE_FOLDS),
-            (_container_step, _CONTAINER_FOLDS),
-            (_service_step, _SERVICE_FOLDS),
+        _entity_step(index, key, folds[cls], cls in _CREATES)
+        for index, key, folds in (
+            ("nodes", "node", _NODE_FOLDS),
+            ("containers", "container_id", _CONTAINER_FOLDS),
+            ("services", "service_id", _SERVICE_FOLDS),
         )
         if cls in folds
     ]
