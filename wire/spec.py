@@ -58,6 +58,21 @@ class RestartPolicy(enum.StrEnum):
     ALWAYS = "Always"
 
 
+class Mount(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
+    """A host path bind-mounted into the container; a node runs it only if its allow-list covers the source."""
+
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    destination: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    read_only: bool = True
+
+    def __post_init__(self) -> None:
+        if checks.is_trusted():
+            return
+        for field, path in (("source", self.source), ("destination", self.destination)):
+            if not path.startswith("/") or "/../" in f"{path}/" or "\0" in path:
+                raise ValueError(f"mounts: {field} {path!r} must be an absolute path without '..'")
+
+
 class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
     """A container to run. ``qos`` left empty is derived as Kubernetes maps pod classes onto Koordinator's:
     Guaranteed (CPU request == limit, whole CPUs, memory limit set) → LSR, no CPU request and no limits → BE,
@@ -76,6 +91,8 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     node_selector: Labels = {}
     restart_policy: RestartPolicy = RestartPolicy.NEVER
     labels: Labels = {}
+    read_only_root: bool = False
+    mounts: Annotated[tuple[Mount, ...], msgspec.Meta(max_length=64)] = ()
 
     def __post_init__(self) -> None:
         if checks.is_trusted():

@@ -1,0 +1,126 @@
+"""The runc runtime with conmon, for real: root containers from the built-in busybox image."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from nodelet.images import ImageStore, mount_overlay, unmount_overlay
+from nodelet.ocispec import oci_config
+from nodelet.runtime import ExitStatus, RuncRuntime, RuntimeError_, RuntimePaths
+from tests.builders import spec
+from wire.ids import new_container_id
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon"),
+    reason="needs root, runc and conmon (make test installs them)",
+)
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    # Short path: conmon's attach socket path must fit in 108 bytes.
+    path = Path(f"/run/corral-test-{uuid.uuid4().hex[:8]}")
+    path.mkdir(parents=True)
+    yield path
+    for d in (path / "c").glob("*"):
+        unmount_overlay(d)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def runtime(root: Path) -> AsyncIterator[RuncRuntime]:
+    rt = RuncRuntime(RuntimePaths(root / "rt"))
+    yield rt
+    # Leave nothing running: kill and delete whatever the test left.
+    for cid in list(rt._bundles):
+        if await rt.status(cid) in ("running", "created"):
+            await rt.kill(cid, signal.SIGKILL)
+            await rt.wait(cid, 10)
+        await rt.delete(cid)
+    # runc removes the leaf cgroups; the parent is ours to remove.
+    for parent in Path("/sys/fs/cgroup").glob("*/corral-test"):
+        parent.rmdir()
+    assert not list(Path("/sys/fs/cgroup").glob("*/corral-test"))
+
+
+async def prepare(root: Path, command: tuple[str, ...], **kw: object) -> tuple[str, Path, dict[str, object]]:
+    cid = new_container_id()
+    bundle = root / "c" / cid
+    rootfs = mount_overlay(ImageStore(root / "images").resolve("busybox"), bundle)
+    config = oci_config(
+        spec("t", command=command, **kw), container_id=cid, rootfs=str(rootfs),
+        cgroups_path=f"/corral-test/{cid}", cpus=None, mems=None, cpu_shares=1024, cpu_quota_us=None,
+    )  # fmt: skip
+    return cid, bundle, config
+
+
+async def test_exit_code_and_logs(root: Path, runtime: RuncRuntime) -> None:
+    cid, bundle, config = await prepare(root, ("sh", "-c", "echo hello; echo oops >&2; exit 42"))
+    pid = await runtime.create(cid, bundle, config)
+    assert pid > 0
+    assert await runtime.status(cid) == "created"
+    await runtime.start(cid)
+    assert await runtime.wait(cid, 10) == ExitStatus(code=42)
+    lines = runtime.logs(cid).read_text().splitlines()
+    assert [line.split(" ", 3)[1:] for line in lines] == [["stdout", "F", "hello"], ["stderr", "F", "oops"]]
+    await runtime.delete(cid)
+    assert await runtime.status(cid) is None
+
+
+async def test_stop_escalates_to_kill(root: Path, runtime: RuncRuntime) -> None:
+    # PID 1 without a TERM handler ignores TERM: the stop must escalate.
+    cid, bundle, config = await prepare(root, ("sleep", "60"))
+    await runtime.create(cid, bundle, config)
+    await runtime.start(cid)
+    assert await runtime.status(cid) == "running"
+    status = await runtime.stop(cid, grace_s=0.2)
+    assert status == ExitStatus(code=137)
+    assert status.signal == signal.SIGKILL
+
+
+async def test_secure_defaults_hold_inside_the_container(root: Path, runtime: RuncRuntime) -> None:
+    script = (
+        "grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; "
+        "unshare -n true 2>/dev/null && echo unshare-allowed || echo unshare-denied; "
+        "mount -t tmpfs none /mnt 2>/dev/null && echo mount-allowed || echo mount-denied; "
+        "cat /proc/kcore 2>/dev/null | head -c1 | wc -c"
+    )
+    cid, bundle, config = await prepare(root, ("sh", "-c", script))
+    await runtime.create(cid, bundle, config)
+    await runtime.start(cid)
+    status = await runtime.wait(cid, 10)
+    out = [line.split(" ", 3)[3] for line in runtime.logs(cid).read_text().splitlines()]
+    assert status == ExitStatus(code=0), out
+    fields = dict(line.split(":\t") for line in out[:3])
+    assert fields["NoNewPrivs"] == "1"
+    assert fields["Seccomp"] == "2"
+    assert int(fields["CapEff"], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN
+    assert out[3:] == ["unshare-denied", "mount-denied", "0"]
+
+
+async def test_bad_command_is_a_clear_error_and_leaves_no_container(root: Path, runtime: RuncRuntime) -> None:
+    cid, bundle, config = await prepare(root, ("/no/such/binary",))
+    with pytest.raises(RuntimeError_, match="no such file"):
+        await runtime.create(cid, bundle, config)
+        await runtime.start(cid)
+    await runtime.delete(cid)
+    assert await runtime.status(cid) is None
+
+
+async def test_exit_is_recorded_while_nobody_waits(root: Path, runtime: RuncRuntime) -> None:
+    cid, bundle, config = await prepare(root, ("sh", "-c", "exit 3"))
+    await runtime.create(cid, bundle, config)
+    await runtime.start(cid)
+    for _ in range(200):
+        if runtime.exit_status(cid) is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert runtime.exit_status(cid) == ExitStatus(code=3)
