@@ -47,7 +47,7 @@ class Runtime(Protocol):
 
     async def kill(self, container_id: str, sig: int) -> None: ...
 
-    async def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus | None: ...
+    async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitStatus | None: ...
 
     async def delete(self, container_id: str) -> None: ...
 
@@ -180,7 +180,7 @@ class RuncRuntime:
             return int((bundle / "conmon.pid").read_text())
         return None
 
-    async def wait(self, container_id: str, timeout: float | None = None) -> ExitStatus | None:
+    async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitStatus | None:
         """Wait for the container to end; None on timeout. If its monitor is gone and no exit was
         recorded, the exit code is unknown."""
         status = self.exit_status(container_id)
@@ -197,7 +197,7 @@ class RuncRuntime:
         done = loop.create_future()
         loop.add_reader(fd, lambda: done.done() or done.set_result(None))
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 await done
         except TimeoutError:
             return None

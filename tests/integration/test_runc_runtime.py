@@ -45,7 +45,11 @@ async def runtime(root: Path) -> AsyncIterator[RuncRuntime]:
             await rt.kill(cid, signal.SIGKILL)
             await rt.wait(cid, 10)
         await rt.delete(cid)
-    # runc removes the leaf cgroups; the parent is ours to remove.
+    remove_parent_cgroups()
+
+
+def remove_parent_cgroups() -> None:
+    """runc removes the leaf cgroups; the parent is ours to remove."""
     for parent in Path("/sys/fs/cgroup").glob("*/corral-test"):
         parent.rmdir()
     assert not list(Path("/sys/fs/cgroup").glob("*/corral-test"))
