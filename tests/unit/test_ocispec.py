@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nodelet.ocispec import CAPABILITIES, CLONE_NAMESPACE_FLAGS, MountNotAllowed, oci_config, seccomp_profile
+from tests.builders import spec
+from wire.spec import ContainerSpec, Mount
+
+
+def config(s: ContainerSpec, **kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "container_id": "0123456789abcdef",
+        "rootfs": "/var/lib/corral/c/0123456789abcdef/rootfs",
+        "cgroups_path": "/corral/n1/0123456789abcdef",
+        "cpus": None,
+        "mems": None,
+        "cpu_shares": 1024,
+        "cpu_quota_us": None,
+    }
+    return oci_config(s, **{**args, **kw})
+
+
+def test_secure_defaults() -> None:
+    c = config(spec("web", command=("httpd", "-f")))
+    p = c["process"]
+    assert p["noNewPrivileges"] is True
+    assert p["terminal"] is False
+    assert p["args"] == ["httpd", "-f"]
+    for kind in ("bounding", "effective", "permitted"):
+        assert p["capabilities"][kind] == list(CAPABILITIES)
+    assert "ambient" not in p["capabilities"]
+    assert not {"CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_MKNOD", "CAP_SYS_PTRACE"} & set(CAPABILITIES)
+    linux = c["linux"]
+    assert {n["type"] for n in linux["namespaces"]} == {"pid", "network", "ipc", "uts", "mount"}
+    assert all("path" not in n for n in linux["namespaces"]), "never join a host namespace"
+    assert "/proc/kcore" in linux["maskedPaths"]
+    assert "/proc/sys" in linux["readonlyPaths"]
+    assert linux["resources"]["pids"] == {"limit": 1024}
+    assert linux["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert linux["cgroupsPath"] == "/corral/n1/0123456789abcdef"
+    assert linux["seccomp"] == seccomp_profile()
+    assert not [m for m in c["mounts"] if m["type"] == "bind"]
+    assert c["root"] == {"path": "/var/lib/corral/c/0123456789abcdef/rootfs", "readonly": False}
+
+
+def test_seccomp_denies_what_docker_denies() -> None:
+    profile = seccomp_profile()
+    denied = set(profile["syscalls"][0]["names"])
+    assert {"mount", "umount2", "ptrace", "bpf", "kexec_load", "init_module", "unshare", "setns", "reboot"} <= denied
+    clone_rules = [r for r in profile["syscalls"] if r["names"] == ["clone"]]
+    assert sorted(r["args"][0]["value"] for r in clone_rules) == sorted(CLONE_NAMESPACE_FLAGS)
+    for rule in clone_rules:  # (flags & f) == f: only a namespace flag is refused, never a plain fork
+        assert rule["args"][0]["value"] == rule["args"][0]["valueTwo"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "cpu"),
+    [
+        pytest.param({}, {"shares": 1024, "period": 100_000}, id="no-limit"),
+        pytest.param({"cpu_quota_us": 50_000, "cpu_shares": 512}, {"shares": 512, "period": 100_000, "quota": 50_000}),
+        pytest.param(
+            {"cpus": "2-3", "mems": "0", "cpu_shares": 2048},
+            {"shares": 2048, "period": 100_000, "cpus": "2-3", "mems": "0"},
+            id="exclusive",
+        ),
+    ],
+)
+def test_cpu_resources(kw: dict[str, Any], cpu: dict[str, Any]) -> None:
+    assert config(spec(), **kw)["linux"]["resources"]["cpu"] == cpu
+
+
+def test_memory_limit_and_no_swap_beyond_it() -> None:
+    c = config(spec(memory_limit_bytes=64 << 20))
+    assert c["linux"]["resources"]["memory"] == {"limit": 64 << 20, "swap": 64 << 20}
+    assert "memory" not in config(spec())["linux"]["resources"]
+
+
+def test_read_only_root_is_an_option() -> None:
+    assert config(spec(read_only_root=True))["root"]["readonly"] is True
+
+
+def test_env_and_hostname() -> None:
+    c = config(spec("api", env={"A": "1", "PATH": "/bin"}))
+    assert c["hostname"] == "api"
+    assert c["process"]["env"] == ["PATH=/bin", "HOSTNAME=api", "A=1"]
+
+
+@pytest.mark.parametrize(
+    ("source", "allowed", "ok"),
+    [
+        ("/srv/data", (), False),
+        ("/srv/data", ("/srv",), True),
+        ("/srv", ("/srv",), True),
+        ("/srvx/data", ("/srv",), False),
+        ("/etc/shadow", ("/srv", "/var/lib/corral/volumes"), False),
+        ("/var/lib/corral/volumes/a", ("/srv", "/var/lib/corral/volumes"), True),
+    ],
+)
+def test_host_mounts_need_the_nodes_allow_list(source: str, allowed: tuple[str, ...], ok: bool) -> None:
+    s = spec(mounts=(Mount(source=source, destination="/data"),))
+    if ok:
+        binds = [m for m in config(s, allowed_host_mounts=allowed)["mounts"] if m["type"] == "bind"]
+        assert binds == [
+            {"destination": "/data", "type": "bind", "source": source, "options": ["rbind", "nosuid", "nodev", "ro"]}
+        ]
+    else:
+        with pytest.raises(MountNotAllowed, match="is not allowed on this node"):
+            config(s, allowed_host_mounts=allowed)
+
+
+@pytest.mark.parametrize("path", ["relative/path", "/a/../etc", "/a/.."])
+def test_mount_paths_must_be_absolute_without_dotdot(path: str) -> None:
+    with pytest.raises(ValueError, match="absolute path without"):
+        Mount(source=path, destination="/data")
