@@ -132,5 +132,8 @@ class HollowRuntime:
             raise RuntimeError_(f"runc delete: cannot delete container {container_id} that is not stopped")
         self._containers.pop(container_id, None)
 
+    def adopt(self, container_id: str, bundle: Path) -> bool:
+        return container_id in self._containers
+
     def logs(self, container_id: str) -> Path:
         return self._logs_dir / f"{container_id}.log"

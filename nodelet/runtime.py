@@ -59,6 +59,10 @@ class Runtime(Protocol):
 
     def logs(self, container_id: str) -> Path: ...
 
+    def adopt(self, container_id: str, bundle: Path) -> bool:
+        """Take back a container this runtime made before a restart; True if its monitor is alive."""
+        ...
+
 
 class RuntimePaths(msgspec.Struct, frozen=True):
     root: Path
@@ -106,9 +110,14 @@ class RuncRuntime:
 
     async def _runc(self, *args: str, check: bool = True) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
-            self.runc, "--root", str(self.paths.runc_root), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
+            self.runc,
+            "--root",
+            str(self.paths.runc_root),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         out, _ = await proc.communicate()
         text = out.decode(errors="replace").strip()
         if check and proc.returncode != 0:
@@ -129,18 +138,37 @@ class RuncRuntime:
         try:
             proc = await asyncio.create_subprocess_exec(
                 self.conmon,
-                "--cid", container_id, "--cuuid", container_id, "--name", container_id,
-                "--runtime", self.runc, "--runtime-arg", f"--root={self.paths.runc_root}",
-                "--bundle", str(bundle),
-                "--container-pidfile", str(bundle / "pidfile"),
-                "--conmon-pidfile", str(bundle / "conmon.pid"),
-                "--exit-dir", str(self.paths.exits),
-                "--persist-dir", str(persist),
-                "--log-path", f"k8s-file:{self.logs(container_id)}",
-                "--socket-dir-path", str(self.paths.sockets),
-                cwd=bundle, pass_fds=(sync_w,), env={**os.environ, "_OCI_SYNCPIPE": str(sync_w)},
-                stdin=asyncio.subprocess.DEVNULL, stdout=conmon_log, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
+                "--cid",
+                container_id,
+                "--cuuid",
+                container_id,
+                "--name",
+                container_id,
+                "--runtime",
+                self.runc,
+                "--runtime-arg",
+                f"--root={self.paths.runc_root}",
+                "--bundle",
+                str(bundle),
+                "--container-pidfile",
+                str(bundle / "pidfile"),
+                "--conmon-pidfile",
+                str(bundle / "conmon.pid"),
+                "--exit-dir",
+                str(self.paths.exits),
+                "--persist-dir",
+                str(persist),
+                "--log-path",
+                f"k8s-file:{self.logs(container_id)}",
+                "--socket-dir-path",
+                str(self.paths.sockets),
+                cwd=bundle,
+                pass_fds=(sync_w,),
+                env={**os.environ, "_OCI_SYNCPIPE": str(sync_w)},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=conmon_log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         except BaseException:
             os.close(sync_r)
             raise
@@ -184,6 +212,11 @@ class RuncRuntime:
             return int((bundle / "conmon.pid").read_text())
         return None
 
+    def adopt(self, container_id: str, bundle: Path) -> bool:
+        self._bundles[container_id] = bundle
+        pid = self.monitor_pid(container_id, bundle)
+        return pid is not None and _is_monitor(pid, container_id)
+
     async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitStatus | None:
         """Wait for the container to end; None on timeout. If its monitor is gone and no exit was
         recorded, the exit code is unknown."""
@@ -198,8 +231,13 @@ class RuncRuntime:
         except ProcessLookupError:
             return self.exit_status(container_id) or ExitStatus(code=None)
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:  # a pidfd turns readable when the process exits
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, readable)
         try:
             async with asyncio.timeout(timeout_s):
                 await done
@@ -250,6 +288,18 @@ class RuncRuntime:
 
     def logs(self, container_id: str) -> Path:
         return self.paths.logs / f"{container_id}.log"
+
+
+def _is_monitor(pid: int, container_id: str) -> bool:
+    """Whether ``pid`` is alive (not a zombie) and is the conmon of ``container_id`` (pids get reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != b"Z" and b"conmon" in argv[0] and container_id.encode() in argv
 
 
 def _read_line(fd: int) -> str:

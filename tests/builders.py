@@ -21,7 +21,7 @@ def cid(n: int) -> str:
 
 
 def spec(name: str = "web", **kw: object) -> ContainerSpec:
-    return ContainerSpec(name=name, image="busybox", **kw)  # type: ignore[arg-type]
+    return ContainerSpec(**{"name": name, "image": "busybox", **kw})  # type: ignore[arg-type]
 
 
 def lsr(name: str = "db", cpus: int = 2, memory: int = 1 << 30) -> ContainerSpec:

@@ -42,9 +42,15 @@ class RuntimeContract:
         bundle = root / "c" / cid
         bundle.mkdir(parents=True)
         config = oci_config(
-            spec("t", command=command), container_id=cid, rootfs=str(bundle / "rootfs"),
-            cgroups_path=f"/corral-conf/{cid}", cpus=None, mems=None, cpu_shares=1024, cpu_quota_us=None,
-        )  # fmt: skip
+            spec("t", command=command),
+            container_id=cid,
+            rootfs=str(bundle / "rootfs"),
+            cgroups_path=f"/corral-conf/{cid}",
+            cpus=None,
+            mems=None,
+            cpu_shares=1024,
+            cpu_quota_us=None,
+        )
         return cid, bundle, config
 
     async def run(self, runtime: Runtime, made: Made) -> str:

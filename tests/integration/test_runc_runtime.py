@@ -60,9 +60,15 @@ async def prepare(root: Path, command: tuple[str, ...], **kw: object) -> tuple[s
     bundle = root / "c" / cid
     rootfs = mount_overlay(ImageStore(root / "images").resolve("busybox"), bundle)
     config = oci_config(
-        spec("t", command=command, **kw), container_id=cid, rootfs=str(rootfs),
-        cgroups_path=f"/corral-test/{cid}", cpus=None, mems=None, cpu_shares=1024, cpu_quota_us=None,
-    )  # fmt: skip
+        spec("t", command=command, **kw),
+        container_id=cid,
+        rootfs=str(rootfs),
+        cgroups_path=f"/corral-test/{cid}",
+        cpus=None,
+        mems=None,
+        cpu_shares=1024,
+        cpu_quota_us=None,
+    )
     return cid, bundle, config
 
 

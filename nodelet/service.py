@@ -1,0 +1,377 @@
+"""The node service: what the nodelet does with a command, behind the NATS agent.
+
+It composes the image store, the OCI config, the cgroup layer, the runtime and the lifecycle table:
+``StartContainer`` checks everything it can before touching the host (image, cpuset, spec, mounts), then
+prepares the root, has the monitor run ``runc create``, writes CPU burst (runc 1.1 ignores it) and starts the
+container; any failure undoes every step, so a rejected command leaves no cgroup, bundle or process behind.
+Commands are idempotent by command id, across restarts too (the id is kept with the container). A restarted
+service re-adopts what its monitors kept running and reports exits that happened while it was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+
+from nodelet import lifecycle
+from nodelet.cgroups import CgroupError, Cgroups, CpuSettings, settings_for
+from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
+from nodelet.lifecycle import IllegalTransition, Op, State
+from nodelet.ocispec import MountNotAllowed, oci_config
+from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
+from nodelet.topology import real_cpuset
+from wire import events as ev
+from wire.commands import (
+    Command,
+    CommandAccepted,
+    CommandRejected,
+    GetLogs,
+    LogsReply,
+    Reply,
+    StartContainer,
+    StopContainer,
+    UpdateResources,
+)
+
+log = logging.getLogger("corral.nodelet")
+Emit = Callable[[ev.Event], Awaitable[None]]
+_start_decoder = msgspec.json.Decoder(StartContainer)
+REPLY_MEMORY = 10_000  # command ids remembered for dedupe (beyond those kept with containers)
+
+
+class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    node: str
+    data_dir: str
+    cgroup_root: str = "/corral"
+    pids_limit: int = 1024
+    allowed_host_mounts: tuple[str, ...] = ()
+    cpu_map: dict[int, int] = {}  # declared CPU → real CPU, when the node declares a topology it lacks
+    cpus: tuple[int, ...] = ()  # the real CPUs containers may be pinned to
+
+
+class _Container:
+    """What the service knows of one container (mutable, owned by the service)."""
+
+    def __init__(self, command: StartContainer, bundle: Path, cgroup: str) -> None:
+        self.command = command
+        self.bundle = bundle
+        self.cgroup = cgroup
+        self.state = State.CREATED
+        self.settings: CpuSettings | None = None
+        self.pid = 0
+        self.watcher: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.command.container_id
+
+
+class Rejected(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NodeService:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        runtime: Runtime,
+        images: ImageStore,
+        cgroups: Cgroups | None,
+        emit: Emit,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.images = images
+        self.cgroups = cgroups
+        self.emit = emit
+        self.clock = clock
+        self.epoch = 0  # set by the agent when the control plane registers this node
+        self.containers: dict[str, _Container] = {}
+        self._replies: collections.OrderedDict[uuid.UUID, Reply] = collections.OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.root = Path(config.data_dir) / "containers"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # --- commands ------------------------------------------------------------------------------------------
+
+    async def handle(self, command: Command) -> Reply:
+        """Answer one command; a command id seen before gets its first answer again."""
+        seen = self._replies.get(command.command_id)
+        if seen is not None:
+            return msgspec.structs.replace(seen, duplicate=True) if isinstance(seen, CommandAccepted) else seen
+        try:
+            if not isinstance(command, GetLogs) and command.epoch != self.epoch:
+                raise Rejected("stale_epoch", f"command for epoch {command.epoch}; this node is at {self.epoch}")
+            match command:
+                case StartContainer():
+                    reply: Reply = await self._start(command)
+                case StopContainer():
+                    reply = self._stop(command)
+                case UpdateResources():
+                    reply = await self._update(command)
+                case GetLogs():
+                    reply = self._logs(command)
+        except Rejected as r:
+            reply = CommandRejected(command_id=command.command_id, code=r.code, message=str(r))
+        if not isinstance(command, GetLogs):
+            self._remember(command.command_id, reply)
+        return reply
+
+    def _remember(self, command_id: uuid.UUID, reply: Reply) -> None:
+        self._replies[command_id] = reply
+        while len(self._replies) > REPLY_MEMORY:
+            self._replies.popitem(last=False)
+
+    def _check(self, cmd: StartContainer) -> tuple[Path, CpuSettings]:
+        """Everything that can be checked before the host is touched."""
+        if cmd.container_id in self.containers or (self.root / cmd.container_id).exists():
+            raise Rejected("duplicate_id", f"container {cmd.container_id} already exists on node {self.config.node}")
+        try:
+            lower = self.images.resolve(cmd.spec.image)
+        except UnknownImage as e:
+            raise Rejected("unknown_image", str(e)) from None
+        try:
+            cpus = real_cpuset(self.config.cpu_map, cmd.cpuset) if cmd.cpuset else ()
+        except ValueError as e:
+            raise Rejected("impossible_cpuset", f"cpuset: {e}") from None
+        missing = sorted(set(cpus) - set(self.config.cpus)) if self.config.cpus else []
+        if missing:
+            raise Rejected("impossible_cpuset", f"cpuset: CPUs {missing} do not exist on node {self.config.node}")
+        mems = () if self.config.cpu_map else cmd.numa_nodes
+        try:
+            settings, _ = settings_for(cmd.spec, cpus, mems, self.config.pids_limit)  # no burst at start
+        except ValueError as e:
+            raise Rejected("invalid_spec", str(e)) from None
+        for m in cmd.spec.mounts:
+            if not any(
+                m.source == r or m.source.startswith(r.rstrip("/") + "/") for r in self.config.allowed_host_mounts
+            ):
+                raise Rejected("mount_not_allowed", f"mounts: host path {m.source!r} is not allowed on this node")
+        return lower, settings
+
+    async def _start(self, cmd: StartContainer) -> Reply:
+        lower, settings = self._check(cmd)
+        bundle = self.root / cmd.container_id
+        cgroup = f"{self.config.cgroup_root}/{self.config.node}/{cmd.container_id}"
+        c = _Container(cmd, bundle, cgroup)
+        c.settings = settings
+        try:
+            bundle.mkdir(parents=True)
+            (bundle / "command.json").write_bytes(msgspec.json.encode(cmd))
+            rootfs = mount_overlay(lower, bundle)
+            config = oci_config(
+                cmd.spec,
+                container_id=cmd.container_id,
+                rootfs=str(rootfs),
+                cgroups_path=cgroup,
+                cpus=settings.cpus,
+                mems=settings.mems,
+                cpu_shares=settings.shares,
+                cpu_quota_us=settings.quota_us,
+                cpu_period_us=settings.period_us,
+                pids_limit=self.config.pids_limit,
+                allowed_host_mounts=self.config.allowed_host_mounts,
+            )
+            c.pid = await self.runtime.create(cmd.container_id, bundle, config)
+            if self.cgroups is not None:
+                self.cgroups.apply(cgroup, settings)  # burst goes in between create and start
+            await self.runtime.start(cmd.container_id)
+        except (RuntimeError_, CgroupError, MountNotAllowed, OSError) as e:
+            await self._undo(c)
+            code = "mount_not_allowed" if isinstance(e, MountNotAllowed) else "start_failed"
+            raise Rejected(code, f"container {cmd.container_id}: {e}") from None
+        c.state = lifecycle.transition(c.state, Op.START)
+        self.containers[c.id] = c
+        await self.emit(
+            ev.ContainerStarted(container_id=c.id, node=self.config.node, pid=c.pid, started_ns=self.clock())
+        )
+        self._watch(c)
+        return CommandAccepted(command_id=cmd.command_id)
+
+    async def _undo(self, c: _Container) -> None:
+        """Leave no process, mount, bundle or cgroup of a container that did not start."""
+        with contextlib.suppress(RuntimeError_):
+            if await self.runtime.status(c.id) in ("created", "running"):
+                await self.runtime.kill(c.id, 9)
+                await self.runtime.wait(c.id, 10)
+        with contextlib.suppress(RuntimeError_):
+            await self.runtime.delete(c.id)
+        self._release(c)
+        if hasattr(self.runtime, "forget"):
+            self.runtime.forget(c.id)
+        shutil.rmtree(c.bundle, ignore_errors=True)
+
+    def _release(self, c: _Container) -> None:
+        """Unmount the root and remove the cgroup (kept: the bundle with its command and the logs)."""
+        with contextlib.suppress(OSError, Exception):
+            unmount_overlay(c.bundle)
+        shutil.rmtree(c.bundle / "upper", ignore_errors=True)
+        shutil.rmtree(c.bundle / "work", ignore_errors=True)
+        if self.cgroups is not None:
+            try:
+                self.cgroups.remove(c.cgroup, root=self.config.cgroup_root)
+            except CgroupError as e:
+                log.warning("container %s: %s", c.id, e)
+
+    def _stop(self, cmd: StopContainer) -> Reply:
+        c = self.containers.get(cmd.container_id)
+        if c is None:
+            raise Rejected("unknown_container", f"container {cmd.container_id} is not on node {self.config.node}")
+        try:
+            before, c.state = c.state, lifecycle.transition(c.state, Op.STOP)
+        except IllegalTransition as e:
+            raise Rejected("illegal_state", str(e)) from None
+        if before in (State.RUNNING, State.CREATED):
+            self._spawn(self._stop_in_background(c, cmd.grace_s))
+        return CommandAccepted(command_id=cmd.command_id)
+
+    async def _stop_in_background(self, c: _Container, grace_s: float) -> None:
+        with contextlib.suppress(RuntimeError_):
+            await self.runtime.stop(c.id, grace_s)  # the watcher reports the exit
+
+    async def _update(self, cmd: UpdateResources) -> Reply:
+        c = self.containers.get(cmd.container_id)
+        if c is None or c.settings is None:
+            raise Rejected("unknown_container", f"container {cmd.container_id} is not on node {self.config.node}")
+        if c.state is not State.RUNNING:
+            raise Rejected("illegal_state", f"cannot update container in state {c.state}")
+        old = c.settings
+        changes: dict[str, object] = {}
+        if cmd.cpu_limit_millis is not None:
+            changes["quota_us"] = max(cmd.cpu_limit_millis * old.period_us // 1000, 1000)
+        if cmd.cpuset is not None:
+            changes["cpus"] = ",".join(map(str, real_cpuset(self.config.cpu_map, cmd.cpuset)))
+        if cmd.burst_us is not None:
+            changes["burst_us"] = cmd.burst_us
+        try:
+            new = msgspec.structs.replace(old, **changes)
+        except ValueError as e:
+            raise Rejected("invalid_update", str(e)) from None
+        if self.cgroups is not None:
+            try:
+                self.cgroups.apply(c.cgroup, new, old)
+            except CgroupError as e:
+                raise Rejected("update_failed", str(e)) from None
+        c.settings = new
+        if new.burst_us != old.burst_us:
+            await self.emit(ev.CpuBurstSet(container_id=c.id, node=self.config.node, burst_us=new.burst_us))
+        if new.quota_us != old.quota_us:
+            await self.emit(
+                ev.CfsQuotaScaled(
+                    container_id=c.id,
+                    node=self.config.node,
+                    from_us=old.quota_us or -1,
+                    to_us=new.quota_us or -1,
+                    reason="update",
+                )
+            )
+        return CommandAccepted(command_id=cmd.command_id)
+
+    def _logs(self, cmd: GetLogs) -> Reply:
+        path = self.runtime.logs(cmd.container_id)
+        if cmd.container_id not in self.containers and not path.exists():
+            raise Rejected("unknown_container", f"container {cmd.container_id} is not on node {self.config.node}")
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        tail = lines[-cmd.tail :] if cmd.tail is not None else lines
+        return LogsReply(command_id=cmd.command_id, lines=tuple(tail), truncated=len(tail) < len(lines))
+
+    # --- exits ------------------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _watch(self, c: _Container) -> None:
+        async def watch() -> None:
+            status = await self.runtime.wait(c.id)
+            await self._exited(c, status or ExitStatus(code=None))
+
+        c.watcher = asyncio.ensure_future(watch())
+        self._tasks.add(c.watcher)
+        c.watcher.add_done_callback(self._tasks.discard)
+
+    async def _exited(self, c: _Container, status: ExitStatus) -> None:
+        c.state = lifecycle.transition(c.state, Op.EXIT)
+        with contextlib.suppress(RuntimeError_):
+            await self.runtime.delete(c.id)
+        self._release(c)
+        await self.emit(
+            ev.ContainerExited(
+                container_id=c.id,
+                node=self.config.node,
+                exit_code=status.code,
+                exited_ns=self.clock(),
+                signal=status.signal,
+                oom_killed=status.oom_killed,
+            )
+        )
+        (c.bundle / "exit.reported").touch()
+
+    # --- restart safety -------------------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Re-adopt the containers of an earlier run of this service, without restarting any: running ones
+        are watched again; exits recorded while the service was down are reported with their codes; a
+        container whose monitor died is reported with an unknown exit code (and killed if it still runs)."""
+        for bundle in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            try:
+                cmd = _start_decoder.decode((bundle / "command.json").read_bytes())
+            except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+                shutil.rmtree(bundle, ignore_errors=True)  # never got as far as being created
+                continue
+            if (bundle / "exit.reported").exists():
+                continue
+            c = _Container(cmd, bundle, f"{self.config.cgroup_root}/{self.config.node}/{cmd.container_id}")
+            self._remember(cmd.command_id, CommandAccepted(command_id=cmd.command_id))
+            monitor_alive = self.runtime.adopt(c.id, bundle)
+            recorded = self.runtime.exit_status(c.id)
+            status = await self.runtime.status(c.id)
+            c.state = State.RUNNING if status in ("running", "stopped") else State.CREATED
+            self.containers[c.id] = c
+            if recorded is not None:
+                await self._exited(c, recorded)
+            elif monitor_alive and status == "running":
+                c.pid = _pid(bundle)
+                self._watch(c)  # adopted, untouched
+            elif monitor_alive:
+                self._watch(c)  # created or exiting: the monitor will record the code
+                if status == "created":
+                    with contextlib.suppress(RuntimeError_):
+                        await self.runtime.kill(c.id, 9)
+            else:
+                if status in ("running", "created"):
+                    with contextlib.suppress(RuntimeError_):
+                        await self.runtime.kill(c.id, 9)  # an orphan: no code or logs will ever come
+                await self._exited(c, ExitStatus(code=None))
+
+    def running(self) -> tuple[str, ...]:
+        return tuple(sorted(cid for cid, c in self.containers.items() if c.state not in lifecycle.TERMINAL))
+
+    async def close(self) -> None:
+        """Stop watching (containers keep running under their monitors)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _pid(bundle: Path) -> int:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return int((bundle / "pidfile").read_text())
+    return 0

@@ -1,0 +1,238 @@
+"""The node service with real runc, conmon and cgroups: start, exit codes, stop, burst, bad commands that
+leave nothing behind, idempotent commands, and re-adoption by a restarted service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from nodelet.cgroups import Cgroups, detect_layout
+from nodelet.images import ImageStore
+from nodelet.runtime import RuncRuntime, RuntimePaths
+from nodelet.service import NodeConfig, NodeService
+from tests.builders import spec
+from wire import events as ev
+from wire.commands import (
+    CommandAccepted,
+    CommandRejected,
+    GetLogs,
+    LogsReply,
+    StartContainer,
+    StopContainer,
+    UpdateResources,
+)
+from wire.ids import new_command_id, new_container_id
+from wire.spec import ContainerSpec, Mount
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon") or not Path("/sys/fs/cgroup").is_dir(),
+    reason="needs root, runc, conmon and cgroups (make test installs them)",
+)
+
+
+class Node:
+    """A node service over real parts, and the events it emitted."""
+
+    def __init__(self, root: Path, cgroup_root: str) -> None:
+        self.root = root
+        self.cgroup_root = cgroup_root
+        self.events: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self.service = self.make_service()
+
+    def make_service(self) -> NodeService:
+        async def emit(e: ev.Event) -> None:
+            await self.events.put(e)
+
+        config = NodeConfig(
+            node="n1",
+            data_dir=str(self.root / "data"),
+            cgroup_root=self.cgroup_root,
+            cpus=tuple(range(os.cpu_count() or 1)),
+            allowed_host_mounts=("/srv",),
+        )
+        service = NodeService(
+            config,
+            runtime=RuncRuntime(RuntimePaths(self.root / "rt")),
+            images=ImageStore(self.root / "images"),
+            cgroups=Cgroups(detect_layout()),
+            emit=emit,
+        )
+        service.epoch = 1
+        return service
+
+    async def next_event(self, timeout_s: float = 15) -> ev.Event:
+        async with asyncio.timeout(timeout_s):
+            return await self.events.get()
+
+    def start(self, s: ContainerSpec, cpuset: tuple[int, ...] = (), **kw: object) -> StartContainer:
+        return StartContainer(
+            command_id=new_command_id(), epoch=1, container_id=new_container_id(), spec=s, cpuset=cpuset, **kw
+        )  # type: ignore[arg-type]
+
+    def cgroup_dirs(self) -> list[Path]:
+        name = self.cgroup_root.strip("/")
+        return [d for d in Path("/sys/fs/cgroup").glob(f"*/{name}/n1/*") if d.is_dir()]
+
+    def leftovers(self, container_id: str) -> list[str]:
+        out = [str(d) for d in self.cgroup_dirs() if d.name == container_id]
+        if (self.root / "data" / "containers" / container_id).exists():
+            out.append("bundle")
+        if (self.root / "rt" / "runc" / container_id).exists():
+            out.append("runc state")
+        return out
+
+
+@pytest.fixture
+def node_root() -> Iterator[tuple[Path, str]]:
+    tag = uuid.uuid4().hex[:8]
+    root = Path(f"/run/corral-svc-{tag}")
+    root.mkdir()
+    yield root, f"/corral-svc-{tag}"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def node(node_root: tuple[Path, str]) -> AsyncIterator[Node]:
+    n = Node(*node_root)
+    yield n
+    # Stop what a test left running and let the service see the exits (it unmounts and removes cgroups).
+    service = n.service
+    for cid in service.running():
+        await service.runtime.stop(cid, 0)
+    async with asyncio.timeout(15):
+        while service.running():
+            await n.next_event()
+    await service.close()
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(n.root) not in mounts, "a container root is still mounted"
+    for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{n.cgroup_root.strip('/')}/**/"), reverse=True):
+        d.rmdir()
+
+
+async def test_run_to_exit_with_its_code(node: Node) -> None:
+    cmd = node.start(spec("t", command=("sh", "-c", "echo hi; exit 7")))
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+    started = await node.next_event()
+    assert isinstance(started, ev.ContainerStarted)
+    assert started.pid > 0
+    exited = await node.next_event()
+    assert isinstance(exited, ev.ContainerExited)
+    assert (exited.container_id, exited.exit_code, exited.signal) == (cmd.container_id, 7, None)
+    assert node.cgroup_dirs() == []
+    logs = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id, tail=10))
+    assert isinstance(logs, LogsReply)
+    assert [line.split(" ", 3)[3] for line in logs.lines] == ["hi"]
+
+
+async def test_stop_and_cgroup_values(node: Node) -> None:
+    cmd = node.start(
+        spec("t", command=("sleep", "60"), cpu_request_millis=250, cpu_limit_millis=500, memory_limit_bytes=64 << 20)
+    )
+    assert isinstance(await node.service.handle(cmd), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    path = f"{node.cgroup_root}/n1/{cmd.container_id}"
+    settings = node.service.cgroups.read(path)  # type: ignore[union-attr]
+    assert (settings.shares, settings.quota_us, settings.burst_us, settings.memory_bytes) == (256, 50_000, 0, 64 << 20)
+
+    update = UpdateResources(command_id=new_command_id(), epoch=1, container_id=cmd.container_id, burst_us=50_000)
+    assert isinstance(await node.service.handle(update), CommandAccepted)
+    assert await node.next_event() == ev.CpuBurstSet(container_id=cmd.container_id, node="n1", burst_us=50_000)
+    assert node.service.cgroups.read(path).burst_us == 50_000  # type: ignore[union-attr]
+    too_big = UpdateResources(command_id=new_command_id(), epoch=1, container_id=cmd.container_id, burst_us=90_000)
+    rejected = await node.service.handle(too_big)
+    assert isinstance(rejected, CommandRejected)
+    assert rejected.code == "invalid_update"
+
+    stop = StopContainer(command_id=new_command_id(), epoch=1, container_id=cmd.container_id, grace_s=0.2)
+    assert isinstance(await node.service.handle(stop), CommandAccepted)
+    exited = await node.next_event()
+    assert isinstance(exited, ev.ContainerExited)
+    assert (exited.exit_code, exited.signal) == (137, 9)
+    assert node.leftovers(cmd.container_id) == ["bundle"]  # kept: the command and logs
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        pytest.param(lambda n: n.start(spec("t", image="nginx:1.25")), "unknown_image", id="unknown-image"),
+        pytest.param(
+            lambda n: n.start(
+                spec("t", cpu_request_millis=1000, cpu_limit_millis=1000, memory_limit_bytes=1 << 26), cpuset=(99,)
+            ),
+            "impossible_cpuset",
+            id="no-such-cpu",
+        ),
+        pytest.param(
+            lambda n: n.start(
+                spec("t", cpu_request_millis=2000, cpu_limit_millis=2000, memory_limit_bytes=1 << 26), cpuset=(0,)
+            ),
+            "invalid_spec",
+            id="cpuset-size-mismatch",
+        ),
+        pytest.param(
+            lambda n: n.start(spec("t", mounts=(Mount(source="/etc", destination="/x"),))),
+            "mount_not_allowed",
+            id="host-mount",
+        ),
+        pytest.param(lambda n: n.start(spec("t", command=("/no/such/binary",))), "start_failed", id="bad-binary"),
+        pytest.param(
+            lambda n: StartContainer(
+                command_id=new_command_id(), epoch=7, container_id=new_container_id(), spec=spec()
+            ),
+            "stale_epoch",
+            id="stale-epoch",
+        ),
+    ],
+)
+async def test_bad_commands_leave_nothing_behind(node: Node, make: object, code: str) -> None:
+    cmd = make(node)  # type: ignore[operator]
+    reply = await node.service.handle(cmd)
+    assert isinstance(reply, CommandRejected), reply
+    assert reply.code == code
+    assert node.leftovers(cmd.container_id) == []
+    assert node.events.empty()
+
+
+async def test_commands_are_idempotent_by_id(node: Node) -> None:
+    cmd = node.start(spec("t", command=("sleep", "60")))
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id, duplicate=True)
+    other = StartContainer(command_id=new_command_id(), epoch=1, container_id=cmd.container_id, spec=cmd.spec)
+    reply = await node.service.handle(other)
+    assert isinstance(reply, CommandRejected)
+    assert reply.code == "duplicate_id"
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    assert node.events.empty()
+
+
+async def test_a_restarted_service_readopts_and_reports_exits_it_missed(node: Node) -> None:
+    long = node.start(spec("long", command=("sleep", "60")))
+    short = node.start(spec("short", command=("sh", "-c", "sleep 0.3; exit 5")))
+    for cmd in (long, short):
+        assert isinstance(await node.service.handle(cmd), CommandAccepted)
+    started = {e.container_id: e for e in [await node.next_event(), await node.next_event()]}
+    await node.service.close()  # the service goes away; monitors keep the containers
+    await asyncio.sleep(0.6)  # the short one exits while nobody watches
+
+    node.service = node.make_service()
+    await node.service.recover()
+    exited = await node.next_event()
+    assert isinstance(exited, ev.ContainerExited)
+    assert (exited.container_id, exited.exit_code) == (short.container_id, 5)
+    assert node.service.running() == (long.container_id,)
+    assert node.service.containers[long.container_id].pid == started[long.container_id].pid  # not restarted
+    # The retried start of the adopted container is answered as before, not run twice.
+    assert await node.service.handle(long) == CommandAccepted(command_id=long.command_id, duplicate=True)
+
+    stop = StopContainer(command_id=new_command_id(), epoch=1, container_id=long.container_id, grace_s=0.1)
+    assert isinstance(await node.service.handle(stop), CommandAccepted)
+    exited = await node.next_event()
+    assert isinstance(exited, ev.ContainerExited)
+    assert (exited.container_id, exited.exit_code) == (long.container_id, 137)
+    assert node.events.empty()
