@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from wire import checks
-from wire.commands import Command, NodeMessage, Reply
+from wire.commands import Command, ControlReply, NodeMessage, Reply
 from wire.events import EVENT_TYPES, ID_CHECKS, Event
 
 
@@ -29,6 +29,7 @@ event_decoder: msgspec.msgpack.Decoder[Event] = msgspec.msgpack.Decoder(Event)
 command_decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
 reply_decoder: msgspec.msgpack.Decoder[Reply] = msgspec.msgpack.Decoder(Reply)
 node_message_decoder: msgspec.msgpack.Decoder[NodeMessage] = msgspec.msgpack.Decoder(NodeMessage)
+control_reply_decoder: msgspec.msgpack.Decoder[ControlReply] = msgspec.msgpack.Decoder(ControlReply)
 
 
 def encode(obj: Any) -> bytes:

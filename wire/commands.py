@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 
 from wire import checks
-from wire.events import Cpuset, Epoch
+from wire.events import ID_CHECKS, Cpuset, Epoch, Event
 from wire.ids import ContainerId, NodeName
 from wire.resources import CpuMillis, Resources
 from wire.spec import ContainerSpec
@@ -136,9 +136,30 @@ class StatsSample(_Message, frozen=True, tag=True):
     containers: tuple[ContainerSample, ...] = ()
 
 
-NodeMessage = Register | Heartbeat | SyncRequest | StatsSample
+class NodeEvent(_Message, frozen=True, tag=True):
+    """An event a nodelet reports, sent as a request: the control plane appends it (deduplicating by
+    ``event_id``, which stays the same across retries) and then acks."""
+
+    node: NodeName
+    event_id: uuid.UUID
+    occurred_ns: int
+    event: Event
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.check_ids(self.event, ID_CHECKS[type(self.event)])  # the event crossed a process boundary too
+
+
+class EventAck(_Message, frozen=True, tag=True):
+    event_id: uuid.UUID
+
+
+NodeMessage = Register | Heartbeat | SyncRequest | StatsSample | NodeEvent
 
 
 @functools.cache
 def _id_checks(cls: type) -> checks.IdChecks:
     return checks.id_checks(cls)
+
+
+ControlReply = Registered | SyncReply | EventAck | CommandRejected

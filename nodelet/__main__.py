@@ -1,0 +1,106 @@
+"""``python -m nodelet``: run one node agent (real runc containers, real cgroups)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import uvloop
+
+from nodelet.agent import Agent, AgentConfig
+from nodelet.cgroups import Cgroups, detect_layout
+from nodelet.images import ImageStore
+from nodelet.runtime import RuncRuntime, RuntimePaths
+from nodelet.service import NodeConfig, NodeService
+from nodelet.topology import discover, map_declared
+from wire import events as ev
+from wire.resources import Resources
+from wire.topology import Topology
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m nodelet", description=__doc__)
+    p.add_argument("--node", required=True, help="node name (a DNS-1123 label)")
+    p.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS URL")
+    p.add_argument("--user", default=None)
+    p.add_argument("--password", default=os.environ.get("CORRAL_NATS_PASSWORD"))
+    p.add_argument("--data-dir", default=None, help="state directory (default /run/corral/<node>; keep it short)")
+    p.add_argument("--cgroup-root", default="/corral")
+    p.add_argument(
+        "--declared-topology",
+        default=None,
+        metavar="SxNxCxT",
+        help="declare sockets x NUMA-per-socket x cores-per-NUMA x threads, mapped onto the real CPUs",
+    )
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--allow-host-mount", action="append", default=[], metavar="PATH")
+    p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+async def main(args: argparse.Namespace) -> None:
+    real = discover()
+    topology, cpu_map = real, {}
+    if args.declared_topology:
+        s, n, c, t = (int(x) for x in args.declared_topology.lower().split("x"))
+        per_numa = real.memory_bytes // max(1, s * n)
+        topology = Topology.uniform(s, n, c, t, memory_per_numa=per_numa)
+        cpu_map = map_declared(topology, real)
+        logging.warning(
+            "declared topology %s mapped onto real CPUs %s: %s", args.declared_topology, real.cpus(), cpu_map
+        )
+    data_dir = Path(args.data_dir or f"/run/corral/{args.node}")
+    config = NodeConfig(
+        node=args.node,
+        data_dir=str(data_dir),
+        cgroup_root=args.cgroup_root,
+        cpus=real.cpus(),
+        cpu_map=cpu_map,
+        allowed_host_mounts=tuple(args.allow_host_mount),
+    )
+    agent: Agent
+
+    async def emit(event: ev.Event) -> None:
+        await agent.emit(event)
+
+    service = NodeService(
+        config,
+        runtime=RuncRuntime(RuntimePaths(data_dir / "rt")),
+        images=ImageStore(data_dir / "images"),
+        cgroups=Cgroups(detect_layout()),
+        emit=emit,
+    )
+    labels = dict(label.split("=", 1) for label in args.label)
+    agent = Agent(
+        AgentConfig(
+            nats_url=args.nats,
+            node=args.node,
+            topology=topology,
+            capacity=Resources(topology.cpu_count * 1000, topology.memory_bytes),
+            labels=labels,
+            cpu_map=cpu_map,
+            user=args.user,
+            password=args.password,
+            heartbeat_s=args.heartbeat,
+        ),
+        service,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop)
+    await agent.run()
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvloop.run(main(args))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,196 @@
+"""The nodelet's NATS agent: a thin shell between the node's subjects and the node service.
+
+It registers the node (topology, capacity, labels, CPU map) and takes the fencing epoch the control plane
+gives it; serves commands on ``corral.cmd.<node>``; heartbeats on ``corral.lease.<node>``; asks
+``corral.sync.<node>`` what it should run and reconciles; and reports events as requests on
+``corral.evt.<node>``, retried with the same event id until the control plane acks them (at least once,
+deduplicated there). A container's exit is marked reported only after its ack, so a nodelet killed before the
+ack reports it again when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from nodelet.service import NodeService
+from wire import events as ev
+from wire import subjects
+from wire.codec import command_decoder, control_reply_decoder, encode
+from wire.commands import (
+    CommandRejected,
+    EventAck,
+    Heartbeat,
+    NodeEvent,
+    Register,
+    Registered,
+    StopContainer,
+    SyncReply,
+    SyncRequest,
+)
+from wire.ids import new_command_id, new_event_id
+from wire.resources import Resources
+from wire.topology import Topology
+
+log = logging.getLogger("corral.nodelet.agent")
+
+
+class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
+    nats_url: str
+    node: str
+    topology: Topology
+    capacity: Resources
+    labels: dict[str, str] = {}
+    cpu_map: dict[int, int] = {}
+    user: str | None = None
+    password: str | None = None
+    heartbeat_s: float = 1.0
+    request_timeout_s: float = 2.0
+    retry_max_s: float = 2.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, service: NodeService, clock: Callable[[], int] = time.time_ns) -> None:
+        self.config = config
+        self.service = service
+        self.clock = clock
+        self.nc: Client | None = None
+        self.registered = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._heartbeats = 0
+
+    async def emit(self, event: ev.Event) -> None:
+        """Report one event; returns once the control plane has acked it (retrying with the same id)."""
+        message = NodeEvent(node=self.config.node, event_id=new_event_id(), occurred_ns=self.clock(), event=event)
+        payload = encode(message)
+        delay = 0.05
+        while True:
+            await self.registered.wait()
+            assert self.nc is not None
+            try:
+                reply = control_reply_decoder.decode(
+                    (await self.nc.request(subjects.evt(self.config.node), payload, self.config.request_timeout_s)).data
+                )
+                if isinstance(reply, EventAck) and reply.event_id == message.event_id:
+                    return
+                log.warning("event %s not acked: %s", message.event_id, reply)
+            except (NatsTimeout, NoRespondersError, msgspec.DecodeError, msgspec.ValidationError) as e:
+                log.info("event %s: %r; retrying", message.event_id, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.retry_max_s)
+
+    async def run(self) -> None:
+        """Connect, register, serve until ``stop``. Containers keep running when this returns."""
+        options: dict[str, object] = {
+            "inbox_prefix": subjects.inbox_prefix(self.config.node).encode(),
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.2,
+        }
+        if self.config.user is not None:
+            options |= {"user": self.config.user, "password": self.config.password}
+        self.nc = await nats.connect(self.config.nats_url, **options)
+        try:
+            await self.nc.subscribe(subjects.cmd(self.config.node), cb=self._on_command)
+            await self._register()
+            await self.service.recover()
+            await self._sync()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeat())
+                await self._stopping.wait()
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            await self.service.close()
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _register(self) -> None:
+        assert self.nc is not None
+        message = encode(
+            Register(
+                node=self.config.node,
+                topology=self.config.topology,
+                capacity=self.config.capacity,
+                labels=self.config.labels,
+                cpu_map=self.config.cpu_map,
+            )
+        )
+        delay = 0.05
+        while True:
+            try:
+                msg = await self.nc.request(subjects.register(self.config.node), message, self.config.request_timeout_s)
+                reply = control_reply_decoder.decode(msg.data)
+                if isinstance(reply, Registered):
+                    self.service.epoch = reply.epoch
+                    self.registered.set()
+                    log.info("registered as %s, epoch %d", self.config.node, reply.epoch)
+                    return
+                log.error("registration refused: %s", reply)
+            except (NatsTimeout, NoRespondersError) as e:
+                log.info("no control plane yet (%r); retrying", e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.retry_max_s)
+
+    async def _sync(self) -> None:
+        """Level-triggered reconciliation: stop what this node should not run, start what it should."""
+        assert self.nc is not None
+        request = encode(SyncRequest(node=self.config.node, epoch=self.service.epoch, running=self.service.running()))
+        try:
+            msg = await self.nc.request(subjects.sync(self.config.node), request, self.config.request_timeout_s)
+            reply = control_reply_decoder.decode(msg.data)
+        except (NatsTimeout, NoRespondersError) as e:
+            log.warning("sync failed: %r", e)
+            return
+        if not isinstance(reply, SyncReply):
+            log.warning("sync refused: %s", reply)
+            return
+        desired = {d.container_id: d for d in reply.desired}
+        for cid in self.service.running():
+            if cid not in desired:
+                stop = StopContainer(command_id=new_command_id(), epoch=self.service.epoch, container_id=cid)
+                await self.service.handle(stop)
+        for cid, start in desired.items():
+            if cid not in self.service.containers:
+                await self.service.handle(msgspec.structs.replace(start, epoch=self.service.epoch))
+
+    async def _on_command(self, msg: Msg) -> None:
+        try:
+            command = command_decoder.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            await msg.respond(encode(CommandRejected(command_id=None, code="invalid_command", message=str(e))))
+            return
+        try:
+            reply = await self.service.handle(command)
+        except Exception as e:  # a bug must still answer, and must not kill the subscription
+            log.exception("command %s failed", command.command_id)
+            reply = CommandRejected(command_id=command.command_id, code="internal", message=repr(e))
+        await msg.respond(encode(reply))
+
+    async def _heartbeat(self) -> None:
+        assert self.nc is not None
+        while True:
+            self._heartbeats += 1
+            beat = Heartbeat(
+                node=self.config.node, epoch=self.service.epoch, seq=self._heartbeats, sent_ns=self.clock()
+            )
+            with contextlib.suppress(Exception):
+                await self.nc.publish(subjects.lease(self.config.node), encode(beat))
+            await asyncio.sleep(self.config.heartbeat_s)
+
+
+class _Stop(Exception):
+    pass
