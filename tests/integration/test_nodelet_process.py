@@ -1,0 +1,248 @@
+"""kill -9 the nodelet while its containers run: they keep running, a restarted nodelet re-adopts them without
+restarting them, and reports the exits that happened while it was down, with their real codes.
+
+Real nats-server (with per-node permissions), real ``python -m nodelet`` processes, real runc/conmon/cgroups.
+The control plane arrives with a later issue; ``StandInControlPlane`` below is the test's own peer on NATS
+(it answers registration and sync, acks and records events), not a mock of anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from tests.builders import spec
+from tests.natsserver import nats_server
+from wire import events as ev
+from wire import subjects
+from wire.codec import encode, node_message_decoder, reply_decoder
+from wire.commands import (
+    CommandAccepted,
+    EventAck,
+    NodeEvent,
+    Register,
+    Registered,
+    StartContainer,
+    StopContainer,
+    SyncReply,
+    SyncRequest,
+)
+from wire.ids import new_command_id, new_container_id
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon"),
+    reason="needs root, runc and conmon (make test installs them)",
+)
+
+
+class StandInControlPlane:
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.epoch = 0
+        self.events: dict[uuid.UUID, ev.Event] = {}  # deduplicated by event id
+        self.arrived: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self.registered = asyncio.Event()
+        self.syncs: list[SyncRequest] = []
+        self.desired: dict[str, StartContainer] = {}
+
+    async def serve(self) -> None:
+        await self.nc.subscribe("corral.register.*", cb=self._register)
+        await self.nc.subscribe("corral.evt.*", cb=self._event)
+        await self.nc.subscribe("corral.sync.*", cb=self._sync)
+        await self.nc.flush()
+
+    async def _register(self, msg: Msg) -> None:
+        reg = node_message_decoder.decode(msg.data)
+        assert isinstance(reg, Register)
+        self.epoch += 1
+        await msg.respond(encode(Registered(node=reg.node, epoch=self.epoch, lease_s=3.0)))
+        self.registered.set()
+
+    async def _event(self, msg: Msg) -> None:
+        m = node_message_decoder.decode(msg.data)
+        assert isinstance(m, NodeEvent)
+        if m.event_id not in self.events:
+            self.events[m.event_id] = m.event
+            await self.arrived.put(m.event)
+        await msg.respond(encode(EventAck(event_id=m.event_id)))
+
+    async def _sync(self, msg: Msg) -> None:
+        req = node_message_decoder.decode(msg.data)
+        assert isinstance(req, SyncRequest)
+        self.syncs.append(req)
+        await msg.respond(encode(SyncReply(node=req.node, epoch=self.epoch, desired=tuple(self.desired.values()))))
+
+    async def next_event(self, timeout_s: float = 20) -> ev.Event:
+        async with asyncio.timeout(timeout_s):
+            return await self.arrived.get()
+
+    async def command(self, node: str, cmd: StartContainer | StopContainer) -> object:
+        return reply_decoder.decode((await self.nc.request(subjects.cmd(node), encode(cmd), timeout=30)).data)
+
+
+@pytest.fixture
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    users = {
+        "users": [
+            {"user": "control", "password": "cp"},
+            {"user": "n1", "password": "p1", "permissions": subjects.node_permissions("n1")},
+        ]
+    }
+    with nats_server(tmp_path, {"authorization": users}) as url:
+        yield url
+
+
+@pytest.fixture
+async def control(nats_url: str) -> AsyncIterator[StandInControlPlane]:
+    nc = await nats.connect(nats_url, user="control", password="cp")
+    cp = StandInControlPlane(nc)
+    await cp.serve()
+    yield cp
+    await nc.drain()
+
+
+class NodeletProcess:
+    def __init__(self, nats_url: str, tag: str, log: Path) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "nodelet",
+            "--node",
+            "n1",
+            "--nats",
+            nats_url,
+            "--user",
+            "n1",
+            "--password",
+            "p1",
+            "--data-dir",
+            f"/run/corral-e2e-{tag}",
+            "--cgroup-root",
+            f"/corral-e2e-{tag}",
+            "--heartbeat",
+            "0.2",
+        ]
+        self.tag = tag
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self) -> None:
+        """Kill any container left, unmount, and remove state and cgroups."""
+        self.stop()
+        data = Path(f"/run/corral-e2e-{self.tag}")
+        runc_root = data / "rt" / "runc"
+        if runc_root.exists():
+            for cid in os.listdir(runc_root):
+                subprocess.run(
+                    ["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False
+                )
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            target = line.split()[1]
+            if target.startswith(str(data)):
+                subprocess.run(["umount", target], check=False)
+        shutil.rmtree(data, ignore_errors=True)
+        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/corral-e2e-{self.tag}/**/"), reverse=True):
+            d.rmdir()
+
+
+@pytest.fixture
+def nodelet(nats_url: str, tag: str, tmp_path: Path) -> Iterator[NodeletProcess]:
+    n = NodeletProcess(nats_url, tag, tmp_path / "nodelet.log")
+    yield n
+    n.cleanup()
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def start(s: object) -> StartContainer:
+    return StartContainer(command_id=new_command_id(), epoch=1, container_id=new_container_id(), spec=s)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+async def test_kill9_readopt_and_report_missed_exits(control: StandInControlPlane, nodelet: NodeletProcess) -> None:
+    nodelet.start()
+    async with asyncio.timeout(30):
+        await control.registered.wait()
+    long = start(spec("long", command=("sleep", "60")))
+    short = start(spec("short", command=("sh", "-c", "sleep 1.5; exit 3")))
+    for cmd in (long, short):
+        assert await control.command("n1", cmd) == CommandAccepted(command_id=cmd.command_id)
+        control.desired[cmd.container_id] = cmd
+    started = {}
+    for _ in range(2):
+        e = await control.next_event()
+        assert isinstance(e, ev.ContainerStarted)
+        started[e.container_id] = e.pid
+    assert all(alive(pid) for pid in started.values())
+
+    nodelet.kill9()
+    assert alive(started[long.container_id]), "a nodelet's death must not harm its containers"
+    await asyncio.sleep(2.5)  # the short container exits while no nodelet runs
+    assert not alive(started[short.container_id])
+    assert alive(started[long.container_id])
+
+    control.registered.clear()
+    nodelet.start()
+    async with asyncio.timeout(30):
+        await control.registered.wait()
+    exited = await control.next_event()
+    assert isinstance(exited, ev.ContainerExited)
+    assert (exited.container_id, exited.exit_code) == (short.container_id, 3)
+    assert alive(started[long.container_id])
+    async with asyncio.timeout(10):
+        while len(control.syncs) < 2:
+            await asyncio.sleep(0.05)
+    assert control.syncs[-1].running == (long.container_id,)
+    assert control.syncs[-1].epoch == 2
+
+    # The re-adopted container obeys the new epoch's commands; the old epoch is fenced off.
+    stale = StopContainer(command_id=new_command_id(), epoch=1, container_id=long.container_id, grace_s=0.1)
+    assert getattr(await control.command("n1", stale), "code", None) == "stale_epoch"
+    stop = StopContainer(command_id=new_command_id(), epoch=2, container_id=long.container_id, grace_s=0.1)
+    assert await control.command("n1", stop) == CommandAccepted(command_id=stop.command_id)
+    exited = await control.next_event()
+    assert isinstance(exited, ev.ContainerExited)
+    assert (exited.container_id, exited.exit_code) == (long.container_id, 137)
+    assert not any(isinstance(e, ev.ContainerStarted) for e in list(control.events.values())[2:]), "nothing restarted"
