@@ -56,6 +56,7 @@ class StandInControlPlane:
         self.arrived: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.registered = asyncio.Event()
         self.syncs: list[SyncRequest] = []
+        self.synced = asyncio.Condition()
         self.desired: dict[str, StartContainer] = {}
 
     async def serve(self) -> None:
@@ -82,7 +83,9 @@ class StandInControlPlane:
     async def _sync(self, msg: Msg) -> None:
         req = node_message_decoder.decode(msg.data)
         assert isinstance(req, SyncRequest)
-        self.syncs.append(req)
+        async with self.synced:
+            self.syncs.append(req)
+            self.synced.notify_all()
         await msg.respond(encode(SyncReply(node=req.node, epoch=self.epoch, desired=tuple(self.desired.values()))))
 
     async def next_event(self, timeout_s: float = 20) -> ev.Event:
@@ -231,9 +234,8 @@ async def test_kill9_readopt_and_report_missed_exits(control: StandInControlPlan
     assert isinstance(exited, ev.ContainerExited)
     assert (exited.container_id, exited.exit_code) == (short.container_id, 3)
     assert alive(started[long.container_id])
-    async with asyncio.timeout(10):
-        while len(control.syncs) < 2:
-            await asyncio.sleep(0.05)
+    async with asyncio.timeout(10), control.synced:
+        await control.synced.wait_for(lambda: len(control.syncs) >= 2)
     assert control.syncs[-1].running == (long.container_id,)
     assert control.syncs[-1].epoch == 2
 
