@@ -66,6 +66,7 @@ class Agent:
         self.clock = clock
         self.nc: Client | None = None
         self.registered = asyncio.Event()
+        self.ready = asyncio.Event()  # registered and recovered: commands are served from then on
         self._stopping = asyncio.Event()
         self._heartbeats = 0
 
@@ -103,6 +104,7 @@ class Agent:
             await self.nc.subscribe(subjects.cmd(self.config.node), cb=self._on_command)
             await self._register()
             await self.service.recover()
+            self.ready.set()
             await self._sync()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat())
@@ -168,6 +170,7 @@ class Agent:
                 await self.service.handle(msgspec.structs.replace(start, epoch=self.service.epoch))
 
     async def _on_command(self, msg: Msg) -> None:
+        await self.ready.wait()  # not before the epoch is known and earlier containers are re-adopted
         try:
             command = command_decoder.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as e:

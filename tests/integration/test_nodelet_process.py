@@ -2,8 +2,8 @@
 restarting them, and reports the exits that happened while it was down, with their real codes.
 
 Real nats-server (with per-node permissions), real ``python -m nodelet`` processes, real runc/conmon/cgroups.
-The control plane arrives with a later issue; ``StandInControlPlane`` below is the test's own peer on NATS
-(it answers registration and sync, acks and records events), not a mock of anything.
+The control plane arrives with a later issue; ``nodelet.standin.StandInControlPlane`` is the test's peer on
+NATS (it answers registration and sync, acks and records events), not a mock of anything.
 """
 
 from __future__ import annotations
@@ -20,24 +20,16 @@ from pathlib import Path
 
 import nats
 import pytest
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
+from nodelet.standin import StandInControlPlane
 from tests.builders import spec
 from tests.natsserver import nats_server
 from wire import events as ev
 from wire import subjects
-from wire.codec import encode, node_message_decoder, reply_decoder
 from wire.commands import (
     CommandAccepted,
-    EventAck,
-    NodeEvent,
-    Register,
-    Registered,
     StartContainer,
     StopContainer,
-    SyncReply,
-    SyncRequest,
 )
 from wire.ids import new_command_id, new_container_id
 
@@ -46,54 +38,6 @@ pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon"),
     reason="needs root, runc and conmon (make test installs them)",
 )
-
-
-class StandInControlPlane:
-    def __init__(self, nc: Client) -> None:
-        self.nc = nc
-        self.epoch = 0
-        self.events: dict[uuid.UUID, ev.Event] = {}  # deduplicated by event id
-        self.arrived: asyncio.Queue[ev.Event] = asyncio.Queue()
-        self.registered = asyncio.Event()
-        self.syncs: list[SyncRequest] = []
-        self.synced = asyncio.Condition()
-        self.desired: dict[str, StartContainer] = {}
-
-    async def serve(self) -> None:
-        await self.nc.subscribe("corral.register.*", cb=self._register)
-        await self.nc.subscribe("corral.evt.*", cb=self._event)
-        await self.nc.subscribe("corral.sync.*", cb=self._sync)
-        await self.nc.flush()
-
-    async def _register(self, msg: Msg) -> None:
-        reg = node_message_decoder.decode(msg.data)
-        assert isinstance(reg, Register)
-        self.epoch += 1
-        await msg.respond(encode(Registered(node=reg.node, epoch=self.epoch, lease_s=3.0)))
-        self.registered.set()
-
-    async def _event(self, msg: Msg) -> None:
-        m = node_message_decoder.decode(msg.data)
-        assert isinstance(m, NodeEvent)
-        if m.event_id not in self.events:
-            self.events[m.event_id] = m.event
-            await self.arrived.put(m.event)
-        await msg.respond(encode(EventAck(event_id=m.event_id)))
-
-    async def _sync(self, msg: Msg) -> None:
-        req = node_message_decoder.decode(msg.data)
-        assert isinstance(req, SyncRequest)
-        async with self.synced:
-            self.syncs.append(req)
-            self.synced.notify_all()
-        await msg.respond(encode(SyncReply(node=req.node, epoch=self.epoch, desired=tuple(self.desired.values()))))
-
-    async def next_event(self, timeout_s: float = 20) -> ev.Event:
-        async with asyncio.timeout(timeout_s):
-            return await self.arrived.get()
-
-    async def command(self, node: str, cmd: StartContainer | StopContainer) -> object:
-        return reply_decoder.decode((await self.nc.request(subjects.cmd(node), encode(cmd), timeout=30)).data)
 
 
 @pytest.fixture
