@@ -28,6 +28,7 @@ test: lint
 
 bench: setup
 	$(PY) -m store.bench --quick
+	$(PY) -m nodelet.bench --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
