@@ -1,36 +1,252 @@
 """Images on a node, and each container's writable root over its image.
 
-For now one image is built in: ``busybox``, made at first use from the host's static busybox (Debian's
-``busybox-static``) with a symlink per applet. Importing image tarballs (OCI layout, ``docker save``) comes next.
-A container's root is an overlay: the image read-only below, the container's own upper directory above.
+Owns the node's image store: the built-in ``busybox`` image (made at first use from the host's static busybox,
+Debian's ``busybox-static``, with a symlink per applet), the import of image tarballs (an OCI image layout or a
+``docker save`` archive), tags, and the overlay mounts that give a container its root.
+
+Store layout under ``root``:
+
+- ``blobs/sha256/<hex>``: manifests, configs and layer blobs as imported, each named by its verified digest.
+- ``layers/<hex>/``: each layer unpacked once, named by its diff id (the digest of the uncompressed tar), and
+  shared by every image that lists it. Whiteouts are in overlayfs form: a 0:0 character device deletes a
+  lower entry; ``trusted.overlay.opaque=y`` on a directory hides the lower directory's contents.
+- ``images/<hex>.json``: an image's layers, bottom first; the image id is the digest of its config.
+- ``tags.json``: names (``alpine:3.19``) to image ids.
+
+An import stages everything in ``tmp/`` and moves it into place only once every digest matched and every layer
+unpacked cleanly, so a rejected tarball leaves nothing behind. Imports need root: layers keep their files'
+owners, and whiteouts are device nodes. A container's root is an overlay: the image's layers read-only below,
+the container's own upper directory above.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import gzip
+import hashlib
 import os
+import platform
+import posixpath
+import re
 import shutil
+import stat
 import subprocess
+import tarfile
+import time
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO, Annotated, Protocol, TypeVar
+
+import msgspec
 
 BUSYBOX = Path("/bin/busybox")
 BUILTIN = {"busybox", "busybox:latest"}
+DEFAULT_MAX_BYTES = 8 << 30  # uncompressed layer data per import
+_JSON_MAX_BYTES = 4 << 20  # index, manifest, config
+
+_MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
+_INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+_CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
+_LAYER_TYPES = {  # media type -> gzip-compressed
+    "application/vnd.oci.image.layer.v1.tar": False,
+    "application/vnd.oci.image.layer.v1.tar+gzip": True,
+    "application/vnd.docker.image.rootfs.diff.tar": False,
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": True,
+}
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+PLATFORM = ("linux", _GOARCH.get(platform.machine(), platform.machine()))  # the only images an import picks
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+# Extended attributes a layer may set; others (trusted.overlay.* above all, which steer overlayfs) are dropped.
+_XATTR_ALLOWED = re.compile(r"user\..+|security\.capability")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_COMPONENT = r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*"
+_NAME = re.compile(rf"{_COMPONENT}(?::[0-9]+)?(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
 
 
 class UnknownImage(LookupError):
     def __init__(self, ref: str) -> None:
-        super().__init__(f"image {ref!r} is not on this node (built in: busybox)")
+        super().__init__(f"image {ref!r} is not on this node (import it; built in: busybox)")
         self.ref = ref
 
 
+class InvalidImage(ValueError):
+    """A tarball the store refuses: the message names the entry or blob at fault."""
+
+
+class LayeredImage(ValueError):
+    """The image is a stack of layers, not one directory: mount ``ImageStore.lowerdirs(ref)``."""
+
+
+class ImageRecord(msgspec.Struct, frozen=True):
+    id: str  # sha256 digest of the config
+    layers: tuple[str, ...]  # diff ids, bottom first
+    tags: tuple[str, ...] = ()  # the names this import pointed at the image
+
+
+def normalize(ref: str) -> str:
+    """``alpine`` -> ``alpine:latest``; ``docker.io/library/alpine:3.19`` -> ``alpine:3.19``."""
+    if ":" not in ref.rsplit("/", 1)[-1]:
+        ref += ":latest"
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix)
+    return ref
+
+
+# The JSON documents of an image tarball, decoded and type-checked by msgspec.
+_Digest = Annotated[str, msgspec.Meta(pattern=f"^{_DIGEST.pattern}$")]
+
+
+class _Platform(msgspec.Struct):
+    os_: str = msgspec.field(default="", name="os")
+    architecture: str = ""
+
+
+class _Descriptor(msgspec.Struct, rename="camel"):
+    media_type: str
+    digest: _Digest
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    annotations: dict[str, str] = {}
+    platform: _Platform | None = None
+
+
+class _Layout(msgspec.Struct, rename="camel"):
+    image_layout_version: str
+
+
+class _Index(msgspec.Struct, rename="camel"):
+    manifests: list[_Descriptor]
+
+
+class _Manifest(msgspec.Struct, rename="camel"):
+    config: _Descriptor
+    layers: list[_Descriptor]
+    media_type: str = ""
+
+
+class _RootFS(msgspec.Struct):
+    type: str
+    diff_ids: list[_Digest]
+
+
+class _Config(msgspec.Struct):
+    rootfs: _RootFS
+
+
+class _SaveEntry(msgspec.Struct, rename="pascal"):  # one image in a docker save manifest.json
+    config: str
+    layers: list[str]
+    repo_tags: list[str] | None = None
+
+
+class _Stored(msgspec.Struct):  # images/<hex>.json
+    layers: list[str]
+
+
+_T = TypeVar("_T")
+
+
+def _decode(data: bytes, type_: type[_T], name: str) -> _T:
+    try:
+        return msgspec.json.decode(data, type=type_)
+    except msgspec.DecodeError as e:
+        raise InvalidImage(f"{name}: {e}") from None
+
+
 class ImageStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.root = root
+        self.max_bytes = max_bytes
 
     def resolve(self, ref: str) -> Path:
-        """The read-only root filesystem of an image; raises ``UnknownImage``."""
-        if ref in BUILTIN:
-            return self._busybox()
-        raise UnknownImage(ref)
+        """The image's read-only root as one directory: the built-in busybox, or an image of one layer.
+
+        Raises ``UnknownImage``, or ``LayeredImage`` for a stack of layers (see ``lowerdirs``).
+        """
+        dirs = self.lowerdirs(ref)
+        if len(dirs) > 1:
+            raise LayeredImage(f"image {ref!r} has {len(dirs)} layers: mount ImageStore.lowerdirs(ref)")
+        return dirs[0]
+
+    def lowerdirs(self, ref: str) -> list[Path]:
+        """The image's layer directories, topmost first: overlayfs's ``lowerdir`` order.
+
+        ``ref`` is a name (``myapp`` means ``myapp:latest``) or an image id; raises ``UnknownImage``.
+        """
+        image_id = self._image_id(ref)
+        if image_id is None:
+            if ref in BUILTIN:
+                return [self._busybox()]
+            raise UnknownImage(ref)
+        stored = msgspec.json.decode((self.root / "images" / f"{image_id[7:]}.json").read_bytes(), type=_Stored)
+        dirs: list[Path] = []
+        for diff_id in reversed(stored.layers):
+            layer = self.root / "layers" / diff_id[7:]
+            if layer in dirs:
+                continue  # overlayfs refuses a repeated lowerdir; the upper copy already shows all the lower one would
+            if not layer.is_dir():
+                raise FileNotFoundError(f"image {ref!r}: layer directory {layer} is missing")
+            dirs.append(layer)
+            if _is_opaque(layer):
+                break  # a layer that makes / opaque hides all below; overlayfs ignores the mark on a layer's root
+        return dirs
+
+    def import_tar(self, src: str | os.PathLike[str] | IO[bytes]) -> ImageRecord:
+        """Import one image from an OCI image layout or ``docker save`` tarball (plain or compressed).
+
+        Raises ``InvalidImage`` for anything malformed, malicious or not matching its digest; then nothing of
+        this import is left in the store.
+        """
+        if os.geteuid() != 0:
+            raise PermissionError("importing images needs root: layers keep owners, whiteouts are device nodes")
+        for d in ("blobs/sha256", "layers", "images", "tmp"):
+            (self.root / d).mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self._locked():
+            for leftover in (self.root / "tmp").iterdir():  # from an import that crashed
+                shutil.rmtree(leftover, ignore_errors=True)
+            staging = Path(tempfile.mkdtemp(dir=self.root / "tmp"))
+            try:
+                with _open_tar(src, staging) as tar:
+                    staged = _Import(self, _Archive(tar), staging).run()
+                return self._commit(staging, staged)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One import at a time per store; readers need no lock (every file appears by rename)."""
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _commit(self, staging: Path, image: ImageRecord) -> ImageRecord:
+        os.sync()  # the staged files reach the disk before they appear under their digests
+        for src, dest in (("blobs", "blobs/sha256"), ("layers", "layers")):
+            for staged in (staging / src).iterdir():
+                target = self.root / dest / staged.name
+                if not target.exists():  # an earlier import may have brought it: content-addressed, so equal
+                    staged.rename(target)
+        _write_atomic(self.root / "images" / f"{image.id[7:]}.json", msgspec.json.encode(_Stored(list(image.layers))))
+        if image.tags:
+            tags = self._tags()
+            tags.update(dict.fromkeys(image.tags, image.id))
+            _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(tags.items()))))
+        return image
+
+    def _tags(self) -> dict[str, str]:
+        path = self.root / "tags.json"
+        return msgspec.json.decode(path.read_bytes(), type=dict[str, str]) if path.exists() else {}
+
+    def _image_id(self, ref: str) -> str | None:
+        if _DIGEST.fullmatch(ref):
+            return ref if (self.root / "images" / f"{ref[7:]}.json").exists() else None
+        return self._tags().get(normalize(ref))
 
     def _busybox(self) -> Path:
         rootfs = self.root / "builtin" / "busybox" / "rootfs"
@@ -58,22 +274,503 @@ class ImageStore:
         return rootfs
 
 
-def mount_overlay(lower: Path, container_dir: Path) -> Path:
-    """Mount the container's root (image below, ``container_dir/upper`` above) at ``container_dir/rootfs``."""
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _is_opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def _open_tar(src: str | os.PathLike[str] | IO[bytes], staging: Path) -> Iterator[tarfile.TarFile]:
+    with contextlib.ExitStack() as stack:
+        f: IO[bytes]
+        if isinstance(src, str | os.PathLike):
+            f = stack.enter_context(open(src, "rb"))
+        elif src.seekable():
+            f = src
+        else:  # a pipe: members are read out of order, so spool it first
+            with open(staging / "source.tar", "wb") as spool:
+                shutil.copyfileobj(src, spool, 1 << 20)
+            f = stack.enter_context(open(staging / "source.tar", "rb"))
+        try:
+            tar = stack.enter_context(tarfile.open(fileobj=f, mode="r:*"))
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise InvalidImage(f"not a readable tar archive: {e}") from None
+        yield tar
+
+
+def _archive_name(name: str) -> str:
+    return posixpath.normpath("/" + name).lstrip("/")
+
+
+class _Archive:
+    """The outer tarball, never extracted: its members are only looked up by name and read."""
+
+    def __init__(self, tar: tarfile.TarFile) -> None:
+        self.tar = tar
+        self.members: dict[str, tarfile.TarInfo] = {}
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise InvalidImage(f"corrupt image tarball: {e}") from None
+        for member in members:
+            name = _archive_name(member.name)
+            if name in self.members:
+                raise InvalidImage(f"duplicate entry {name!r} in the image tarball")
+            self.members[name] = member
+
+    def has(self, name: str) -> bool:
+        return _archive_name(name) in self.members
+
+    def open(self, name: str) -> tuple[IO[bytes], int]:
+        """The member's content and size, following links inside the archive (docker save links equal layers)."""
+        path = _archive_name(name)
+        for _ in range(8):
+            member = self.members.get(path)
+            if member is None:
+                raise InvalidImage(f"missing entry {path!r} in the image tarball (wanted for {name!r})")
+            if member.isreg():
+                f = self.tar.extractfile(member)
+                assert f is not None
+                return f, member.size
+            if member.issym():
+                path = _archive_name(posixpath.join(posixpath.dirname(path), member.linkname))
+            elif member.islnk():
+                path = _archive_name(member.linkname)
+            else:
+                raise InvalidImage(f"entry {path!r} in the image tarball is not a file")
+        raise InvalidImage(f"entry {name!r} in the image tarball: too many links")
+
+
+class _Budget:
+    """Bytes one import may still use; a tar bomb runs out of it."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.left = limit
+        self.limit = limit
+        self.what = what
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise InvalidImage(f"{self.what} exceed the size limit of {self.limit} bytes")
+
+
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _HashingReader:
+    """Reads a layer's uncompressed tar stream, hashing it and charging it to a budget."""
+
+    def __init__(self, raw: _Readable, budget: _Budget) -> None:
+        self.raw = raw
+        self.budget = budget
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int) -> bytes:
+        data = self.raw.read(size)
+        self.budget.spend(len(data))
+        self.sha256.update(data)
+        return data
+
+    def drain(self) -> str:
+        """Read to the end (tar padding counts too) and return the digest of everything read."""
+        while self.read(1 << 20):
+            pass
+        return f"sha256:{self.sha256.hexdigest()}"
+
+
+class _Import:
+    """One import: reads the tarball's documents and blobs into ``staging``, checking every digest."""
+
+    def __init__(self, store: ImageStore, archive: _Archive, staging: Path) -> None:
+        self.store = store
+        self.archive = archive
+        self.staging = staging
+        self.layers: set[str] = set()  # diff-id hex of layers unpacked in this import
+        self.stream_budget = _Budget(store.max_bytes, "the image's uncompressed layers")
+        self.file_budget = _Budget(store.max_bytes, "the files in the image's layers")
+        for d in ("blobs", "layers", "partial"):
+            (staging / d).mkdir()
+
+    def run(self) -> ImageRecord:
+        if self.archive.has("oci-layout"):
+            return self._oci()
+        if self.archive.has("manifest.json"):
+            return self._docker_save()
+        raise InvalidImage("not an image tarball: no oci-layout (OCI image layout) and no manifest.json (docker save)")
+
+    def _oci(self) -> ImageRecord:
+        layout = _decode(self._read("oci-layout"), _Layout, "oci-layout")
+        if not layout.image_layout_version.startswith("1."):
+            raise InvalidImage(f"oci-layout: unsupported imageLayoutVersion {layout.image_layout_version!r}")
+        index = _decode(self._read("index.json"), _Index, "index.json")
+        picked: dict[str, tuple[_Descriptor, list[str]]] = {}
+        for desc, names in self._manifests(index, [], "index.json"):
+            picked.setdefault(desc.digest, (desc, []))[1].extend(names)
+        if len(picked) != 1:
+            found = "no image" if not picked else f"{len(picked)} images"
+            raise InvalidImage(f"index.json lists {found} for {'/'.join(PLATFORM)}; import exactly one at a time")
+        desc, names = next(iter(picked.values()))
+        manifest = self._blob_json(desc, "manifest", _Manifest)
+        if manifest.media_type and manifest.media_type != desc.media_type:
+            raise InvalidImage(f"manifest {desc.digest}: mediaType {manifest.media_type!r} != {desc.media_type!r}")
+        if manifest.config.media_type not in _CONFIG_TYPES:
+            raise InvalidImage(f"manifest {desc.digest}: unsupported config media type {manifest.config.media_type!r}")
+        for i, layer in enumerate(manifest.layers, 1):
+            if layer.media_type not in _LAYER_TYPES:
+                raise InvalidImage(f"manifest {desc.digest}: layer {i} has unsupported media type {layer.media_type!r}")
+        config = self._blob_json(manifest.config, "config", _Config)
+        diff_ids = self._diff_ids(config, len(manifest.layers), manifest.config.digest)
+        for i, (layer, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True), 1):
+            blob = f"blobs/sha256/{layer.digest[7:]}"
+            gz = _LAYER_TYPES[layer.media_type]
+            self._layer(f"layer {i}", blob, digest=layer.digest, size=layer.size, gz=gz, diff_id=diff_id)
+        return ImageRecord(manifest.config.digest, tuple(diff_ids), tuple(sorted(set(names))))
+
+    def _manifests(self, index: _Index, names: list[str], where: str) -> Iterator[tuple[_Descriptor, list[str]]]:
+        """The image manifests of an index for this node's platform, with their names; follows nested indexes."""
+        for desc in index.manifests:
+            if desc.platform is not None and (desc.platform.os_, desc.platform.architecture) != PLATFORM:
+                continue
+            ref = desc.annotations.get("io.containerd.image.name") or desc.annotations.get(
+                "org.opencontainers.image.ref.name"
+            )
+            named = [*names, _checked_name(ref, where)] if ref else names
+            if desc.media_type in _MANIFEST_TYPES:
+                yield desc, named
+            elif desc.media_type in _INDEX_TYPES and where == "index.json":  # one level: a multi-platform image
+                yield from self._manifests(self._blob_json(desc, "index", _Index), named, desc.digest)
+            else:
+                raise InvalidImage(f"{where}: unsupported media type {desc.media_type!r} for {desc.digest}")
+
+    def _docker_save(self) -> ImageRecord:
+        entries = _decode(self._read("manifest.json"), list[_SaveEntry], "manifest.json")
+        if len(entries) != 1:
+            raise InvalidImage(f"manifest.json lists {len(entries)} images; import exactly one at a time")
+        entry = entries[0]
+        # Config "<hex>.json" (classic) or "blobs/sha256/<hex>" (Docker 25+) names the config's digest.
+        named = re.fullmatch(r"(?:blobs/sha256/)?([a-f0-9]{64})(?:\.json)?", _archive_name(entry.config))
+        config_digest = f"sha256:{named.group(1)}" if named else None
+        data, config_digest = self._blob(entry.config, config_digest, None, "config", _JSON_MAX_BYTES)
+        config = _decode(data, _Config, entry.config)
+        diff_ids = self._diff_ids(config, len(entry.layers), config_digest)
+        for i, (name, diff_id) in enumerate(zip(entry.layers, diff_ids, strict=True), 1):
+            # Classic "<v1 id>/layer.tar" names no digest: the diff id from the config is what it must match.
+            named = re.fullmatch(r"blobs/sha256/([a-f0-9]{64})", _archive_name(name))
+            digest = f"sha256:{named.group(1)}" if named else None
+            self._layer(f"layer {i}", name, digest=digest, size=None, gz=None, diff_id=diff_id)
+        names = sorted({_checked_name(tag, "manifest.json") for tag in entry.repo_tags or ()})
+        return ImageRecord(config_digest, tuple(diff_ids), tuple(names))
+
+    @staticmethod
+    def _diff_ids(config: _Config, n_layers: int, digest: str) -> list[str]:
+        if config.rootfs.type != "layers":
+            raise InvalidImage(f"config {digest}: rootfs type {config.rootfs.type!r} is not 'layers'")
+        if len(config.rootfs.diff_ids) != n_layers:
+            raise InvalidImage(f"config {digest}: {len(config.rootfs.diff_ids)} diff ids for {n_layers} layers")
+        if not n_layers:
+            raise InvalidImage(f"config {digest}: the image has no layers")
+        return config.rootfs.diff_ids
+
+    def _read(self, name: str) -> bytes:
+        """A small document that is not a blob (oci-layout, index.json, manifest.json)."""
+        f, size = self.archive.open(name)
+        if size > _JSON_MAX_BYTES:
+            raise InvalidImage(f"{name} is {size} bytes, over the limit of {_JSON_MAX_BYTES}")
+        return f.read()
+
+    def _blob_json(self, desc: _Descriptor, what: str, type_: type[_T]) -> _T:
+        name = f"blobs/sha256/{desc.digest[7:]}"
+        data, _ = self._blob(name, desc.digest, desc.size, what, _JSON_MAX_BYTES)
+        return _decode(data, type_, f"{what} {desc.digest}")
+
+    def _blob(self, name: str, digest: str | None, size: int | None, what: str, limit: int) -> tuple[bytes, str]:
+        path, digest = self._stage(name, digest, size, what, limit)
+        return path.read_bytes(), digest
+
+    def _stage(self, name: str, digest: str | None, size: int | None, what: str, limit: int) -> tuple[Path, str]:
+        """Copy a blob into staging, checking its size and digest; returns its staged path and digest."""
+        f, actual = self.archive.open(name)
+        if size is not None and actual != size:
+            raise InvalidImage(f"{what} blob {name!r} is {actual} bytes; its descriptor says {size}")
+        if actual > limit:
+            raise InvalidImage(f"{what} blob {name!r} is {actual} bytes, over the size limit of {limit}")
+        h = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(dir=self.staging / "partial", delete=False) as out:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+        got = f"sha256:{h.hexdigest()}"
+        if digest is not None and got != digest:
+            raise InvalidImage(f"digest mismatch: {what} blob {name!r} should be {digest} but its content is {got}")
+        return Path(out.name).rename(self.staging / "blobs" / got[7:]), got
+
+    def _layer(
+        self, what: str, name: str, *, digest: str | None, size: int | None, gz: bool | None, diff_id: str
+    ) -> None:
+        """Stage a layer's blob and unpack it unless the store or this import already has its diff id."""
+        key = diff_id[7:]
+        unpacked = (self.store.root / "layers" / key).is_dir() or key in self.layers
+        if unpacked and digest is not None and (self.store.root / "blobs" / "sha256" / digest[7:]).exists():
+            return  # nothing new: the blob and its unpacked layer are both stored
+        blob, _ = self._stage(name, digest, size, what, self.store.max_bytes)
+        with open(blob, "rb") as raw:
+            if gz is None:  # docker save does not say; sniff the gzip magic
+                gz = raw.read(2) == b"\x1f\x8b"
+                raw.seek(0)
+            try:
+                with gzip.GzipFile(fileobj=raw) if gz else contextlib.nullcontext(raw) as stream:
+                    reader = _HashingReader(stream, self.stream_budget)
+                    if not unpacked:
+                        dest = self.staging / "layers" / key
+                        dest.mkdir(mode=0o755)
+                        try:
+                            _unpack_layer(reader, dest, self.file_budget)
+                        except InvalidImage as e:
+                            raise InvalidImage(f"{what} ({name}): {e}") from None
+                    got = reader.drain()
+            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+                raise InvalidImage(f"{what} ({name}) is corrupt: {e}") from None
+        if got != diff_id:
+            raise InvalidImage(f"digest mismatch: {what} ({name}) uncompressed is {got}; the config says {diff_id}")
+        self.layers.add(key)
+
+
+def _checked_name(ref: str, where: str) -> str:
+    name = normalize(ref)
+    if not _NAME.fullmatch(name):
+        raise InvalidImage(f"{where}: invalid image name {ref!r}")
+    return name
+
+
+def _unpack_layer(stream: _HashingReader, dest: Path, budget: _Budget) -> None:
+    """Unpack one layer's tar stream into the empty directory ``dest``."""
+    _Unpacker(dest, budget).run(stream)
+
+
+def _parts(name: str, what: str) -> tuple[str, ...]:
+    if name.startswith("/"):
+        raise InvalidImage(f"{what} {name!r}: absolute path")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise InvalidImage(f"{what} {name!r}: '..' in path")
+    return parts
+
+
+class _Unpacker:
+    """Writes a layer's entries under ``dest``: owners and modes as in the tar, whiteouts in overlayfs form.
+
+    Never follows a symlink: an entry whose path runs through one is rejected, files are created with
+    O_NOFOLLOW|O_EXCL, and attributes are set on the entry itself.
+    """
+
+    def __init__(self, dest: Path, budget: _Budget) -> None:
+        self.dest = dest
+        self.budget = budget
+        self.dirs: list[tuple[Path, tarfile.TarInfo]] = []
+
+    def run(self, stream: _HashingReader) -> None:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]  # stream mode only reads
+            for member in tar:
+                self._entry(tar, member)
+        # Directory modes and times last, deepest first: adding entries changed the times.
+        for path, member in reversed(self.dirs):
+            os.chmod(path, member.mode & 0o7777)
+            os.utime(path, (member.mtime, member.mtime))
+
+    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = member.name
+        parts = _parts(name, "entry")
+        if not parts:
+            return  # the layer's root: its attributes come from the container's upper directory
+        base = parts[-1]
+        if base == _OPAQUE:
+            self._dir(parts[:-1], name, opaque=True)
+            return
+        if any(p.startswith(_WHITEOUT + _WHITEOUT) for p in parts):
+            return  # AUFS metadata (.wh..wh.plnk, .wh..wh.aufs), not content
+        if base.startswith(_WHITEOUT):
+            if base[len(_WHITEOUT) :] in ("", ".", ".."):
+                raise InvalidImage(f"entry {name!r}: whiteout of no name")
+            self._whiteout((*parts[:-1], base[len(_WHITEOUT) :]), name)
+            return
+        if member.ischr() and member.devmajor == 0 and member.devminor == 0:
+            self._whiteout(parts, name)  # already in overlayfs form
+            return
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+            raise InvalidImage(f"entry {name!r}: special files (devices, fifos) are not allowed in a layer")
+        path = self._dir(parts[:-1], name) / base
+        existing = _lstat(path)
+        merge = existing is not None and stat.S_ISDIR(existing.st_mode) and member.isdir()
+        if existing is not None and not _is_whiteout(existing) and not merge:
+            raise InvalidImage(f"entry {name!r}: duplicate entry in the layer")
+        if member.issym():
+            self._check_symlink(member, parts)
+        link_target = self._link_target(member) if member.islnk() else None
+        self._vet(member, parts)
+        if member.isdir():
+            self._dir(parts, name)  # over a whiteout: the layer deletes the lower directory and brings its own
+            os.chown(path, member.uid, member.gid, follow_symlinks=False)
+            self._xattrs(path, member)
+            self.dirs.append((path, member))
+            return
+        if existing is not None:
+            path.unlink()  # a whiteout: the layer deletes the lower entry and brings its own
+        if member.issym():
+            os.symlink(member.linkname, path)
+            os.chown(path, member.uid, member.gid, follow_symlinks=False)
+            os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+        elif link_target is not None:
+            os.link(link_target, path, follow_symlinks=False)  # shares the target's attributes
+        else:
+            self.budget.spend(member.size)  # the unpacked size: a sparse file may be far larger than its bytes
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                src = tar.extractfile(member)
+                assert src is not None
+                shutil.copyfileobj(src, out, 1 << 20)
+                os.fchown(fd, member.uid, member.gid)  # before chmod: chown clears set-id bits
+                os.fchmod(fd, member.mode & 0o7777)
+            self._xattrs(path, member)
+            os.utime(path, (member.mtime, member.mtime))
+
+    def _dir(self, parts: tuple[str, ...], name: str, *, opaque: bool = False) -> Path:
+        """``dest/parts`` as a directory of this layer, made if missing; never through a symlink."""
+        path = self.dest
+        for i, part in enumerate(parts):
+            path = path / part
+            st = _lstat(path)
+            if st is not None and _is_whiteout(st):
+                path.unlink()  # deleted below, made again here: only this layer's contents show
+                os.mkdir(path)
+                os.chmod(path, 0o755)
+                os.setxattr(path, OPAQUE_XATTR, b"y")
+            elif st is None:
+                os.mkdir(path)
+                os.chmod(path, 0o755)  # a directory the tar implies but does not list: 0755, whatever the umask
+            elif stat.S_ISLNK(st.st_mode):
+                raise InvalidImage(f"entry {name!r} goes through the symlink {'/'.join(parts[: i + 1])!r}")
+            elif not stat.S_ISDIR(st.st_mode):
+                raise InvalidImage(f"entry {name!r} goes through the non-directory {'/'.join(parts[: i + 1])!r}")
+        if opaque:
+            os.setxattr(path, OPAQUE_XATTR, b"y")
+        return path
+
+    def _whiteout(self, parts: tuple[str, ...], name: str) -> None:
+        path = self._dir(parts[:-1], name) / parts[-1]
+        self._vet(tarfile.TarInfo("/".join(parts)), parts)
+        st = _lstat(path)
+        if st is None:
+            os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+        elif stat.S_ISDIR(st.st_mode):
+            os.setxattr(path, OPAQUE_XATTR, b"y")  # this layer's own entries stay; the lower ones go
+        # Otherwise this layer's own entry already hides the lower one (a whiteout never hides its own layer).
+
+    def _check_symlink(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        """An absolute target is inside the image by definition; a relative one may not climb above the root."""
+        target = member.linkname
+        if not target:
+            raise InvalidImage(f"symlink {member.name!r} has an empty target")
+        if not target.startswith("/"):
+            resolved = posixpath.normpath(posixpath.join("/".join(parts[:-1]), target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise InvalidImage(f"symlink {member.name!r} -> {target!r} escapes the layer root")
+
+    def _link_target(self, member: tarfile.TarInfo) -> Path:
+        """A hardlink's target: a regular file unpacked earlier in this layer."""
+        if member.linkname.startswith("/") or ".." in member.linkname.split("/"):
+            raise InvalidImage(f"hardlink {member.name!r} -> {member.linkname!r} points outside the layer")
+        path = self.dest
+        for i, part in enumerate(parts := _parts(member.linkname, "hardlink target")):
+            path = path / part
+            st = _lstat(path)
+            last = i == len(parts) - 1
+            if st is None or not (stat.S_ISREG(st.st_mode) if last else stat.S_ISDIR(st.st_mode)):
+                break  # missing, or reached through a symlink
+        else:
+            if parts:
+                return path
+        raise InvalidImage(f"hardlink {member.name!r} -> {member.linkname!r}: no such file earlier in the layer")
+
+    def _vet(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        """A second opinion from tarfile's 'data' filter on the path and link target (its attribute changes,
+        made for plain data, are not applied: an image keeps its owners, modes and absolute symlinks)."""
+        probe = member.replace(name="/".join(parts), deep=False)
+        if member.issym() and member.linkname.startswith("/"):  # the filter wants it relative to the link
+            target = posixpath.relpath(posixpath.normpath(member.linkname), "/" + posixpath.dirname(probe.name))
+            probe = probe.replace(linkname=target, deep=False)
+        try:
+            tarfile.data_filter(probe, str(self.dest))
+        except tarfile.FilterError as e:
+            raise InvalidImage(f"entry {member.name!r}: rejected by tarfile's data filter: {e}") from None
+
+    @staticmethod
+    def _xattrs(path: Path, member: tarfile.TarInfo) -> None:
+        for key, value in member.pax_headers.items():
+            name = key.removeprefix("SCHILY.xattr.")
+            if name != key and _XATTR_ALLOWED.fullmatch(name):
+                os.setxattr(path, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+
+
+def mount_overlay(lower: Path | Sequence[Path], container_dir: Path) -> Path:
+    """Mount the container's root at ``container_dir/rootfs``: ``lower`` read-only below (one directory, or an
+    image's layers topmost first as ``ImageStore.lowerdirs`` gives them), ``container_dir/upper`` above."""
+    lowers = [Path(lower)] if isinstance(lower, str | os.PathLike) else list(lower)
+    if not lowers:
+        raise ValueError("an overlay needs at least one lower directory")
+    for d in lowers:
+        if ":" in str(d) or "," in str(d):
+            raise ValueError(f"overlay lower directory {d} has ':' or ',' in its path")
     upper, work, merged = (container_dir / d for d in ("upper", "work", "rootfs"))
+    options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}"
+    if len(options) >= os.sysconf("SC_PAGE_SIZE"):
+        raise ValueError(f"overlay options for {len(lowers)} layers are {len(options)} bytes, over one page")
     for d in (upper, work, merged):
         d.mkdir(parents=True, exist_ok=True)
     if os.path.ismount(merged):
         return merged
-    subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)],
-        check=True,
-        capture_output=True,
-    )
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True, capture_output=True)
     return merged
 
 
-def unmount_overlay(container_dir: Path) -> None:
+def unmount_overlay(container_dir: Path, busy_timeout_s: float = 2.0) -> None:
+    """Unmount the container's root. Right after a container dies its mount can be busy for a moment (the
+    kernel still tearing the process down): retry for ``busy_timeout_s``, then detach it lazily (it goes away
+    when the last user does) rather than leave it. Raises ``OSError`` if even that fails."""
     merged = container_dir / "rootfs"
-    if os.path.ismount(merged):
-        subprocess.run(["umount", str(merged)], check=True, capture_output=True)
+    deadline = time.monotonic() + busy_timeout_s
+    delay = 0.005
+    while os.path.ismount(merged):
+        done = subprocess.run(["umount", str(merged)], capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return
+        if time.monotonic() >= deadline:
+            lazy = subprocess.run(["umount", "-l", str(merged)], capture_output=True, text=True, check=False)
+            if lazy.returncode != 0:
+                raise OSError(f"cannot unmount {merged}: {done.stderr.strip()} / {lazy.stderr.strip()}")
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)

@@ -135,12 +135,12 @@ class NodeService:
         while len(self._replies) > REPLY_MEMORY:
             self._replies.popitem(last=False)
 
-    def _check(self, cmd: StartContainer) -> tuple[Path, CpuSettings]:
+    def _check(self, cmd: StartContainer) -> tuple[list[Path], CpuSettings]:
         """Everything that can be checked before the host is touched."""
         if cmd.container_id in self.containers or (self.root / cmd.container_id).exists():
             raise Rejected("duplicate_id", f"container {cmd.container_id} already exists on node {self.config.node}")
         try:
-            lower = self.images.resolve(cmd.spec.image)
+            lower = self.images.lowerdirs(cmd.spec.image)
         except UnknownImage as e:
             raise Rejected("unknown_image", str(e)) from None
         try:
@@ -216,8 +216,10 @@ class NodeService:
 
     def _release(self, c: _Container) -> None:
         """Unmount the root and remove the cgroup (kept: the bundle with its command and the logs)."""
-        with contextlib.suppress(OSError, Exception):
+        try:
             unmount_overlay(c.bundle)
+        except OSError as e:
+            log.warning("container %s: %s", c.id, e)
         shutil.rmtree(c.bundle / "upper", ignore_errors=True)
         shutil.rmtree(c.bundle / "work", ignore_errors=True)
         if self.cgroups is not None:

@@ -103,11 +103,14 @@ async def node(node_root: tuple[Path, str]) -> AsyncIterator[Node]:
     yield n
     # Stop what a test left running and let the service see the exits (it unmounts and removes cgroups).
     service = n.service
-    for cid in service.running():
+    left = set(service.running())
+    for cid in left:
         await service.runtime.stop(cid, 0)
     async with asyncio.timeout(15):
-        while service.running():
-            await n.next_event()
+        while left:  # the exit event comes after the service has unmounted and removed the cgroup
+            e = await n.next_event()
+            if isinstance(e, ev.ContainerExited):
+                left.discard(e.container_id)
     await service.close()
     mounts = Path("/proc/self/mounts").read_text()
     assert str(n.root) not in mounts, "a container root is still mounted"
