@@ -33,8 +33,8 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import time
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
