@@ -24,6 +24,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from nodelet.service import NodeService
+from nodelet.telemetry import Sampler, ThrottleDetector, stats_sample, throttle_event
 from wire import events as ev
 from wire import subjects
 from wire.codec import command_decoder, control_reply_decoder, encode
@@ -55,6 +56,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     user: str | None = None
     password: str | None = None
     heartbeat_s: float = 1.0
+    stats_s: float = 1.0  # telemetry sweep period
     request_timeout_s: float = 2.0
     retry_max_s: float = 2.0
 
@@ -69,6 +71,7 @@ class Agent:
         self.ready = asyncio.Event()  # registered and recovered: commands are served from then on
         self._stopping = asyncio.Event()
         self._heartbeats = 0
+        self._pending: set[asyncio.Future[None]] = set()
 
     async def emit(self, event: ev.Event) -> None:
         """Report one event; returns once the control plane has acked it (retrying with the same id)."""
@@ -108,6 +111,7 @@ class Agent:
             await self._sync()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat())
+                tg.create_task(self._telemetry())
                 await self._stopping.wait()
                 raise _Stop
         except* _Stop:
@@ -193,6 +197,35 @@ class Agent:
             with contextlib.suppress(Exception):
                 await self.nc.publish(subjects.lease(self.config.node), encode(beat))
             await asyncio.sleep(self.config.heartbeat_s)
+
+    async def _telemetry(self) -> None:
+        """Sweep the running containers' cgroups: samples go to the stats subject (fire and forget);
+        throttling transitions, edge-triggered with hysteresis, become events."""
+        assert self.nc is not None
+        detector = ThrottleDetector()
+        with Sampler() as sampler:
+            while True:
+                wanted = self.service.stats_paths()
+                for cid in [c for c in sampler.ids() if c not in wanted]:
+                    sampler.remove(cid)
+                    detector.forget(cid)
+                for cid, paths in wanted.items():
+                    if cid not in sampler:
+                        with contextlib.suppress(OSError):  # exited between the listing and the open
+                            sampler.add(cid, paths)
+                sweep = sampler.sweep()
+                for gone in sampler.take_gone():
+                    detector.forget(gone)
+                busy, total = sampler.node_cpu()
+                sample = stats_sample(self.config.node, self.clock(), sweep, busy, total)
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(subjects.stats(self.config.node), encode(sample))
+                for cid, transition in detector.feed_all(sweep).items():
+                    event = throttle_event(self.config.node, cid, transition)
+                    task = asyncio.ensure_future(self.emit(event))
+                    self._pending.add(task)
+                    task.add_done_callback(self._pending.discard)
+                await asyncio.sleep(self.config.stats_s)
 
 
 class _Stop(Exception):

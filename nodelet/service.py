@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from nodelet import lifecycle
-from nodelet.cgroups import CgroupError, Cgroups, CpuSettings, settings_for
+from nodelet.cgroups import CgroupError, Cgroups, CpuSettings, StatsPaths, settings_for
 from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
 from nodelet.ocispec import MountNotAllowed, oci_config
@@ -362,6 +362,14 @@ class NodeService:
                     with contextlib.suppress(RuntimeError_):
                         await self.runtime.kill(c.id, 9)  # an orphan: no code or logs will ever come
                 await self._exited(c, ExitStatus(code=None))
+
+    def stats_paths(self) -> dict[str, StatsPaths]:
+        """The telemetry files of each running container."""
+        if self.cgroups is None:
+            return {}
+        return {
+            cid: self.cgroups.stats_paths(c.cgroup) for cid, c in self.containers.items() if c.state is State.RUNNING
+        }
 
     def running(self) -> tuple[str, ...]:
         return tuple(sorted(cid for cid, c in self.containers.items() if c.state not in lifecycle.TERMINAL))

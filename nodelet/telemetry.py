@@ -373,6 +373,9 @@ class Sampler:
     def __contains__(self, container_id: object) -> bool:
         return container_id in self._containers
 
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._containers)
+
     def add(self, container_id: str, paths: StatsPaths) -> None:
         """Open a container's files (replacing any it had). Raises OSError, with nothing left open, if a file
         cannot be opened."""

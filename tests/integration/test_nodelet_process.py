@@ -26,9 +26,11 @@ from tests.builders import spec
 from tests.natsserver import nats_server
 from wire import events as ev
 from wire import subjects
+from wire.codec import node_message_decoder
 from wire.commands import (
     CommandAccepted,
     StartContainer,
+    StatsSample,
     StopContainer,
 )
 from wire.ids import new_command_id, new_container_id
@@ -192,3 +194,39 @@ async def test_kill9_readopt_and_report_missed_exits(control: StandInControlPlan
     assert isinstance(exited, ev.ContainerExited)
     assert (exited.container_id, exited.exit_code) == (long.container_id, 137)
     assert not any(isinstance(e, ev.ContainerStarted) for e in list(control.events.values())[2:]), "nothing restarted"
+
+
+@pytest.mark.slow
+async def test_throttling_becomes_events_and_samples_flow(
+    control: StandInControlPlane, nodelet: NodeletProcess, nats_url: str
+) -> None:
+    samples: list[bytes] = []
+    got_sample = asyncio.Event()
+
+    async def on_stats(msg: object) -> None:
+        samples.append(msg.data)  # type: ignore[attr-defined]
+        got_sample.set()
+
+    await control.nc.subscribe(subjects.stats("n1"), cb=on_stats)
+    nodelet.start()
+    async with asyncio.timeout(30):
+        await control.registered.wait()
+    # A spinning shell under a 10 % quota is throttled in nearly every period.
+    busy = start(
+        spec("busy", command=("sh", "-c", "while :; do :; done"), cpu_request_millis=100, cpu_limit_millis=100)
+    )
+    assert await control.command("n1", busy) == CommandAccepted(command_id=busy.command_id)
+    assert isinstance(await control.next_event(), ev.ContainerStarted)
+    throttled = await control.next_event(timeout_s=20)
+    assert isinstance(throttled, ev.ContainerThrottled)
+    assert throttled.container_id == busy.container_id
+    assert throttled.throttled_ratio > 0.5
+    async with asyncio.timeout(10):
+        await got_sample.wait()
+    sample = node_message_decoder.decode(samples[-1])
+    assert isinstance(sample, StatsSample)
+    assert busy.container_id in [c.container_id for c in sample.containers]
+    stop = StopContainer(command_id=new_command_id(), epoch=control.epoch, container_id=busy.container_id, grace_s=0)
+    assert await control.command("n1", stop) == CommandAccepted(command_id=stop.command_id)
+    exited = await control.next_event()
+    assert isinstance(exited, ev.ContainerExited)
