@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -113,9 +114,14 @@ async def node(node_root: tuple[Path, str]) -> AsyncIterator[Node]:
                 left.discard(e.container_id)
     await service.close()
     mounts = Path("/proc/self/mounts").read_text()
-    assert str(n.root) not in mounts, "a container root is still mounted"
-    for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{n.cgroup_root.strip('/')}/**/"), reverse=True):
-        d.rmdir()
+    try:
+        assert str(n.root) not in mounts, "a container root is still mounted"
+    finally:
+        for line in mounts.splitlines():
+            if line.split()[1].startswith(str(n.root)):
+                subprocess.run(["umount", "-l", line.split()[1]], check=False)
+        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{n.cgroup_root.strip('/')}/**/"), reverse=True):
+            d.rmdir()
 
 
 async def test_run_to_exit_with_its_code(node: Node) -> None:
