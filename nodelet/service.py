@@ -17,16 +17,17 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import msgspec
 
 from nodelet import lifecycle
-from nodelet.cgroups import CgroupError, Cgroups, CpuSettings, StatsPaths, settings_for
+from nodelet.cgroups import CgroupError, Cgroups, CpuSettings, StatsPaths, format_cpulist, settings_for
 from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
 from nodelet.ocispec import MountNotAllowed, oci_config
+from nodelet.pools import Pools, cpuset_for, pools
 from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
 from nodelet.topology import real_cpuset
 from wire import events as ev
@@ -41,6 +42,7 @@ from wire.commands import (
     StopContainer,
     UpdateResources,
 )
+from wire.spec import QoS
 
 log = logging.getLogger("corral.nodelet")
 Emit = Callable[[ev.Event], Awaitable[None]]
@@ -67,6 +69,7 @@ class _Container:
         self.cgroup = cgroup
         self.state = State.CREATED
         self.settings: CpuSettings | None = None
+        self.cpus: tuple[int, ...] = ()  # real CPUs it holds exclusively (LSE/LSR)
         self.pid = 0
         self.watcher: asyncio.Task[None] | None = None
 
@@ -135,6 +138,40 @@ class NodeService:
         while len(self._replies) > REPLY_MEMORY:
             self._replies.popitem(last=False)
 
+    def _own_cpus(self, cmd: StartContainer) -> tuple[int, ...]:
+        if not (cmd.spec.qos or QoS.LS).exclusive or not cmd.cpuset:
+            return ()
+        return real_cpuset(self.config.cpu_map, cmd.cpuset)
+
+    def _live(self) -> list[_Container]:
+        return [c for c in self.containers.values() if c.state not in lifecycle.TERMINAL]
+
+    def _pools(self, extra: Sequence[tuple[QoS, tuple[int, ...]]] = ()) -> Pools:
+        held = [
+            (c.command.spec.qos or QoS.LS, c.cpus) for c in self._live() if (c.command.spec.qos or QoS.LS).exclusive
+        ]
+        return pools(self.config.cpus, [*held, *extra])
+
+    def _rebalance(self) -> None:
+        """Move every running LS and BE container onto its pool as it is now (after an exclusive container
+        came or went)."""
+        if self.cgroups is None or not self.config.cpus:
+            return
+        pool = self._pools()
+        for c in self._live():
+            qos = c.command.spec.qos or QoS.LS
+            if qos.exclusive or c.settings is None or c.state is not State.RUNNING:
+                continue
+            want = format_cpulist(cpuset_for(qos, (), pool))
+            if c.settings.cpus == want:
+                continue
+            new = msgspec.structs.replace(c.settings, cpus=want)
+            try:
+                self.cgroups.apply(c.cgroup, new, c.settings)
+                c.settings = new
+            except CgroupError as e:
+                log.warning("container %s: cannot move to CPUs %s: %s", c.id, want, e)
+
     def _check(self, cmd: StartContainer) -> tuple[list[Path], CpuSettings]:
         """Everything that can be checked before the host is touched."""
         if cmd.container_id in self.containers or (self.root / cmd.container_id).exists():
@@ -150,11 +187,22 @@ class NodeService:
         missing = sorted(set(cpus) - set(self.config.cpus)) if self.config.cpus else []
         if missing:
             raise Rejected("impossible_cpuset", f"cpuset: CPUs {missing} do not exist on node {self.config.node}")
+        qos = cmd.spec.qos or QoS.LS
+        if qos.exclusive and not self.config.cpu_map:  # a declared topology maps many CPUs onto few: no check
+            held = {cpu: c.id for c in self._live() if (c.command.spec.qos or QoS.LS).exclusive for cpu in c.cpus}
+            taken = sorted(cpu for cpu in cpus if cpu in held)
+            if taken:
+                raise Rejected(
+                    "impossible_cpuset", f"cpuset: CPUs {taken} are held exclusively by container {held[taken[0]]}"
+                )
         mems = () if self.config.cpu_map else cmd.numa_nodes
         try:
-            settings, _ = settings_for(cmd.spec, cpus, mems, self.config.pids_limit)  # no burst at start
+            settings, _ = settings_for(cmd.spec, () if self.config.cpu_map else cpus, mems, self.config.pids_limit)
         except ValueError as e:
             raise Rejected("invalid_spec", str(e)) from None
+        if self.config.cpus:  # pin to the pool (or own CPUs); without a CPU list, inherit the parent's
+            pool = self._pools(extra=[(qos, cpus)] if qos.exclusive else [])
+            settings = msgspec.structs.replace(settings, cpus=format_cpulist(cpuset_for(qos, cpus, pool)))
         for m in cmd.spec.mounts:
             if not any(
                 m.source == r or m.source.startswith(r.rstrip("/") + "/") for r in self.config.allowed_host_mounts
@@ -168,6 +216,7 @@ class NodeService:
         cgroup = f"{self.config.cgroup_root}/{self.config.node}/{cmd.container_id}"
         c = _Container(cmd, bundle, cgroup)
         c.settings = settings
+        c.cpus = self._own_cpus(cmd)
         try:
             bundle.mkdir(parents=True)
             (bundle / "command.json").write_bytes(msgspec.json.encode(cmd))
@@ -195,6 +244,8 @@ class NodeService:
             raise Rejected(code, f"container {cmd.container_id}: {e}") from None
         c.state = lifecycle.transition(c.state, Op.START)
         self.containers[c.id] = c
+        if (cmd.spec.qos or QoS.LS).exclusive:
+            self._rebalance()
         await self.emit(
             ev.ContainerStarted(container_id=c.id, node=self.config.node, pid=c.pid, started_ns=self.clock())
         )
@@ -311,6 +362,8 @@ class NodeService:
 
     async def _exited(self, c: _Container, status: ExitStatus) -> None:
         c.state = lifecycle.transition(c.state, Op.EXIT)
+        if (c.command.spec.qos or QoS.LS).exclusive:
+            self._rebalance()  # its CPUs return to the pools
         with contextlib.suppress(RuntimeError_):
             await self.runtime.delete(c.id)
         self._release(c)
@@ -341,6 +394,7 @@ class NodeService:
             if (bundle / "exit.reported").exists():
                 continue
             c = _Container(cmd, bundle, f"{self.config.cgroup_root}/{self.config.node}/{cmd.container_id}")
+            c.cpus = self._own_cpus(cmd)
             self._remember(cmd.command_id, CommandAccepted(command_id=cmd.command_id))
             monitor_alive = self.runtime.adopt(c.id, bundle)
             recorded = self.runtime.exit_status(c.id)
@@ -351,6 +405,9 @@ class NodeService:
                 await self._exited(c, recorded)
             elif monitor_alive and status == "running":
                 c.pid = _pid(bundle)
+                if self.cgroups is not None:
+                    with contextlib.suppress(CgroupError, OSError, ValueError):
+                        c.settings = self.cgroups.read(c.cgroup)
                 self._watch(c)  # adopted, untouched
             elif monitor_alive:
                 self._watch(c)  # created or exiting: the monitor will record the code
@@ -362,6 +419,7 @@ class NodeService:
                     with contextlib.suppress(RuntimeError_):
                         await self.runtime.kill(c.id, 9)  # an orphan: no code or logs will ever come
                 await self._exited(c, ExitStatus(code=None))
+        self._rebalance()
 
     def stats_paths(self) -> dict[str, StatsPaths]:
         """The telemetry files of each running container."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nodelet.cgroups import Cgroups, detect_layout
+from nodelet.cgroups import Cgroups, detect_layout, format_cpulist
 from nodelet.images import ImageStore
 from nodelet.runtime import RuncRuntime, RuntimePaths
 from nodelet.service import NodeConfig, NodeService
@@ -245,3 +245,39 @@ async def test_a_restarted_service_readopts_and_reports_exits_it_missed(node: No
     assert isinstance(exited, ev.ContainerExited)
     assert (exited.container_id, exited.exit_code) == (long.container_id, 137)
     assert node.events.empty()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs")
+async def test_shared_pool_moves_around_exclusive_cpus(node: Node) -> None:
+    ls = node.start(spec("ls", command=("sleep", "60"), cpu_request_millis=100))
+    assert isinstance(await node.service.handle(ls), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    all_cpus = node.service.cgroups.read(f"{node.cgroup_root}/n1/{ls.container_id}").cpus  # type: ignore[union-attr]
+    assert all_cpus == format_cpulist(range(os.cpu_count() or 1))
+
+    lsr = node.start(
+        spec(
+            "lsr", command=("sleep", "60"), cpu_request_millis=1000, cpu_limit_millis=1000, memory_limit_bytes=1 << 26
+        ),
+        cpuset=(1,),
+    )
+    assert isinstance(await node.service.handle(lsr), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    read = node.service.cgroups.read  # type: ignore[union-attr]
+    assert read(f"{node.cgroup_root}/n1/{lsr.container_id}").cpus == "1"
+    assert "1" not in read(f"{node.cgroup_root}/n1/{ls.container_id}").cpus.split(",")  # type: ignore[union-attr]
+
+    taken = node.start(
+        spec(
+            "lsr2", command=("sleep", "60"), cpu_request_millis=1000, cpu_limit_millis=1000, memory_limit_bytes=1 << 26
+        ),
+        cpuset=(1,),
+    )
+    reply = await node.service.handle(taken)
+    assert isinstance(reply, CommandRejected)
+    assert (reply.code, "held exclusively" in reply.message) == ("impossible_cpuset", True)
+
+    stop = StopContainer(command_id=new_command_id(), epoch=1, container_id=lsr.container_id, grace_s=0)
+    assert isinstance(await node.service.handle(stop), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerExited)
+    assert read(f"{node.cgroup_root}/n1/{ls.container_id}").cpus == all_cpus  # the CPU came back to the pool
