@@ -58,6 +58,7 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     allowed_host_mounts: tuple[str, ...] = ()
     cpu_map: dict[int, int] = {}  # declared CPU → real CPU, when the node declares a topology it lacks
     cpus: tuple[int, ...] = ()  # the real CPUs containers may be pinned to
+    mount_roots: bool = True  # False only for hollow nodes (scale tests): no overlay mounts
 
 
 class _Container:
@@ -220,7 +221,7 @@ class NodeService:
         try:
             bundle.mkdir(parents=True)
             (bundle / "command.json").write_bytes(msgspec.json.encode(cmd))
-            rootfs = mount_overlay(lower, bundle)
+            rootfs = mount_overlay(lower, bundle) if self.config.mount_roots else bundle / "rootfs"
             config = oci_config(
                 cmd.spec,
                 container_id=cmd.container_id,
