@@ -57,6 +57,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     password: str | None = None
     heartbeat_s: float = 1.0
     stats_s: float = 1.0  # telemetry sweep period
+    log_max_bytes: int = 10 << 20  # a container's log is rotated past this (one old file kept)
     request_timeout_s: float = 2.0
     retry_max_s: float = 2.0
 
@@ -225,6 +226,7 @@ class Agent:
                     task = asyncio.ensure_future(self.emit(event))
                     self._pending.add(task)
                     task.add_done_callback(self._pending.discard)
+                self.service.rotate_logs(self.config.log_max_bytes)
                 await asyncio.sleep(self.config.stats_s)
 
 

@@ -135,5 +135,10 @@ class HollowRuntime:
     def adopt(self, container_id: str, bundle: Path) -> bool:
         return container_id in self._containers
 
+    def rotate_logs(self, container_id: str) -> None:
+        log = self.logs(container_id)
+        if log.exists():
+            log.replace(log.with_name(log.name + ".1"))
+
     def logs(self, container_id: str) -> Path:
         return self._logs_dir / f"{container_id}.log"

@@ -59,6 +59,10 @@ class Runtime(Protocol):
 
     def logs(self, container_id: str) -> Path: ...
 
+    def rotate_logs(self, container_id: str) -> None:
+        """Move the current log to ``<log>.1`` (replacing an older one) and start a new file, losing nothing."""
+        ...
+
     def adopt(self, container_id: str, bundle: Path) -> bool:
         """Take back a container this runtime made before a restart; True if its monitor is alive."""
         ...
@@ -288,6 +292,23 @@ class RuncRuntime:
 
     def logs(self, container_id: str) -> Path:
         return self.paths.logs / f"{container_id}.log"
+
+    def rotate_logs(self, container_id: str) -> None:
+        """Rename the log, then tell conmon through its control fifo to reopen (runtime.md: "Rotation without
+        loss"); lines written in between land in the renamed file."""
+        bundle = self._bundles.get(container_id)
+        log = self.logs(container_id)
+        if bundle is None or not log.exists():
+            return
+        os.replace(log, log.with_name(log.name + ".1"))
+        try:
+            fd = os.open(bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:  # conmon is gone: nothing more will be written
+            raise RuntimeError_(f"container {container_id}: cannot reach its monitor to reopen the log: {e}") from e
+        try:
+            os.write(fd, b"2 0 0\n")
+        finally:
+            os.close(fd)
 
 
 def _is_monitor(pid: int, container_id: str) -> bool:

@@ -264,6 +264,8 @@ class NodeService:
         self._release(c)
         if hasattr(self.runtime, "forget"):
             self.runtime.forget(c.id)
+        with contextlib.suppress(FileNotFoundError):
+            (self.runtime.logs(c.id).with_name(self.runtime.logs(c.id).name + ".1")).unlink()
         shutil.rmtree(c.bundle, ignore_errors=True)
 
     def _release(self, c: _Container) -> None:
@@ -338,10 +340,10 @@ class NodeService:
         path = self.runtime.logs(cmd.container_id)
         if cmd.container_id not in self.containers and not path.exists():
             raise Rejected("unknown_container", f"container {cmd.container_id} is not on node {self.config.node}")
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            lines = []
+        lines = []
+        for f in (path.with_name(path.name + ".1"), path):  # the rotated file first
+            with contextlib.suppress(FileNotFoundError):
+                lines += f.read_text(errors="replace").splitlines()
         tail = lines[-cmd.tail :] if cmd.tail is not None else lines
         return LogsReply(command_id=cmd.command_id, lines=tuple(tail), truncated=len(tail) < len(lines))
 
@@ -421,6 +423,15 @@ class NodeService:
                         await self.runtime.kill(c.id, 9)  # an orphan: no code or logs will ever come
                 await self._exited(c, ExitStatus(code=None))
         self._rebalance()
+
+    def rotate_logs(self, max_bytes: int) -> None:
+        """Rotate the log of every running container that has grown past ``max_bytes`` (one old file kept)."""
+        for c in self._live():
+            try:
+                if self.runtime.logs(c.id).stat().st_size > max_bytes:
+                    self.runtime.rotate_logs(c.id)
+            except (FileNotFoundError, RuntimeError_) as e:
+                log.debug("container %s: %s", c.id, e)
 
     def stats_paths(self) -> dict[str, StatsPaths]:
         """The telemetry files of each running container."""

@@ -281,3 +281,26 @@ async def test_shared_pool_moves_around_exclusive_cpus(node: Node) -> None:
     assert isinstance(await node.service.handle(stop), CommandAccepted)
     assert isinstance(await node.next_event(), ev.ContainerExited)
     assert read(f"{node.cgroup_root}/n1/{ls.container_id}").cpus == all_cpus  # the CPU came back to the pool
+
+
+async def test_log_rotation_loses_nothing(node: Node) -> None:
+    cmd = node.start(spec("t", command=("sh", "-c", "echo one; sleep 0.5; echo two; sleep 60")))
+    assert isinstance(await node.service.handle(cmd), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    log = node.service.runtime.logs(cmd.container_id)
+    async with asyncio.timeout(5):
+        while not log.exists() or "one" not in log.read_text():  # noqa: ASYNC110 -- a file has no event to await
+            await asyncio.sleep(0.02)
+    node.service.rotate_logs(max_bytes=1)
+    assert "one" in log.with_name(log.name + ".1").read_text()
+    get = GetLogs(command_id=new_command_id(), container_id=cmd.container_id)
+    async with asyncio.timeout(5):
+        while True:
+            reply = await node.service.handle(get)
+            assert isinstance(reply, LogsReply)
+            texts = [line.split(" ", 3)[3] for line in reply.lines]
+            if "two" in texts:
+                break
+            await asyncio.sleep(0.05)
+    assert texts == ["one", "two"]
+    assert "two" in log.read_text()  # written to the new file after the reopen
