@@ -8,14 +8,13 @@ run real containers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from nodelet.runtime import ExitStatus, RuntimeError_
+from nodelet.runtime import ExitStatus, RuntimeError_, stop_with_grace
 
 
 class _Hollow:
@@ -109,14 +108,7 @@ class HollowRuntime:
         return c.exit
 
     async def stop(self, container_id: str, grace_s: float) -> ExitStatus:
-        with contextlib.suppress(RuntimeError_):
-            await self.kill(container_id, signal.SIGTERM)
-        status = await self.wait(container_id, grace_s)
-        if status is None:
-            with contextlib.suppress(RuntimeError_):
-                await self.kill(container_id, signal.SIGKILL)
-            status = await self.wait(container_id, 30)
-        return status or ExitStatus(code=None)
+        return await stop_with_grace(self, container_id, grace_s)
 
     def exit_status(self, container_id: str) -> ExitStatus | None:
         c = self._containers.get(container_id)

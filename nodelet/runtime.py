@@ -68,6 +68,18 @@ class Runtime(Protocol):
         ...
 
 
+async def stop_with_grace(runtime: Runtime, container_id: str, grace_s: float) -> ExitStatus:
+    """TERM, then KILL once the grace period is over (a PID 1 without handlers ignores TERM)."""
+    with contextlib.suppress(RuntimeError_):
+        await runtime.kill(container_id, signal.SIGTERM)
+    status = await runtime.wait(container_id, grace_s)
+    if status is None:
+        with contextlib.suppress(RuntimeError_):
+            await runtime.kill(container_id, signal.SIGKILL)
+        status = await runtime.wait(container_id, 30)
+    return status or ExitStatus(code=None)
+
+
 class RuntimePaths(msgspec.Struct, frozen=True):
     root: Path
 
@@ -253,15 +265,7 @@ class RuncRuntime:
         return self.exit_status(container_id) or ExitStatus(code=None)
 
     async def stop(self, container_id: str, grace_s: float) -> ExitStatus:
-        """TERM, then KILL after the grace period."""
-        with contextlib.suppress(RuntimeError_):
-            await self.kill(container_id, signal.SIGTERM)
-        status = await self.wait(container_id, grace_s)
-        if status is None:
-            with contextlib.suppress(RuntimeError_):
-                await self.kill(container_id, signal.SIGKILL)
-            status = await self.wait(container_id, 30)
-        return status or ExitStatus(code=None)
+        return await stop_with_grace(self, container_id, grace_s)
 
     async def status(self, container_id: str) -> str | None:
         """runc's status (created, running, stopped), or None if runc does not know the container."""
