@@ -212,6 +212,10 @@ class RuncRuntime:
     async def kill(self, container_id: str, sig: int) -> None:
         await self._runc("kill", container_id, str(int(sig)))
 
+    def known(self) -> tuple[str, ...]:
+        """The containers this runtime made or adopted and has not deleted."""
+        return tuple(self._bundles)
+
     def exit_status(self, container_id: str) -> ExitStatus | None:
         """The exit conmon recorded, if it has."""
         persist = self.paths.persist / container_id

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,11 @@ from typing import Any
 import pytest
 
 from nodelet.hollow import HollowRuntime
-from nodelet.images import ImageStore, mount_overlay, unmount_overlay
+from nodelet.images import ImageStore, mount_overlay
 from nodelet.ocispec import oci_config
 from nodelet.runtime import ExitStatus, RuncRuntime, Runtime, RuntimeError_, RuntimePaths
 from tests.builders import spec
+from tests.runcenv import clear_runtime, short_root
 from wire.ids import new_container_id
 
 Made = tuple[str, Path, dict[str, Any]]
@@ -25,12 +25,8 @@ Made = tuple[str, Path, dict[str, Any]]
 class RuntimeContract:
     @pytest.fixture
     def root(self) -> Iterator[Path]:
-        path = Path(f"/run/corral-conf-{uuid.uuid4().hex[:8]}")  # short: socket paths must fit in 108 bytes
-        path.mkdir(parents=True)
-        yield path
-        for d in (path / "c").glob("*"):
-            unmount_overlay(d)
-        shutil.rmtree(path, ignore_errors=True)
+        with short_root("corral-conf") as path:
+            yield path
 
     @pytest.fixture
     async def runtime(self, root: Path) -> AsyncIterator[Runtime]:
@@ -114,19 +110,9 @@ class TestRuncRuntime(RuntimeContract):
     async def runtime(self, root: Path) -> AsyncIterator[Runtime]:
         rt = RuncRuntime(RuntimePaths(root / "rt"))
         yield rt
-        for cid in list(rt._bundles):
-            if await rt.status(cid) in ("running", "created"):
-                await rt.kill(cid, signal.SIGKILL)
-                await rt.wait(cid, 10)
-            await rt.delete(cid)
-        remove_parent_cgroups()
+        await clear_runtime(rt, "/corral-conf")
 
     def make(self, root: Path, *command: str) -> Made:
         cid, bundle, config = super().make(root, *command)
         mount_overlay(ImageStore(root / "images").resolve("busybox"), bundle)
         return cid, bundle, config
-
-
-def remove_parent_cgroups() -> None:
-    for parent in Path("/sys/fs/cgroup").glob("*/corral-conf"):
-        parent.rmdir()

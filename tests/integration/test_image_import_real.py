@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from nodelet.images import ImageStore, mount_overlay, unmount_overlay
+from nodelet.images import ImageStore, mount_overlay
 from nodelet.ocispec import oci_config
 from nodelet.runtime import ExitStatus, RuncRuntime, RuntimePaths
 from tests.builders import spec
+from tests.runcenv import clear_runtime, short_root
 from tests.unit.test_image_import import TWO_LAYERS, Image, file, layer, opaque, symlink, whiteout, write_tar
 from wire.ids import new_container_id
 
@@ -27,26 +26,15 @@ needs_runc = pytest.mark.skipif(
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    # Short path: conmon's attach socket path must fit in 108 bytes.
-    path = Path(f"/run/corral-test-{uuid.uuid4().hex[:8]}")
-    path.mkdir(parents=True)
-    yield path
-    for d in (path / "c").glob("*"):
-        unmount_overlay(d)
-    shutil.rmtree(path, ignore_errors=True)
+    with short_root("corral-test") as path:
+        yield path
 
 
 @pytest.fixture
 async def runtime(root: Path) -> AsyncIterator[RuncRuntime]:
     rt = RuncRuntime(RuntimePaths(root / "rt"))
     yield rt
-    for cid in list(rt._bundles):
-        if await rt.status(cid) in ("running", "created"):
-            await rt.kill(cid, signal.SIGKILL)
-            await rt.wait(cid, 10)
-        await rt.delete(cid)
-    for parent in Path("/sys/fs/cgroup").glob("*/corral-test"):
-        parent.rmdir()
+    await clear_runtime(rt, "/corral-test")
 
 
 def merged_files(merged: Path) -> dict[str, bytes]:

@@ -6,16 +6,16 @@ import asyncio
 import os
 import shutil
 import signal
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from nodelet.images import ImageStore, mount_overlay, unmount_overlay
+from nodelet.images import ImageStore, mount_overlay
 from nodelet.ocispec import oci_config
 from nodelet.runtime import ExitStatus, RuncRuntime, RuntimeError_, RuntimePaths
 from tests.builders import spec
+from tests.runcenv import clear_runtime, short_root
 from wire.ids import new_container_id
 
 pytestmark = pytest.mark.skipif(
@@ -26,33 +26,15 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    # Short path: conmon's attach socket path must fit in 108 bytes.
-    path = Path(f"/run/corral-test-{uuid.uuid4().hex[:8]}")
-    path.mkdir(parents=True)
-    yield path
-    for d in (path / "c").glob("*"):
-        unmount_overlay(d)
-    shutil.rmtree(path, ignore_errors=True)
+    with short_root("corral-test") as path:
+        yield path
 
 
 @pytest.fixture
 async def runtime(root: Path) -> AsyncIterator[RuncRuntime]:
     rt = RuncRuntime(RuntimePaths(root / "rt"))
     yield rt
-    # Leave nothing running: kill and delete whatever the test left.
-    for cid in list(rt._bundles):
-        if await rt.status(cid) in ("running", "created"):
-            await rt.kill(cid, signal.SIGKILL)
-            await rt.wait(cid, 10)
-        await rt.delete(cid)
-    remove_parent_cgroups()
-
-
-def remove_parent_cgroups() -> None:
-    """runc removes the leaf cgroups; the parent is ours to remove."""
-    for parent in Path("/sys/fs/cgroup").glob("*/corral-test"):
-        parent.rmdir()
-    assert not list(Path("/sys/fs/cgroup").glob("*/corral-test"))
+    await clear_runtime(rt, "/corral-test")
 
 
 async def prepare(root: Path, command: tuple[str, ...], **kw: object) -> tuple[str, Path, dict[str, object]]:
