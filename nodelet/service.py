@@ -37,6 +37,7 @@ from wire.commands import (
     CommandRejected,
     GetLogs,
     LogsReply,
+    RemoveContainer,
     Reply,
     StartContainer,
     StopContainer,
@@ -124,6 +125,8 @@ class NodeService:
                     reply: Reply = await self._start(command)
                 case StopContainer():
                     reply = self._stop(command)
+                case RemoveContainer():
+                    reply = self._remove(command)
                 case UpdateResources():
                     reply = await self._update(command)
                 case GetLogs():
@@ -262,11 +265,7 @@ class NodeService:
         with contextlib.suppress(RuntimeError_):
             await self.runtime.delete(c.id)
         self._release(c)
-        if hasattr(self.runtime, "forget"):
-            self.runtime.forget(c.id)
-        with contextlib.suppress(FileNotFoundError):
-            (self.runtime.logs(c.id).with_name(self.runtime.logs(c.id).name + ".1")).unlink()
-        shutil.rmtree(c.bundle, ignore_errors=True)
+        self._forget(c)
 
     def _release(self, c: _Container) -> None:
         """Unmount the root and remove the cgroup (kept: the bundle with its command and the logs)."""
@@ -293,6 +292,36 @@ class NodeService:
         if before in (State.RUNNING, State.CREATED):
             self._spawn(self._stop_in_background(c, cmd.grace_s))
         return CommandAccepted(command_id=cmd.command_id)
+
+    def _remove(self, cmd: RemoveContainer) -> Reply:
+        c = self.containers.get(cmd.container_id)
+        if c is None:
+            if (self.root / cmd.container_id).exists() or self.runtime.logs(cmd.container_id).exists():
+                c = _Container(
+                    _start_decoder.decode((self.root / cmd.container_id / "command.json").read_bytes()),
+                    self.root / cmd.container_id,
+                    "",
+                )
+                c.state = State.EXITED
+            else:
+                return CommandAccepted(command_id=cmd.command_id)  # gone already: removing is idempotent
+        try:
+            c.state = lifecycle.transition(c.state, Op.REMOVE)
+        except IllegalTransition as e:
+            raise Rejected("illegal_state", str(e)) from None
+        self.containers.pop(c.id, None)
+        self._forget(c)
+        return CommandAccepted(command_id=cmd.command_id)
+
+    def _forget(self, c: _Container) -> None:
+        """Drop everything kept of a container: exit record, logs (current and rotated), bundle."""
+        if hasattr(self.runtime, "forget"):
+            self.runtime.forget(c.id)
+        log_file = self.runtime.logs(c.id)
+        for f in (log_file, log_file.with_name(log_file.name + ".1")):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        shutil.rmtree(c.bundle, ignore_errors=True)
 
     async def _stop_in_background(self, c: _Container, grace_s: float) -> None:
         with contextlib.suppress(RuntimeError_):

@@ -41,6 +41,14 @@ class StopContainer(_Message, frozen=True, tag=True):
     grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
+class RemoveContainer(_Message, frozen=True, tag=True):
+    """Drop an ended container's kept state on the node: its bundle, logs and exit record."""
+
+    command_id: uuid.UUID
+    epoch: Epoch
+    container_id: ContainerId
+
+
 class UpdateResources(_Message, frozen=True, tag=True):
     command_id: uuid.UUID
     epoch: Epoch
@@ -56,7 +64,7 @@ class GetLogs(_Message, frozen=True, tag=True):
     tail: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
 
 
-Command = StartContainer | StopContainer | UpdateResources | GetLogs
+Command = StartContainer | StopContainer | RemoveContainer | UpdateResources | GetLogs
 
 
 class CommandAccepted(_Message, frozen=True, tag=True):

@@ -24,6 +24,7 @@ from wire.commands import (
     CommandRejected,
     GetLogs,
     LogsReply,
+    RemoveContainer,
     StartContainer,
     StopContainer,
     UpdateResources,
@@ -304,3 +305,25 @@ async def test_log_rotation_loses_nothing(node: Node) -> None:
             await asyncio.sleep(0.05)
     assert texts == ["one", "two"]
     assert "two" in log.read_text()  # written to the new file after the reopen
+
+
+async def test_remove_drops_what_was_kept(node: Node) -> None:
+    running = node.start(spec("r", command=("sleep", "60")))
+    assert isinstance(await node.service.handle(running), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    cmd = node.start(spec("t", command=("sh", "-c", "echo bye; exit 0")))
+    assert isinstance(await node.service.handle(cmd), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    assert isinstance(await node.next_event(), ev.ContainerExited)
+    refused = await node.service.handle(
+        RemoveContainer(command_id=new_command_id(), epoch=1, container_id=running.container_id)
+    )
+    assert isinstance(refused, CommandRejected)
+    assert refused.message == "cannot remove container in state running; stop it first"
+
+    remove = RemoveContainer(command_id=new_command_id(), epoch=1, container_id=cmd.container_id)
+    assert await node.service.handle(remove) == CommandAccepted(command_id=remove.command_id)
+    assert node.leftovers(cmd.container_id) == []
+    assert not node.service.runtime.logs(cmd.container_id).exists()
+    again = RemoveContainer(command_id=new_command_id(), epoch=1, container_id=cmd.container_id)
+    assert await node.service.handle(again) == CommandAccepted(command_id=again.command_id)
