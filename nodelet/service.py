@@ -369,12 +369,24 @@ class NodeService:
         path = self.runtime.logs(cmd.container_id)
         if cmd.container_id not in self.containers and not path.exists():
             raise Rejected("unknown_container", f"container {cmd.container_id} is not on node {self.config.node}")
-        lines = []
+        lines: list[str] = []
         for f in (path.with_name(path.name + ".1"), path):  # the rotated file first
             with contextlib.suppress(FileNotFoundError):
                 lines += f.read_text(errors="replace").splitlines()
-        tail = lines[-cmd.tail :] if cmd.tail is not None else lines
-        return LogsReply(command_id=cmd.command_id, lines=tuple(tail), truncated=len(tail) < len(lines))
+        base = self._log_base(cmd.container_id)  # lines rotated away for good
+        end = base + len(lines)
+        truncated = False
+        if cmd.since_line is not None:
+            truncated = cmd.since_line < base
+            lines = lines[max(cmd.since_line - base, 0) :]
+        if cmd.tail is not None and len(lines) > cmd.tail:
+            lines, truncated = lines[len(lines) - cmd.tail :], True
+        return LogsReply(command_id=cmd.command_id, lines=tuple(lines), truncated=truncated, next_line=end)
+
+    def _log_base(self, container_id: str) -> int:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int((self.root / container_id / "log.base").read_text())
+        return 0
 
     # --- exits ------------------------------------------------------------------------------------------------
 
@@ -457,7 +469,12 @@ class NodeService:
         """Rotate the log of every running container that has grown past ``max_bytes`` (one old file kept)."""
         for c in self._live():
             try:
-                if self.runtime.logs(c.id).stat().st_size > max_bytes:
+                current = self.runtime.logs(c.id)
+                if current.stat().st_size > max_bytes:
+                    older = current.with_name(current.name + ".1")
+                    if older.exists():  # about to be replaced: its lines leave for good
+                        dropped = older.read_bytes().count(b"\n")
+                        (c.bundle / "log.base").write_text(str(self._log_base(c.id) + dropped))
                     self.runtime.rotate_logs(c.id)
             except (FileNotFoundError, RuntimeError_) as e:
                 log.debug("container %s: %s", c.id, e)

@@ -59,9 +59,13 @@ class UpdateResources(_Message, frozen=True, tag=True):
 
 
 class GetLogs(_Message, frozen=True, tag=True):
+    """Log lines of a container. ``since_line`` (an absolute line number, from ``LogsReply.next_line``) asks
+    for what came after an earlier reply — how ``logs --follow`` polls; ``tail`` keeps only the last lines."""
+
     command_id: uuid.UUID
     container_id: ContainerId
     tail: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+    since_line: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 Command = StartContainer | StopContainer | RemoveContainer | UpdateResources | GetLogs
@@ -81,7 +85,8 @@ class CommandRejected(_Message, frozen=True, tag=True):
 class LogsReply(_Message, frozen=True, tag=True):
     command_id: uuid.UUID
     lines: tuple[str, ...] = ()
-    truncated: bool = False
+    truncated: bool = False  # some asked-for lines are gone (rotated away) or were cut by ``tail``
+    next_line: int = 0  # pass as ``since_line`` to get only what comes after
 
 
 Reply = CommandAccepted | CommandRejected | LogsReply

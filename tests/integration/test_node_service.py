@@ -327,3 +327,34 @@ async def test_remove_drops_what_was_kept(node: Node) -> None:
     assert not node.service.runtime.logs(cmd.container_id).exists()
     again = RemoveContainer(command_id=new_command_id(), epoch=1, container_id=cmd.container_id)
     assert await node.service.handle(again) == CommandAccepted(command_id=again.command_id)
+
+
+async def test_follow_logs_with_a_line_cursor_across_rotations(node: Node) -> None:
+    cmd = node.start(spec("t", command=("sh", "-c", "echo 1; echo 2; sleep 0.4; echo 3; sleep 0.4; echo 4; sleep 60")))
+    assert isinstance(await node.service.handle(cmd), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+
+    async def read(since: int | None, tail: int | None = None, want: int = 0) -> LogsReply:
+        get = GetLogs(command_id=new_command_id(), container_id=cmd.container_id, since_line=since, tail=tail)
+        async with asyncio.timeout(5):
+            while True:
+                reply = await node.service.handle(get)
+                assert isinstance(reply, LogsReply)
+                if len(reply.lines) >= want:
+                    return reply
+                await asyncio.sleep(0.05)
+
+    def texts(reply: LogsReply) -> list[str]:
+        return [line.split(" ", 3)[3] for line in reply.lines]
+
+    first = await read(0, want=2)
+    assert (texts(first), first.next_line, first.truncated) == (["1", "2"], 2, False)
+    node.service.rotate_logs(max_bytes=1)  # "1", "2" move to the rotated file
+    second = await read(first.next_line, want=1)
+    assert (texts(second), second.next_line) == (["3"], 3)
+    node.service.rotate_logs(max_bytes=1)  # "1", "2" are dropped; "3" is rotated
+    third = await read(second.next_line, want=1)
+    assert (texts(third), third.next_line) == (["4"], 4)
+    everything = await read(0)
+    assert (texts(everything), everything.truncated) == (["3", "4"], True)
+    assert texts(await read(None, tail=1)) == ["4"]
