@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 import msgspec
@@ -179,7 +180,10 @@ class Agent:
         try:
             command = command_decoder.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
-            await msg.respond(encode(CommandRejected(command_id=None, code="invalid_command", message=str(e))))
+            command_id = None
+            with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                command_id = _command_id.decode(msg.data).command_id  # so the caller can match the error
+            await msg.respond(encode(CommandRejected(command_id=command_id, code="invalid_command", message=str(e))))
             return
         try:
             reply = await self.service.handle(command)
@@ -228,6 +232,13 @@ class Agent:
                     task.add_done_callback(self._pending.discard)
                 self.service.rotate_logs(self.config.log_max_bytes)
                 await asyncio.sleep(self.config.stats_s)
+
+
+class _CommandId(msgspec.Struct):
+    command_id: uuid.UUID
+
+
+_command_id = msgspec.msgpack.Decoder(_CommandId)
 
 
 class _Stop(Exception):

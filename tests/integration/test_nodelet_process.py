@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import nats
 import pytest
 
@@ -26,9 +27,10 @@ from tests.builders import spec
 from tests.natsserver import nats_server
 from wire import events as ev
 from wire import subjects
-from wire.codec import node_message_decoder
+from wire.codec import node_message_decoder, reply_decoder
 from wire.commands import (
     CommandAccepted,
+    CommandRejected,
     StartContainer,
     StatsSample,
     StopContainer,
@@ -230,3 +232,38 @@ async def test_throttling_becomes_events_and_samples_flow(
     assert await control.command("n1", stop) == CommandAccepted(command_id=stop.command_id)
     exited = await control.next_event()
     assert isinstance(exited, ev.ContainerExited)
+
+
+@pytest.mark.slow
+async def test_malformed_commands_get_error_replies(control: StandInControlPlane, nodelet: NodeletProcess) -> None:
+    nodelet.start()
+    async with asyncio.timeout(30):
+        await control.registered.wait()
+    bad = {
+        "type": "StartContainer",
+        "command_id": new_command_id().bytes,
+        "epoch": control.epoch,
+        "container_id": new_container_id(),
+        "spec": {"name": "Not_A_Label", "image": "busybox"},
+    }
+    for payload, field in (
+        (msgspec.msgpack.encode(bad), "name"),
+        (
+            msgspec.msgpack.encode(
+                {**bad, "container_id": "../../etc/passwd", "spec": {"name": "ok", "image": "busybox"}}
+            ),
+            "container_id",
+        ),
+        (
+            msgspec.msgpack.encode({**bad, "spec": {"name": "ok", "image": "busybox", "cpu_limit_millis": 0}}),
+            "cpu_limit_millis",
+        ),
+        (b"\xc1 not msgpack", "MessagePack"),
+    ):
+        reply = reply_decoder.decode((await control.nc.request(subjects.cmd("n1"), payload, timeout=10)).data)
+        assert isinstance(reply, CommandRejected), reply
+        assert reply.code == "invalid_command"
+        assert field in reply.message
+        if payload.startswith(b"\x85"):  # a map: the command id could be read, so the reply carries it
+            assert reply.command_id is not None
+    assert control.arrived.empty()
