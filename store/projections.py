@@ -83,6 +83,7 @@ class ContainerView(msgspec.Struct, frozen=True, gc=False):
     spec: ContainerSpec
     state: ContainerState = ContainerState.PENDING
     service_id: str | None = None
+    replaces: str | None = None
     submitted_position: int = 0
     node: str | None = None
     epoch: int = 0
@@ -178,7 +179,9 @@ def evolve_node(view: NodeView | None, event: ev.Event, position: int = 0) -> No
 def _submitted(v: ContainerView | None, e: ev.ContainerSubmitted, position: int) -> ContainerView:
     if v is not None:
         return v
-    return ContainerView(id=e.container_id, spec=e.spec, service_id=e.service_id, submitted_position=position)
+    return ContainerView(
+        id=e.container_id, spec=e.spec, service_id=e.service_id, replaces=e.replaces, submitted_position=position
+    )
 
 
 def _scheduled(v: ContainerView, e: ev.ContainerScheduled, _: int) -> ContainerView:

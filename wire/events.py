@@ -74,6 +74,7 @@ class ContainerSubmitted(_Event, frozen=True, tag=True):
     spec: ContainerSpec
     service_id: ServiceId | None = None
     idempotency_key: str | None = None
+    replaces: ContainerId | None = None  # a container that ended and that this one takes the place of
 
 
 class ContainerScheduled(_Event, frozen=True, tag=True):
@@ -119,7 +120,7 @@ class ContainerStopRequested(_Event, frozen=True, tag=True):
 
 class ContainerStopped(_Event, frozen=True, tag=True):
     container_id: ContainerId
-    node: NodeName
+    node: NodeName | None = None  # None: it was stopped before it was placed
     exit_code: int | None = None
     stopped_ns: int = 0
 

@@ -1,0 +1,83 @@
+"""The reconciler: desired state against actual state, as a pure function returning the events to append.
+
+- A service runs ``replicas`` live containers: missing ones are submitted from its template, extra ones are
+  asked to stop (pending ones first, then the newest). A deleted service's containers are asked to stop.
+- A container on a lost node becomes ``ContainerLost``; a service then replaces it through its replica count.
+- A container asked to stop before it was placed is stopped at once (nothing runs).
+- A standalone container that ended is replaced per its restart policy (``Always``; ``OnFailure`` when the
+  exit code was not 0 or unknown), once: the replacement names the container it replaces.
+
+Idempotent: run twice on the same state it asks for nothing more the second time, once its events are applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from store.projections import ClusterState, ContainerState, ContainerView
+from wire import events as ev
+from wire.ids import container_stream
+from wire.spec import RestartPolicy
+
+ENDED = frozenset({ContainerState.EXITED, ContainerState.STOPPED, ContainerState.LOST})
+ON_NODE = frozenset({ContainerState.SCHEDULED, ContainerState.RUNNING, ContainerState.STOPPING})
+
+
+class Action(msgspec.Struct, frozen=True, gc=False):
+    stream: str
+    event: ev.Event
+
+
+def reconcile(state: ClusterState, new_id: Callable[[], str]) -> list[Action]:
+    actions: list[Action] = []
+    by_service: dict[str, list[ContainerView]] = {}
+    replaced = {c.replaces for c in state.containers.values() if c.replaces is not None}
+    for c in state.containers.values():
+        if c.state is ContainerState.STOPPING and c.node is None:
+            # Asked to stop before it was placed: nothing runs, so it is stopped now.
+            actions.append(Action(container_stream(c.id), ev.ContainerStopped(container_id=c.id)))
+            continue
+        if c.state in ON_NODE and c.node is not None:
+            node = state.nodes.get(c.node)
+            if node is not None and node.lost:
+                actions.append(
+                    Action(container_stream(c.id), ev.ContainerLost(container_id=c.id, node=c.node, reason="node lost"))
+                )
+                continue  # lost: no longer live
+        if c.service_id is not None:
+            if c.state not in ENDED and c.state is not ContainerState.STOPPING:
+                by_service.setdefault(c.service_id, []).append(c)
+        elif c.state in ENDED and c.id not in replaced and _restarts(c):
+            cid = new_id()
+            submitted = ev.ContainerSubmitted(container_id=cid, spec=c.spec, replaces=c.id)
+            actions.append(Action(container_stream(cid), submitted))
+    for service_id, live in by_service.items():
+        if service_id not in state.services:
+            actions += [_stop(c, "its service was deleted") for c in live]
+    for service_id, svc in state.services.items():
+        live = by_service.get(service_id, [])
+        missing = svc.replicas - len(live)
+        for _ in range(missing):
+            cid = new_id()
+            submitted = ev.ContainerSubmitted(container_id=cid, spec=svc.spec.template, service_id=service_id)
+            actions.append(Action(container_stream(cid), submitted))
+        if missing < 0:
+            # Pending ones first (nothing to stop on a node), then the newest.
+            extra = sorted(live, key=lambda c: (c.state is not ContainerState.PENDING, -c.submitted_position))
+            actions += [_stop(c, "scaled down") for c in extra[:-missing]]
+    return actions
+
+
+def _restarts(c: ContainerView) -> bool:
+    policy = c.spec.restart_policy
+    if policy is RestartPolicy.ALWAYS:
+        return c.state is not ContainerState.STOPPED  # a container stopped on purpose stays stopped
+    if policy is RestartPolicy.ON_FAILURE:
+        return c.state is ContainerState.LOST or (c.state is ContainerState.EXITED and c.exit_code != 0)
+    return False
+
+
+def _stop(c: ContainerView, reason: str) -> Action:
+    return Action(container_stream(c.id), ev.ContainerStopRequested(container_id=c.id, grace_s=10.0, reason=reason))
