@@ -239,6 +239,8 @@ class Recorder(Protocol):
 
     def subscribe(self, from_position: int = 1, batch: int = 1000) -> AsyncIterator[StoredEvent]: ...
 
+    async def wait_beyond(self, position: int) -> None: ...
+
     async def stream_version(self, stream: str) -> int: ...
 
     async def head(self) -> int: ...
@@ -262,6 +264,10 @@ class RecorderBase:
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
         raise NotImplementedError
+
+    async def wait_beyond(self, position: int) -> None:
+        """Return once the log's head is past ``position`` (raises ``StoreClosed`` if the recorder closes)."""
+        await self._watch.wait_beyond(position)
 
     async def subscribe(self, from_position: int = 1, batch: int = 1000) -> AsyncIterator[StoredEvent]:
         """Every event from ``from_position`` on, in order, then live ones as they commit; never one missed

@@ -1,0 +1,94 @@
+"""Feasibility: checkers that only filter. Each answers None (fits) or a short, stable reason key; the keys
+are what unschedulable results count ("0/5000 nodes fit: 4000 insufficient CPU, 1000 SingleNUMANode")."""
+
+from __future__ import annotations
+
+import msgspec
+
+from scheduler.cpuset import numa_fit
+from scheduler.snapshot import NodeSnap
+from wire.spec import ContainerSpec, CpuBindPolicy, NumaPolicy, QoS
+
+
+class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """What one container asks of a node, precomputed once per decision."""
+
+    container_id: str
+    qos: QoS
+    cpu_millis: int
+    exclusive_cpus: int
+    memory: int
+    node_selector: dict[str, str]
+    numa_policy: NumaPolicy
+    bind: CpuBindPolicy
+    service_id: str | None = None
+
+
+def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = None) -> Request:
+    qos = spec.qos or QoS.LS
+    return Request(
+        container_id=container_id,
+        qos=qos,
+        cpu_millis=spec.cpu_request_millis,
+        exclusive_cpus=spec.exclusive_cpus,
+        memory=spec.memory_limit_bytes or 0,
+        node_selector=spec.node_selector,
+        numa_policy=spec.numa_policy,
+        bind=spec.cpu_bind_policy,
+        service_id=service_id,
+    )
+
+
+def schedulable(node: NodeSnap, req: Request) -> str | None:
+    return None if node.schedulable else node.unschedulable_reason or "node unschedulable"
+
+
+def selector(node: NodeSnap, req: Request) -> str | None:
+    labels = node.labels
+    for k, v in req.node_selector.items():
+        if labels.get(k) != v:
+            return "node selector"
+    return None
+
+
+def memory(node: NodeSnap, req: Request) -> str | None:
+    return None if node.memory + req.memory <= node.capacity.memory_bytes else "insufficient memory"
+
+
+def cpu(node: NodeSnap, req: Request) -> str | None:
+    """Exclusive containers need whole free CPUs, and may not shrink the LS pool below what LS containers
+    already use (nor, for LSE, the BE pool); LS and BE containers fit within their pool."""
+    n = req.exclusive_cpus
+    if req.qos.exclusive:
+        held = len(node.lse) + len(node.lsr)
+        if len(node.cpus) - held < n:
+            return "insufficient CPU"
+        if (len(node.cpus) - held - n) * 1000 < node.ls_millis:
+            return "insufficient CPU"
+        if req.qos is QoS.LSE and (len(node.cpus) - len(node.lse) - n) * 1000 < node.be_millis:
+            return "insufficient CPU"
+        return None
+    if req.qos is QoS.BE:
+        return None if node.be_millis + req.cpu_millis <= node.be_pool_millis else "insufficient CPU"
+    return None if node.ls_millis + req.cpu_millis <= node.ls_pool_millis else "insufficient CPU"
+
+
+def numa(node: NodeSnap, req: Request) -> str | None:
+    """SingleNUMANode and Restricted decide feasibility for exclusive CPUs; None and BestEffort never refuse."""
+    if not req.qos.exclusive or req.numa_policy in (NumaPolicy.NONE, NumaPolicy.BEST_EFFORT):
+        return None
+    if numa_fit(node.index, node.free_exclusive, req.exclusive_cpus, req.numa_policy):
+        return None
+    return str(req.numa_policy)
+
+
+# Cheapest first: most nodes are rejected by the early checks.
+CHECKS = (schedulable, selector, memory, cpu, numa)
+
+
+def feasible(node: NodeSnap, req: Request) -> str | None:
+    for check in CHECKS:
+        reason = check(node, req)
+        if reason is not None:
+            return reason
+    return None

@@ -1,0 +1,221 @@
+"""The scheduler's service loop: the async shell around the pure core.
+
+It keeps a projection current from the log, and on every wake: reconciles (appending what the reconciler
+asks), then schedules pending containers in batches against a snapshot it updates as it places, submits each
+batch as a plan to the applier (which re-checks it against the latest state and appends ``ContainerScheduled``
+or rejects with a refresh position; rejected containers are planned again), records unschedulable ones, and
+hands start commands to a publisher (NATS wiring comes with the control plane).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from scheduler.feasible import Request, request_of
+from scheduler.plan import Plan, PlanResult, check_plan, scheduled_event
+from scheduler.reconcile import reconcile
+from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
+from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
+from store.log import EventLog
+from store.projections import ClusterState, apply
+from store.projector import catch_up
+from store.recorder import ANY
+from wire import events as ev
+from wire.checks import trusted
+from wire.codec import decode_events
+from wire.commands import StartContainer
+from wire.ids import container_stream, new_command_id, new_container_id
+
+log = logging.getLogger("corral.scheduler")
+
+
+_CAPACITY_EVENTS = (
+    ev.NodeRegistered,
+    ev.NodeRecovered,
+    ev.NodeUncordoned,
+    ev.ContainerExited,
+    ev.ContainerStopped,
+    ev.ContainerLost,
+)
+
+
+class Publisher(Protocol):
+    async def start(self, node: str, command: StartContainer) -> None: ...
+
+
+def seed_of(eval_id: uuid.UUID, container_id: str) -> int:
+    """A decision's seed: from the evaluation id and the container, so a decision replays exactly."""
+    return (eval_id.int ^ int(container_id, 16)) & ((1 << 63) - 1)
+
+
+class PlanApplier:
+    """The single writer's plan check: one plan at a time, against the latest state."""
+
+    def __init__(self, log_: EventLog, state: ClusterState) -> None:
+        self.log = log_
+        self.state = state
+        self._lock = asyncio.Lock()
+
+    async def submit(self, plan: Plan) -> PlanResult:
+        async with self._lock:
+            await catch_up(self.log.recorder, self.state)
+            result = check_plan(self.state, plan)
+            await asyncio.gather(
+                *(
+                    self.log.append(
+                        container_stream(p.container_id), [scheduled_event(p)], ANY, correlation=plan.eval_id
+                    )
+                    for p in result.accepted
+                )
+            )
+            return result
+
+
+class Scheduler:
+    def __init__(
+        self,
+        log_: EventLog,
+        publisher: Publisher,
+        *,
+        config: StackConfig = DEFAULT,
+        batch: int = 512,
+        new_id: Callable[[], str] = new_container_id,
+    ) -> None:
+        self.log = log_
+        self.publisher = publisher
+        self.config = config
+        self.batch = batch
+        self.new_id = new_id
+        self.state = ClusterState()
+        self.applier = PlanApplier(log_, ClusterState())
+        self._nodes: dict[str, NodeSnap] = {}
+        self._dirty_nodes: set[str] = set()
+        self._unschedulable_at: dict[str, int] = {}  # container → node-set version when it last did not fit
+        self._cluster_version = 0
+        self.placed = 0
+
+    # --- state ------------------------------------------------------------------------------------------------
+
+    def _fold(self, position: int, event: ev.Event) -> None:
+        """Apply one event, marking the nodes whose snapshot it changes: the node it names, and the node its
+        container was on (an exit releases CPUs there whatever node the event names)."""
+        cid = getattr(event, "container_id", None)
+        before = self.state.containers.get(cid) if isinstance(cid, str) else None
+        apply(self.state, position, event)
+        node = getattr(event, "node", None)
+        if isinstance(node, str):
+            self._dirty_nodes.add(node)
+        if before is not None and before.node is not None:
+            self._dirty_nodes.add(before.node)
+        if isinstance(event, _CAPACITY_EVENTS):
+            self._cluster_version += 1  # capacity appeared: unschedulable containers may fit now
+
+    def snapshot(self) -> Snapshot:
+        """The current snapshot, rebuilding only the nodes that events touched."""
+        services = None
+        for name in self._dirty_nodes:
+            view = self.state.nodes.get(name)
+            if view is None:
+                self._nodes.pop(name, None)
+                continue
+            if services is None:
+                services = {cid: c.service_id for cid, c in self.state.containers.items() if c.service_id}
+            self._nodes[name] = node_snap(view, services)
+        self._dirty_nodes.clear()
+        return Snapshot(self.state.position, dict(self._nodes), tuple(sorted(self._nodes)))
+
+    # --- one round ----------------------------------------------------------------------------------------------
+
+    async def round(self) -> int:
+        """Reconcile, then schedule everything pending; returns how many containers were placed."""
+        await self._catch_up()
+        for action in reconcile(self.state, self.new_id):
+            await self.log.append(action.stream, [action.event], ANY)
+        await self._catch_up()
+        pending = [
+            c
+            for c in self.state.containers.values()
+            if c.state in PENDING_STATES and self._unschedulable_at.get(c.id) != self._cluster_version
+        ]
+        pending.sort(key=lambda c: c.submitted_position)
+        placed = 0
+        for i in range(0, len(pending), self.batch):
+            placed += await self._schedule(
+                [request_of(c.id, c.spec, c.service_id) for c in pending[i : i + self.batch]]
+            )
+        self.placed += placed
+        return placed
+
+    async def _catch_up(self) -> None:
+        """Fold what the log holds beyond the state, marking the nodes each event touches."""
+
+        def fold(first: int, payloads: list[bytes]) -> None:
+            with trusted():
+                events = decode_events(payloads)
+            for position, event in zip(range(first, first + len(events)), events, strict=True):
+                self._fold(position, event)
+
+        await self.log.recorder.replay(self.state.position + 1, fold)
+
+    async def _schedule(self, requests: list[Request]) -> int:
+        eval_id = uuid.uuid4()
+        snap = self.snapshot()
+        nodes = dict(snap.nodes)
+        working = Snapshot(snap.position, nodes, snap.order)
+        placements: list[Placement] = []
+        unschedulable: list[Unschedulable] = []
+        for req in requests:
+            decision = place(working, req, seed_of(eval_id, req.container_id), self.config)
+            if isinstance(decision, Unschedulable):
+                unschedulable.append(decision)
+                continue
+            placements.append(decision)
+            nodes[decision.node] = nodes[decision.node].with_placement(
+                decision.qos, decision.cpuset, decision.resources, req.service_id
+            )
+        plan = Plan(
+            eval_id=eval_id,
+            snapshot_position=snap.position,
+            placements=tuple(placements),
+            requests={r.container_id: r for r in requests},
+        )
+        result = await self.applier.submit(plan)
+        for rejection in result.rejected:
+            log.info("plan %s: %s rejected: %s", eval_id, rejection.placement.container_id, rejection.reason)
+        for u in unschedulable:
+            self._unschedulable_at[u.container_id] = self._cluster_version
+            event = ev.ContainerUnschedulable(
+                container_id=u.container_id, nodes_total=u.nodes_total, reasons=u.reasons, message=u.message
+            )
+            await self.log.append(container_stream(u.container_id), [event], ANY, correlation=eval_id)
+        await self._catch_up()
+        specs = {c: self.state.containers[c].spec for c in (p.container_id for p in result.accepted)}
+        for p in result.accepted:
+            command = StartContainer(
+                command_id=new_command_id(),
+                epoch=p.epoch,
+                container_id=p.container_id,
+                spec=specs[p.container_id],
+                cpuset=p.cpuset,
+                numa_nodes=p.numa_nodes,
+            )
+            with contextlib.suppress(Exception):  # delivery is the publisher's concern (it retries)
+                await self.publisher.start(p.node, command)
+        return len(result.accepted)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Schedule whenever the log moves, until ``stop`` is set."""
+        await self._catch_up()
+        while not stop.is_set():
+            await self.round()
+            head = self.state.position
+            waiter = asyncio.ensure_future(self.log.recorder.wait_beyond(head))
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for f in (waiter, stopper):
+                f.cancel()

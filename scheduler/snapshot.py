@@ -1,0 +1,125 @@
+"""The immutable view of the cluster a scheduling decision reads.
+
+A ``Snapshot`` is taken from the store's projection at a log position; each node is a ``NodeSnap`` with what
+feasibility and scoring need precomputed (free exclusive CPUs, CPU and memory in use per pool, service
+replicas). Placing a container returns a new ``NodeSnap`` (``with_placement``); the scheduler applies its own
+placements to its snapshot as a batch goes, and the plan check re-verifies them against the latest state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import msgspec
+
+from scheduler.cpuset import TopologyIndex
+from store.projections import Allocation, ClusterState, ContainerState, NodeView
+from wire.resources import Resources
+from wire.spec import QoS
+
+PENDING_STATES = frozenset({ContainerState.PENDING, ContainerState.UNSCHEDULABLE})
+
+
+class NodeSnap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    name: str
+    epoch: int
+    index: TopologyIndex  # shared by every node of the same topology
+    cpus: frozenset[int]  # every CPU the scheduler may hand out on this node
+    numa_of: Mapping[int, int]
+    capacity: Resources
+    labels: Mapping[str, str]
+    schedulable: bool
+    unschedulable_reason: str = ""
+    lse: frozenset[int] = frozenset()  # CPUs held by LSE containers (BE may not use them)
+    lsr: frozenset[int] = frozenset()  # CPUs held by LSR containers (BE may)
+    ls_millis: int = 0  # CPU requested by LS containers: they share the LS pool
+    be_millis: int = 0
+    memory: int = 0  # memory reserved by every container on the node
+    services: Mapping[str, int] = {}  # service id → replicas on this node
+
+    @property
+    def free_exclusive(self) -> frozenset[int]:
+        return self.cpus - self.lse - self.lsr
+
+    @property
+    def ls_pool_millis(self) -> int:
+        return (len(self.cpus) - len(self.lse) - len(self.lsr)) * 1000
+
+    @property
+    def be_pool_millis(self) -> int:
+        return (len(self.cpus) - len(self.lse)) * 1000
+
+    @property
+    def cpu_millis_used(self) -> int:
+        return (len(self.lse) + len(self.lsr)) * 1000 + self.ls_millis + self.be_millis
+
+    def with_placement(
+        self, qos: QoS, cpuset: tuple[int, ...], resources: Resources, service_id: str | None
+    ) -> NodeSnap:
+        changes: dict[str, object] = {"memory": self.memory + resources.memory_bytes}
+        if qos is QoS.LSE:
+            changes["lse"] = self.lse | frozenset(cpuset)
+        elif qos is QoS.LSR:
+            changes["lsr"] = self.lsr | frozenset(cpuset)
+        elif qos is QoS.LS:
+            changes["ls_millis"] = self.ls_millis + resources.cpu_millis
+        else:
+            changes["be_millis"] = self.be_millis + resources.cpu_millis
+        if service_id is not None:
+            changes["services"] = {**self.services, service_id: self.services.get(service_id, 0) + 1}
+        return msgspec.structs.replace(self, **changes)
+
+
+def node_snap(view: NodeView, services: Mapping[str, str | None]) -> NodeSnap:
+    """A node's snapshot from its projection view; ``services`` maps container id → service id."""
+    index = TopologyIndex.of(view.topology)
+    numa_of = index.numa_of
+    snap = NodeSnap(
+        name=view.name,
+        epoch=view.epoch,
+        index=index,
+        cpus=index.cpus,
+        numa_of=numa_of,
+        capacity=view.capacity,
+        labels=view.labels,
+        schedulable=not (view.lost or view.cordoned),
+        unschedulable_reason="node lost" if view.lost else ("node cordoned" if view.cordoned else ""),
+    )
+    return _with_allocations(snap, view.allocations.items(), services)
+
+
+def _with_allocations(
+    snap: NodeSnap, allocations: Iterable[tuple[str, Allocation]], services: Mapping[str, str | None]
+) -> NodeSnap:
+    lse: set[int] = set()
+    lsr: set[int] = set()
+    ls = be = memory = 0
+    per_service: dict[str, int] = {}
+    for container_id, a in allocations:
+        memory += a.resources.memory_bytes
+        if a.qos is QoS.LSE:
+            lse.update(a.cpuset)
+        elif a.qos is QoS.LSR:
+            lsr.update(a.cpuset)
+        elif a.qos is QoS.LS:
+            ls += a.resources.cpu_millis
+        else:
+            be += a.resources.cpu_millis
+        sid = services.get(container_id)
+        if sid is not None:
+            per_service[sid] = per_service.get(sid, 0) + 1
+    return msgspec.structs.replace(
+        snap, lse=frozenset(lse), lsr=frozenset(lsr), ls_millis=ls, be_millis=be, memory=memory, services=per_service
+    )
+
+
+class Snapshot(msgspec.Struct, frozen=True, gc=False):
+    position: int  # the log position the snapshot reflects
+    nodes: Mapping[str, NodeSnap]
+    order: tuple[str, ...]  # node names, sorted: the base order the deterministic shuffle permutes
+
+
+def take_snapshot(state: ClusterState) -> Snapshot:
+    services = {cid: c.service_id for cid, c in state.containers.items() if c.service_id is not None}
+    nodes = {name: node_snap(view, services) for name, view in state.nodes.items()}
+    return Snapshot(state.position, nodes, tuple(sorted(nodes)))

@@ -1,0 +1,136 @@
+"""The placement stack: feasibility → limit → rank → cpuset pick, over a deterministic walk of the nodes.
+
+Nodes are visited in a pseudo-random order derived from the evaluation's seed (a start and a stride coprime to
+the node count: every node once, no shuffle of the whole list per decision); checkers filter; once ``limit``
+feasible nodes are found (Nomad: max(2, ⌈log₂ N⌉)) they are ranked and the best one whose cpuset can be picked
+wins. With no feasible node every node has been checked, so the unschedulable result counts every reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+
+import msgspec
+
+from scheduler.cpuset import NoFit, NumaStrategy, pick_cpus
+from scheduler.feasible import Request, feasible
+from scheduler.rank import Scoring, score
+from scheduler.snapshot import NodeSnap, Snapshot
+from wire.resources import Resources
+from wire.spec import QoS
+
+
+class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
+    scoring: Scoring = Scoring.MOST_ALLOCATED
+    numa_strategy: NumaStrategy = NumaStrategy.MOST_ALLOCATED
+    limit: int | None = None  # feasible nodes to rank; None: max(2, ⌈log₂ N⌉)
+
+
+class Placement(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    container_id: str
+    node: str
+    epoch: int
+    qos: QoS
+    cpuset: tuple[int, ...]
+    numa_nodes: tuple[int, ...]
+    resources: Resources
+    score: float
+    reason: str
+
+
+class Unschedulable(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    container_id: str
+    nodes_total: int
+    reasons: dict[str, int]
+    message: str
+
+
+def limit_for(nodes: int, config: StackConfig) -> int:
+    return config.limit if config.limit is not None else max(2, math.ceil(math.log2(max(nodes, 2))))
+
+
+def walk(order: tuple[str, ...], seed: int) -> Iterator[str]:
+    """Every node once, in an order fixed by ``seed``: start at ``seed mod n`` and step by a stride coprime to n."""
+    n = len(order)
+    if n == 0:
+        return
+    start = seed % n
+    stride = (seed // n) % n or 1
+    while math.gcd(stride, n) != 1:
+        stride = stride % n + 1
+    for i in range(n):
+        yield order[(start + i * stride) % n]
+
+
+def message_for(reasons: Counter[str], total: int) -> str:
+    parts = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"0/{total} nodes fit: {parts}" if parts else f"0/{total} nodes fit: no nodes"
+
+
+DEFAULT = StackConfig()
+
+
+def place(snapshot: Snapshot, req: Request, seed: int, config: StackConfig = DEFAULT) -> Placement | Unschedulable:
+    nodes = snapshot.nodes
+    total = len(snapshot.order)
+    limit = limit_for(total, config)
+    reasons: Counter[str] = Counter()
+    names = walk(snapshot.order, seed)
+    while True:
+        batch: list[NodeSnap] = []
+        for name in names:
+            node = nodes[name]
+            reason = feasible(node, req)
+            if reason is None:
+                batch.append(node)
+                if len(batch) >= limit:
+                    break
+            else:
+                reasons[reason] += 1
+        if not batch:
+            return Unschedulable(
+                container_id=req.container_id,
+                nodes_total=total,
+                reasons=dict(reasons),
+                message=message_for(reasons, total),
+            )
+        ranked = sorted(((score(n, req, config.scoring), n.name, n) for n in batch), key=lambda t: (-t[0], t[1]))
+        for s, _, node in ranked:
+            placement = _placement(node, req, s, config, ranked=len(batch), total=total)
+            if isinstance(placement, NoFit):
+                reasons[placement.reason] += 1
+                continue
+            return placement
+
+
+def _placement(
+    node: NodeSnap, req: Request, s: float, config: StackConfig, *, ranked: int, total: int
+) -> Placement | NoFit:
+    cpuset: tuple[int, ...] = ()
+    numa: tuple[int, ...] = ()
+    if req.qos.exclusive:
+        pick = pick_cpus(
+            node.index,
+            node.free_exclusive,
+            req.exclusive_cpus,
+            bind=req.bind,
+            numa_policy=req.numa_policy,
+            strategy=config.numa_strategy,
+        )
+        if isinstance(pick, NoFit):
+            return pick
+        cpuset, numa = pick.cpus, pick.numa_nodes
+    cpu = req.exclusive_cpus * 1000 if req.qos.exclusive else req.cpu_millis
+    return Placement(
+        container_id=req.container_id,
+        node=node.name,
+        epoch=node.epoch,
+        qos=req.qos,
+        cpuset=cpuset,
+        numa_nodes=numa,
+        resources=Resources(cpu, req.memory),
+        score=round(s, 4),
+        reason=f"{config.scoring} score {s:.3f}, best of {ranked} feasible nodes ranked of {total}",
+    )

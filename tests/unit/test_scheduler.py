@@ -1,0 +1,290 @@
+"""The scheduler over a real in-memory store: a harness that records plans and published commands."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.feasible import request_of
+from scheduler.plan import Plan, check_plan
+from scheduler.rank import Scoring
+from scheduler.service import Scheduler
+from scheduler.snapshot import take_snapshot
+from scheduler.stack import Placement, StackConfig, Unschedulable, place, walk
+from store.log import EventLog
+from store.memory import MemoryRecorder
+from store.projections import ClusterState, ContainerState, apply_all
+from tests.builders import cid, spec
+from wire import events as ev
+from wire.commands import StartContainer
+from wire.ids import container_stream, node_stream, service_stream
+from wire.resources import Resources
+from wire.spec import ContainerSpec, NumaPolicy, QoS, ServiceSpec
+from wire.topology import Topology
+
+GI = 1 << 30
+BIG = Topology.uniform(2, 2, 8, 2, memory_per_numa=64 * GI)  # 64 CPUs
+
+
+def node(
+    name: str, topology: Topology = BIG, labels: dict[str, str] | None = None, epoch: int = 1
+) -> ev.NodeRegistered:
+    return ev.NodeRegistered(
+        node=name,
+        topology=topology,
+        capacity=Resources(topology.cpu_count * 1000, topology.memory_bytes),
+        epoch=epoch,
+        labels=labels or {},
+    )
+
+
+def ls(name: str = "web", cpu: int = 500, memory: int = GI, **kw: object) -> ContainerSpec:
+    return spec(name, cpu_request_millis=cpu, cpu_limit_millis=cpu * 2, memory_limit_bytes=memory, **kw)
+
+
+def lsr(name: str = "db", cpus: int = 2, **kw: object) -> ContainerSpec:
+    return spec(name, cpu_request_millis=cpus * 1000, cpu_limit_millis=cpus * 1000, memory_limit_bytes=GI, **kw)
+
+
+def state_of(*events: ev.Event) -> ClusterState:
+    return apply_all(ClusterState(), enumerate(events, start=1))
+
+
+class Recorded:
+    """The harness publisher: records every start command."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, StartContainer]] = []
+
+    async def start(self, node_name: str, command: StartContainer) -> None:
+        self.starts.append((node_name, command))
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.log = EventLog(MemoryRecorder())
+        self.publisher = Recorded()
+        ids = itertools.count(1000)
+        self.scheduler = Scheduler(self.log, self.publisher, new_id=lambda: cid(next(ids)))
+        self.plans: list[Plan] = []
+        submit = self.scheduler.applier.submit
+
+        async def recording(plan: Plan):  # type: ignore[no-untyped-def]
+            self.plans.append(plan)
+            return await submit(plan)
+
+        self.scheduler.applier.submit = recording  # type: ignore[method-assign]
+
+    async def add(self, stream: str, *events: ev.Event) -> None:
+        await self.log.append(stream, list(events))
+
+    async def nodes(self, *regs: ev.NodeRegistered) -> None:
+        for r in regs:
+            await self.add(node_stream(r.node), r)
+
+    async def submit(self, n: int, s: ContainerSpec, service: str | None = None) -> str:
+        await self.add(container_stream(cid(n)), ev.ContainerSubmitted(container_id=cid(n), spec=s, service_id=service))
+        return cid(n)
+
+    def container(self, container_id: str):  # type: ignore[no-untyped-def]
+        return self.scheduler.state.containers[container_id]
+
+
+# --- the stack, table-driven -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scoring", "expected"),
+    [(Scoring.MOST_ALLOCATED, "busy"), (Scoring.LEAST_ALLOCATED, "idle")],
+)
+def test_scoring_packs_or_spreads(scoring: Scoring, expected: str) -> None:
+    state = state_of(
+        node("busy"),
+        node("idle"),
+        ev.ContainerSubmitted(container_id=cid(1), spec=ls(cpu=8000)),
+        ev.ContainerScheduled(container_id=cid(1), node="busy", epoch=1, qos=QoS.LS, resources=Resources(8000, GI)),
+    )
+    result = place(take_snapshot(state), request_of(cid(2), ls()), seed=7, config=StackConfig(scoring=scoring))
+    assert isinstance(result, Placement)
+    assert result.node == expected
+
+
+def test_unschedulable_counts_every_reason() -> None:
+    small = Topology.uniform(1, 1, 1, 1, memory_per_numa=GI)
+    state = state_of(
+        node("a", small),
+        node("b", small),
+        node("c", labels={"zone": "x"}),
+        node("d"),
+        ev.NodeCordoned(node="d"),
+    )
+    req = request_of(cid(1), ls(cpu=2000, memory=2 * GI, node_selector={"zone": "y"}))
+    result = place(take_snapshot(state), req, seed=1)
+    assert result == Unschedulable(
+        container_id=cid(1),
+        nodes_total=4,
+        reasons={"node selector": 3, "node cordoned": 1},
+        message="0/4 nodes fit: 3 node selector, 1 node cordoned",
+    )
+    req = request_of(cid(1), ls(cpu=2000, memory=2 * GI))
+    result = place(take_snapshot(state), req, seed=1)
+    assert isinstance(result, Placement)
+    assert result.node == "c"
+
+
+def test_exclusive_placement_gets_whole_cores_and_single_numa() -> None:
+    state = state_of(node("n1"))
+    result = place(take_snapshot(state), request_of(cid(1), lsr(cpus=4, numa_policy=NumaPolicy.SINGLE_NUMA_NODE)), 3)
+    assert isinstance(result, Placement)
+    assert len(result.cpuset) == 4
+    assert len(result.numa_nodes) == 1
+    assert {c % 32 for c in result.cpuset} == {c % 32 for c in result.cpuset if c < 32}  # siblings together
+    assert result.resources == Resources(4000, GI)
+
+
+def test_same_seed_same_decision_and_walk_visits_every_node_once() -> None:
+    state = state_of(*(node(f"n{i}") for i in range(50)))
+    snap = take_snapshot(state)
+    a = place(snap, request_of(cid(1), lsr()), seed=12345)
+    b = place(snap, request_of(cid(1), lsr()), seed=12345)
+    assert a == b
+    for seed in (0, 1, 49, 50, 12345, 2**40):
+        assert sorted(walk(snap.order, seed)) == sorted(snap.order)
+
+
+# --- plan check ------------------------------------------------------------------------------------------------
+
+
+def test_plan_check_rejects_double_booked_cpus_and_stale_nodes() -> None:
+    state = state_of(node("n1"), *(ev.ContainerSubmitted(container_id=cid(i), spec=lsr()) for i in (1, 2, 3)))
+    snap = take_snapshot(state)
+    reqs = {cid(i): request_of(cid(i), lsr()) for i in (1, 2, 3)}
+    p1 = place(snap, reqs[cid(1)], seed=1)
+    assert isinstance(p1, Placement)
+    p2 = Placement(**{**{f: getattr(p1, f) for f in p1.__struct_fields__}, "container_id": cid(2)})  # same CPUs
+    p3 = Placement(**{**{f: getattr(p1, f) for f in p1.__struct_fields__}, "container_id": cid(3), "epoch": 9})
+    result = check_plan(
+        state, Plan(eval_id=uuid.uuid4(), snapshot_position=snap.position, placements=(p1, p2, p3), requests=reqs)
+    )
+    assert result.accepted == (p1,)
+    assert [(r.placement.container_id, r.reason) for r in result.rejected] == [
+        (cid(2), f"CPUs {sorted(p1.cpuset)} are already held exclusively"),
+        (cid(3), "node epoch changed (9 → 1)"),
+    ]
+    assert result.refresh_position == state.position
+
+
+# --- the service loop over a real store ------------------------------------------------------------------------
+
+
+async def test_round_schedules_and_publishes() -> None:
+    h = Harness()
+    await h.nodes(node("n1"), node("n2"))
+    a = await h.submit(1, ls())
+    b = await h.submit(2, lsr(cpus=2))
+    assert await h.scheduler.round() == 2
+    assert h.container(a).state is ContainerState.SCHEDULED
+    assert h.container(b).state is ContainerState.SCHEDULED
+    assert len(h.container(b).cpuset) == 2
+    assert sorted(c.container_id for _, c in h.publisher.starts) == sorted([a, b])
+    assert await h.scheduler.round() == 0  # nothing pending
+
+
+async def test_service_replicas_spread_over_nodes() -> None:
+    h = Harness()
+    await h.nodes(node("n1"), node("n2"), node("n3"))
+    svc = cid(500)
+    await h.add(
+        service_stream(svc),
+        ev.ServiceCreated(service_id=svc, spec=ServiceSpec(name="api", replicas=3, template=ls("api"))),
+    )
+    assert await h.scheduler.round() == 3
+    nodes = sorted(c.node for c in h.scheduler.state.containers.values() if c.service_id == svc)  # type: ignore[type-var]
+    assert nodes == ["n1", "n2", "n3"]
+
+
+async def test_unschedulable_is_recorded_once_and_retried_when_capacity_appears() -> None:
+    h = Harness()
+    await h.nodes(node("n1", Topology.uniform(1, 1, 1, 2, memory_per_numa=4 * GI)))
+    big = await h.submit(1, lsr(cpus=4))
+    assert await h.scheduler.round() == 0
+    assert h.container(big).state is ContainerState.UNSCHEDULABLE
+    assert h.container(big).unschedulable == "0/1 nodes fit: 1 insufficient CPU"
+    assert await h.scheduler.round() == 0
+    events = await h.log.read_stream(container_stream(big))
+    assert sum(isinstance(r.event, ev.ContainerUnschedulable) for r in events) == 1  # not re-recorded
+    await h.nodes(node("n2"))
+    assert await h.scheduler.round() == 1
+    assert h.container(big).node == "n2"
+
+
+async def test_lost_node_replaces_service_replicas() -> None:
+    h = Harness()
+    await h.nodes(node("n1"), node("n2"))
+    svc = cid(500)
+    await h.add(
+        service_stream(svc),
+        ev.ServiceCreated(service_id=svc, spec=ServiceSpec(name="api", replicas=2, template=ls("api"))),
+    )
+    await h.scheduler.round()
+    await h.add(node_stream("n1"), ev.NodeLost(node="n1", epoch=1))
+    await h.scheduler.round()
+    live = [c for c in h.scheduler.state.containers.values() if c.service_id == svc and not c.state.terminal]
+    assert sorted(c.node for c in live) == ["n2", "n2"]  # type: ignore[type-var]
+    lost = [c for c in h.scheduler.state.containers.values() if c.state is ContainerState.LOST]
+    assert len(lost) == 1
+
+
+# --- safety properties -------------------------------------------------------------------------------------------
+
+requests = st.lists(
+    st.one_of(
+        st.builds(lambda c: lsr("x", c), st.integers(1, 8)),
+        st.builds(lambda c: lsr("y", c, numa_policy=NumaPolicy.SINGLE_NUMA_NODE), st.integers(1, 8)),
+        st.builds(
+            lambda c: spec(
+                "z", qos=QoS.LSE, cpu_request_millis=c * 1000, cpu_limit_millis=c * 1000, memory_limit_bytes=GI
+            ),
+            st.integers(1, 4),
+        ),
+        st.builds(lambda m: ls("w", m), st.integers(100, 4000)),
+        st.just(spec("be")),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(requests, st.integers(0, 2**32))
+def test_sequential_placement_never_overcommits(specs: Sequence[ContainerSpec], seed: int) -> None:
+    small = Topology.uniform(1, 2, 4, 2, memory_per_numa=8 * GI)  # 16 CPUs, 16 GiB
+    state = state_of(node("a", small), node("b", small), node("c", small))
+    snap = take_snapshot(state)
+    nodes = dict(snap.nodes)
+    held: dict[str, set[int]] = {n: set() for n in nodes}
+    for i, s in enumerate(specs):
+        req = request_of(cid(i), s)
+        result = place(type(snap)(snap.position, nodes, snap.order), req, seed + i)
+        again = place(type(snap)(snap.position, nodes, snap.order), req, seed + i)
+        assert result == again  # same seed, same decision
+        if isinstance(result, Unschedulable):
+            continue
+        n = nodes[result.node]
+        assert not held[result.node] & set(result.cpuset), "an exclusive CPU handed out twice"
+        assert set(result.cpuset) <= n.cpus
+        assert len(result.cpuset) == req.exclusive_cpus
+        if s.numa_policy is NumaPolicy.SINGLE_NUMA_NODE:
+            assert len({n.numa_of[c] for c in result.cpuset}) == 1
+        held[result.node] |= set(result.cpuset)
+        nodes[result.node] = n.with_placement(result.qos, result.cpuset, result.resources, None)
+    for name, n in nodes.items():
+        assert n.memory <= n.capacity.memory_bytes
+        assert n.ls_millis <= n.ls_pool_millis, "LS containers overcommit the shared pool"
+        assert n.be_millis <= n.be_pool_millis
+        assert len(n.lse) + len(n.lsr) <= len(n.cpus)
+        assert held[name] == set(n.lse | n.lsr)
