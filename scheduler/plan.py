@@ -41,12 +41,11 @@ class PlanResult(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
 def check_plan(state: ClusterState, plan: Plan) -> PlanResult:
     """Re-check each placement in order against ``state`` plus the placements accepted before it."""
-    services = {cid: c.service_id for cid, c in state.containers.items() if c.service_id is not None}
     nodes: dict[str, NodeSnap] = {}
     accepted: list[Placement] = []
     rejected: list[Rejection] = []
     for p in plan.placements:
-        reason = _check_one(state, plan, p, nodes, services)
+        reason = _check_one(state, plan, p, nodes)
         if reason is None:
             node = nodes[p.node]
             nodes[p.node] = node.with_placement(p.qos, p.cpuset, p.resources, plan.requests[p.container_id].service_id)
@@ -56,9 +55,7 @@ def check_plan(state: ClusterState, plan: Plan) -> PlanResult:
     return PlanResult(accepted=tuple(accepted), rejected=tuple(rejected), refresh_position=state.position)
 
 
-def _check_one(
-    state: ClusterState, plan: Plan, p: Placement, nodes: dict[str, NodeSnap], services: Mapping[str, str]
-) -> str | None:
+def _check_one(state: ClusterState, plan: Plan, p: Placement, nodes: dict[str, NodeSnap]) -> str | None:
     container = state.containers.get(p.container_id)
     if container is None or container.state not in PENDING_STATES:
         return "container is no longer pending"
@@ -66,7 +63,7 @@ def _check_one(
     if view is None:
         return "node is gone"
     if p.node not in nodes:
-        nodes[p.node] = node_snap(view, services)
+        nodes[p.node] = node_snap(view, state.containers)
     node = nodes[p.node]
     if not node.schedulable:
         return node.unschedulable_reason

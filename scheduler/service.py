@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Protocol
@@ -98,6 +99,7 @@ class Scheduler:
         self._unschedulable_at: dict[str, int] = {}  # container → node-set version when it last did not fit
         self._cluster_version = 0
         self.placed = 0
+        self.decision_ms: list[float] | None = None  # set to a list to record each decision's time (benchmarks)
 
     # --- state ------------------------------------------------------------------------------------------------
 
@@ -117,15 +119,12 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         """The current snapshot, rebuilding only the nodes that events touched."""
-        services = None
         for name in self._dirty_nodes:
             view = self.state.nodes.get(name)
             if view is None:
                 self._nodes.pop(name, None)
                 continue
-            if services is None:
-                services = {cid: c.service_id for cid, c in self.state.containers.items() if c.service_id}
-            self._nodes[name] = node_snap(view, services)
+            self._nodes[name] = node_snap(view, self.state.containers)
         self._dirty_nodes.clear()
         return Snapshot(self.state.position, dict(self._nodes), tuple(sorted(self._nodes)))
 
@@ -170,7 +169,10 @@ class Scheduler:
         placements: list[Placement] = []
         unschedulable: list[Unschedulable] = []
         for req in requests:
+            t = time.perf_counter_ns()
             decision = place(working, req, seed_of(eval_id, req.container_id), self.config)
+            if self.decision_ms is not None:
+                self.decision_ms.append((time.perf_counter_ns() - t) / 1e6)
             if isinstance(decision, Unschedulable):
                 unschedulable.append(decision)
                 continue

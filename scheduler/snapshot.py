@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from scheduler.cpuset import TopologyIndex
-from store.projections import Allocation, ClusterState, ContainerState, NodeView
+from store.projections import Allocation, ClusterState, ContainerState, ContainerView, NodeView
 from wire.resources import Resources
 from wire.spec import QoS
 
@@ -70,8 +70,9 @@ class NodeSnap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
         return msgspec.structs.replace(self, **changes)
 
 
-def node_snap(view: NodeView, services: Mapping[str, str | None]) -> NodeSnap:
-    """A node's snapshot from its projection view; ``services`` maps container id → service id."""
+def node_snap(view: NodeView, containers: Mapping[str, ContainerView]) -> NodeSnap:
+    """A node's snapshot from its projection view; ``containers`` (the projection's) tells which service each
+    allocation belongs to."""
     index = TopologyIndex.of(view.topology)
     numa_of = index.numa_of
     snap = NodeSnap(
@@ -85,11 +86,11 @@ def node_snap(view: NodeView, services: Mapping[str, str | None]) -> NodeSnap:
         schedulable=not (view.lost or view.cordoned),
         unschedulable_reason="node lost" if view.lost else ("node cordoned" if view.cordoned else ""),
     )
-    return _with_allocations(snap, view.allocations.items(), services)
+    return _with_allocations(snap, view.allocations.items(), containers)
 
 
 def _with_allocations(
-    snap: NodeSnap, allocations: Iterable[tuple[str, Allocation]], services: Mapping[str, str | None]
+    snap: NodeSnap, allocations: Iterable[tuple[str, Allocation]], containers: Mapping[str, ContainerView]
 ) -> NodeSnap:
     lse: set[int] = set()
     lsr: set[int] = set()
@@ -105,7 +106,8 @@ def _with_allocations(
             ls += a.resources.cpu_millis
         else:
             be += a.resources.cpu_millis
-        sid = services.get(container_id)
+        c = containers.get(container_id)
+        sid = c.service_id if c is not None else None
         if sid is not None:
             per_service[sid] = per_service.get(sid, 0) + 1
     return msgspec.structs.replace(
@@ -120,6 +122,5 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
 
 
 def take_snapshot(state: ClusterState) -> Snapshot:
-    services = {cid: c.service_id for cid, c in state.containers.items() if c.service_id is not None}
-    nodes = {name: node_snap(view, services) for name, view in state.nodes.items()}
+    nodes = {name: node_snap(view, state.containers) for name, view in state.nodes.items()}
     return Snapshot(state.position, nodes, tuple(sorted(nodes)))
