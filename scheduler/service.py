@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
+import msgspec
+
 from scheduler.feasible import Request, request_of
 from scheduler.plan import Plan, PlanResult, check_plan, scheduled_event
 from scheduler.reconcile import reconcile
@@ -31,6 +33,7 @@ from wire.checks import trusted
 from wire.codec import decode_events
 from wire.commands import StartContainer
 from wire.ids import container_stream, new_command_id, new_container_id
+from wire.spec import ContainerSpec
 
 log = logging.getLogger("corral.scheduler")
 
@@ -43,6 +46,11 @@ _CAPACITY_EVENTS = (
     ev.ContainerStopped,
     ev.ContainerLost,
 )
+
+
+class DryRun(msgspec.Struct, frozen=True, gc=False):
+    decision: Placement | Unschedulable
+    position: int
 
 
 class Publisher(Protocol):
@@ -209,6 +217,15 @@ class Scheduler:
             with contextlib.suppress(Exception):  # delivery is the publisher's concern (it retries)
                 await self.publisher.start(p.node, command)
         return len(result.accepted)
+
+    async def dry_run(self, spec: ContainerSpec, service_id: str | None = None) -> DryRun:
+        """Where a container with ``spec`` would go now, and why (or why not), without changing anything; the
+        position lets a caller submit only if nothing changed since (Nomad's ``job plan`` / ``-check-index``)."""
+        await self._catch_up()
+        eval_id = uuid.uuid4()
+        probe = new_container_id()
+        decision = place(self.snapshot(), request_of(probe, spec, service_id), seed_of(eval_id, probe), self.config)
+        return DryRun(decision=decision, position=self.state.position)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule whenever the log moves, until ``stop`` is set."""

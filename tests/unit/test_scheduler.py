@@ -288,3 +288,37 @@ def test_sequential_placement_never_overcommits(specs: Sequence[ContainerSpec], 
         assert n.be_millis <= n.be_pool_millis
         assert len(n.lse) + len(n.lsr) <= len(n.cpus)
         assert held[name] == set(n.lse | n.lsr)
+
+
+async def test_a_rejected_plan_is_refreshed_and_replanned() -> None:
+    """The harness forces a rejection: between the snapshot and the plan check, the chosen node is cordoned."""
+    h = Harness()
+    await h.nodes(node("n1"), node("n2"))
+    a = await h.submit(1, lsr(cpus=2))
+    real_submit = h.scheduler.applier.submit
+    forced = []
+
+    async def cordon_first_choice(plan: Plan):  # type: ignore[no-untyped-def]
+        if not forced:
+            forced.append(plan.placements[0].node)
+            await h.add(node_stream(plan.placements[0].node), ev.NodeCordoned(node=plan.placements[0].node))
+        return await real_submit(plan)
+
+    h.scheduler.applier.submit = cordon_first_choice  # type: ignore[method-assign]
+    assert await h.scheduler.round() == 0  # the plan was rejected: the node is cordoned now
+    assert h.container(a).state is ContainerState.PENDING
+    assert await h.scheduler.round() == 1  # refreshed, replanned
+    assert h.container(a).node != forced[0]
+
+
+async def test_dry_run_says_where_and_changes_nothing() -> None:
+    h = Harness()
+    await h.nodes(node("n1"))
+    head = await h.log.recorder.head()
+    fits = await h.scheduler.dry_run(lsr(cpus=2))
+    assert isinstance(fits.decision, Placement)
+    assert (fits.decision.node, len(fits.decision.cpuset), fits.position) == ("n1", 2, head)
+    too_big = await h.scheduler.dry_run(lsr(cpus=100))
+    assert isinstance(too_big.decision, Unschedulable)
+    assert too_big.decision.message == "0/1 nodes fit: 1 insufficient CPU"
+    assert await h.log.recorder.head() == head
