@@ -1,8 +1,7 @@
-"""Corral's scheduler.
+"""Corral's scheduler: NUMA- and cpuset-aware placement (see README.md for the pipeline and a glossary).
 
-Will own: the pure placement core (feasibility, scoring, cpuset picking, NUMA policies) over an immutable
-cluster snapshot, the plan check run by the single writer, the reconciler (lost nodes, replicas) and the async
-service loop that publishes commands.
+Owns: the pure placement core (``snapshot``, ``feasible``, ``rank``, ``cpuset``, ``stack``), plans and their check
+by the single writer (``plan``), the reconciler (``reconcile``), and the async service loop (``service``).
 
 May import: ``wire``, ``store``. Must not import: ``nodelet``, ``api``.
 """
