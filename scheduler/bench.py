@@ -139,7 +139,7 @@ def main() -> None:
                 f"{n} hollow nodes (64 CPUs each), {containers:,} containers (20% LSE/LSR, 60% LS, 20% BE) ...",
                 flush=True,
             )
-            r = uvloop.run(run(n, containers, Path(tmp)))
+            r = uvloop.run(run(n, min(containers, 20 * n), Path(tmp)))
             results.append(r)
             print(
                 f"  placed {r['placed']:,} ({r['unplaced']:,} left unschedulable) in {r['elapsed']:.1f} s: "
