@@ -45,14 +45,14 @@ def reconcile(state: ClusterState, new_id: Callable[[], str]) -> list[Action]:
                 actions.append(
                     Action(container_stream(c.id), ev.ContainerLost(container_id=c.id, node=c.node, reason="node lost"))
                 )
-                continue  # lost: no longer live
+                if c.service_id is None and c.id not in replaced and _restarts(c, lost=True):
+                    actions.append(_replacement(c, new_id()))
+                continue  # lost: no longer live; a service replaces it through its replica count
         if c.service_id is not None:
             if c.state not in ENDED and c.state is not ContainerState.STOPPING:
                 by_service.setdefault(c.service_id, []).append(c)
         elif c.state in ENDED and c.id not in replaced and _restarts(c):
-            cid = new_id()
-            submitted = ev.ContainerSubmitted(container_id=cid, spec=c.spec, replaces=c.id)
-            actions.append(Action(container_stream(cid), submitted))
+            actions.append(_replacement(c, new_id()))
     for service_id, live in by_service.items():
         if service_id not in state.services:
             actions += [_stop(c, "its service was deleted") for c in live]
@@ -64,19 +64,27 @@ def reconcile(state: ClusterState, new_id: Callable[[], str]) -> list[Action]:
             submitted = ev.ContainerSubmitted(container_id=cid, spec=svc.spec.template, service_id=service_id)
             actions.append(Action(container_stream(cid), submitted))
         if missing < 0:
-            # Pending ones first (nothing to stop on a node), then the newest.
-            extra = sorted(live, key=lambda c: (c.state is not ContainerState.PENDING, -c.submitted_position))
+            # Unplaced ones first (nothing to stop on a node), then the newest.
+            extra = sorted(live, key=lambda c: (c.node is not None, -c.submitted_position))
             actions += [_stop(c, "scaled down") for c in extra[:-missing]]
     return actions
 
 
-def _restarts(c: ContainerView) -> bool:
+def _restarts(c: ContainerView, *, lost: bool = False) -> bool:
+    """Whether an ended (or, with ``lost``, just lost) standalone container is replaced. One that was asked to
+    stop never is, however it then ended."""
+    if c.stop_requested or c.state is ContainerState.STOPPED:
+        return False
     policy = c.spec.restart_policy
     if policy is RestartPolicy.ALWAYS:
-        return c.state is not ContainerState.STOPPED  # a container stopped on purpose stays stopped
+        return True
     if policy is RestartPolicy.ON_FAILURE:
-        return c.state is ContainerState.LOST or (c.state is ContainerState.EXITED and c.exit_code != 0)
+        return lost or c.state is ContainerState.LOST or (c.state is ContainerState.EXITED and c.exit_code != 0)
     return False
+
+
+def _replacement(c: ContainerView, cid: str) -> Action:
+    return Action(container_stream(cid), ev.ContainerSubmitted(container_id=cid, spec=c.spec, replaces=c.id))
 
 
 def _stop(c: ContainerView, reason: str) -> Action:

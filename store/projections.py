@@ -102,6 +102,7 @@ class ContainerView(msgspec.Struct, frozen=True, gc=False):
     burst_us: int | None = None
     cfs_quota_us: int | None = None
     burst_policy: str | None = None
+    stop_requested: bool = False  # kept when it then ends some other way (lost): it was not meant to run on
 
 
 class ServiceView(msgspec.Struct, frozen=True, gc=False):
@@ -230,7 +231,9 @@ _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.ContainerUnschedulable: lambda v, e, _: replace(v, state=UNSCHEDULABLE, unschedulable=e.message),
     ev.ContainerStarted: _started,
     ev.ContainerExited: _exited,
-    ev.ContainerStopRequested: lambda v, e, _: v if v.state in TERMINAL else replace(v, state=STOPPING),
+    ev.ContainerStopRequested: lambda v, e, _: (
+        v if v.state in TERMINAL else replace(v, state=STOPPING, stop_requested=True)
+    ),
     ev.ContainerStopped: _stopped,
     ev.ContainerLost: lambda v, e, _: replace(v, state=LOST, throttled=False),
     ev.ContainerThrottled: lambda v, e, _: replace(v, throttled=True, throttled_ratio=e.throttled_ratio),

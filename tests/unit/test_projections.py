@@ -92,7 +92,7 @@ def created(replicas: int = 3, name: str = "api") -> ev.ServiceCreated:
 PENDING = container()
 SCHEDULED = replace(PENDING, state=ContainerState.SCHEDULED, node="n1", epoch=1, resources=Resources(500, 1 << 28))
 RUNNING = replace(SCHEDULED, state=ContainerState.RUNNING, pid=42, started_ns=100)
-STOPPING = replace(RUNNING, state=ContainerState.STOPPING)
+STOPPING = replace(RUNNING, state=ContainerState.STOPPING, stop_requested=True)
 EXITED = replace(RUNNING, state=ContainerState.EXITED, exit_code=1, finished_ns=200)
 STOPPED = replace(RUNNING, state=ContainerState.STOPPED, exit_code=0, finished_ns=300)
 LOST = replace(RUNNING, state=ContainerState.LOST)
@@ -167,10 +167,15 @@ CONTAINER_CASES = [
     ),
     # stopping
     pytest.param(RUNNING, stop(1), STOPPING, id="running-stop-requested"),
-    pytest.param(PENDING, stop(1), replace(PENDING, state=ContainerState.STOPPING), id="pending-stop-requested"),
+    pytest.param(
+        PENDING,
+        stop(1),
+        replace(PENDING, state=ContainerState.STOPPING, stop_requested=True),
+        id="pending-stop-requested",
+    ),
     pytest.param(STOPPING, stop(1), STOPPING, id="stop-requested-twice"),
     pytest.param(
-        replace(SCHEDULED, state=ContainerState.STOPPING),
+        replace(SCHEDULED, state=ContainerState.STOPPING, stop_requested=True),
         started(1),
         STOPPING,
         id="stop-requested-then-started-stays-stopping",
@@ -295,6 +300,7 @@ def fold(evolve: Any, events: list[ev.Event], start: Any = None) -> Any:
                 signal=15,
                 finished_ns=300,
                 submitted_position=1,
+                stop_requested=True,
             ),
             id="stop-requested-before-it-started",
         ),
