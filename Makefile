@@ -28,6 +28,7 @@ test: lint
 
 bench: setup
 	$(PY) -m store.bench --quick
+	$(PY) -m scheduler.bench --quick
 	$(PY) -m nodelet.bench --quick
 
 clean:
