@@ -25,7 +25,7 @@ from store.log import EventLog
 from store.recorder import NO_STREAM
 from store.sqlite import SqliteRecorder
 from wire import events as ev
-from wire.commands import StartContainer
+from wire.commands import StartContainer, StopContainer
 from wire.ids import container_stream, node_stream
 from wire.resources import Resources
 from wire.spec import ContainerSpec, CpuBindPolicy, NumaPolicy, QoS
@@ -39,6 +39,9 @@ class Discard:
     """The publisher of a hollow cluster: commands go nowhere."""
 
     async def start(self, node: str, command: StartContainer) -> None:
+        return None
+
+    async def stop(self, node: str, command: StopContainer) -> None:
         return None
 
 

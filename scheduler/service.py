@@ -25,13 +25,13 @@ from scheduler.reconcile import reconcile
 from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
 from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
 from store.log import EventLog
-from store.projections import ClusterState, apply
+from store.projections import ClusterState, ContainerState, apply
 from store.projector import catch_up
 from store.recorder import ANY
 from wire import events as ev
 from wire.checks import trusted
 from wire.codec import decode_events
-from wire.commands import StartContainer
+from wire.commands import StartContainer, StopContainer
 from wire.ids import container_stream, new_command_id, new_container_id
 from wire.spec import ContainerSpec
 
@@ -54,7 +54,11 @@ class DryRun(msgspec.Struct, frozen=True, gc=False):
 
 
 class Publisher(Protocol):
+    """Delivers commands to nodelets. Calls return at once; delivery, retries and acks are the publisher's."""
+
     async def start(self, node: str, command: StartContainer) -> None: ...
+
+    async def stop(self, node: str, command: StopContainer) -> None: ...
 
 
 def seed_of(eval_id: uuid.UUID, container_id: str) -> int:
@@ -107,7 +111,9 @@ class Scheduler:
         self._unschedulable_at: dict[str, int] = {}  # container → node-set version when it last did not fit
         self._cluster_version = 0
         self.placed = 0
-        self.decision_ms: list[float] | None = None  # set to a list to record each decision's time (benchmarks)
+        self.decision_ms: list[float] | None = None
+        self.live = False  # set once caught up: only stops asked from then on are sent (sync covers the rest)
+        self._stops: list[tuple[str, str, float]] = []  # set to a list to record each decision's time (benchmarks)
 
     # --- state ------------------------------------------------------------------------------------------------
 
@@ -124,6 +130,10 @@ class Scheduler:
             self._dirty_nodes.add(before.node)
         if isinstance(event, _CAPACITY_EVENTS):
             self._cluster_version += 1  # capacity appeared: unschedulable containers may fit now
+        if self.live and isinstance(event, ev.ContainerStopRequested):
+            view = self.state.containers.get(event.container_id)
+            if view is not None and view.node is not None and view.state is ContainerState.STOPPING:
+                self._stops.append((view.node, event.container_id, event.grace_s))
 
     def snapshot(self) -> Snapshot:
         """The current snapshot, rebuilding only the nodes that events touched."""
@@ -149,6 +159,7 @@ class Scheduler:
             for c in self.state.containers.values()
             if c.state in PENDING_STATES and self._unschedulable_at.get(c.id) != self._cluster_version
         ]
+        await self._send_stops()
         pending.sort(key=lambda c: c.submitted_position)
         placed = 0
         for i in range(0, len(pending), self.batch):
@@ -218,6 +229,18 @@ class Scheduler:
                 await self.publisher.start(p.node, command)
         return len(result.accepted)
 
+    async def _send_stops(self) -> None:
+        stops, self._stops = self._stops, []
+        for node, container_id, grace_s in stops:
+            view = self.state.nodes.get(node)
+            if view is None or view.lost:
+                continue  # nothing to reach; the reconciler declares its containers lost
+            command = StopContainer(
+                command_id=new_command_id(), epoch=view.epoch, container_id=container_id, grace_s=grace_s
+            )
+            with contextlib.suppress(Exception):
+                await self.publisher.stop(node, command)
+
     async def dry_run(self, spec: ContainerSpec, service_id: str | None = None) -> DryRun:
         """Where a container with ``spec`` would go now, and why (or why not), without changing anything; the
         position lets a caller submit only if nothing changed since (Nomad's ``job plan`` / ``-check-index``)."""
@@ -230,6 +253,7 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule whenever the log moves, until ``stop`` is set."""
         await self._catch_up()
+        self.live = True
         while not stop.is_set():
             await self.round()
             head = self.state.position

@@ -73,6 +73,19 @@ DEFAULT = StackConfig()
 
 
 def place(snapshot: Snapshot, req: Request, seed: int, config: StackConfig = DEFAULT) -> Placement | Unschedulable:
+    """One decision. A service replica first looks only at nodes without a replica of its service (spread,
+    as a filter, so sampling cannot defeat it); if none fits, at every node, where fewer replicas still score
+    higher."""
+    if req.service_id is not None:
+        spread = _place(snapshot, req, seed, config, avoid_service=True)
+        if isinstance(spread, Placement):
+            return spread
+    return _place(snapshot, req, seed, config, avoid_service=False)
+
+
+def _place(
+    snapshot: Snapshot, req: Request, seed: int, config: StackConfig, *, avoid_service: bool
+) -> Placement | Unschedulable:
     nodes = snapshot.nodes
     total = len(snapshot.order)
     limit = limit_for(total, config)
@@ -83,6 +96,8 @@ def place(snapshot: Snapshot, req: Request, seed: int, config: StackConfig = DEF
         for name in names:
             node = nodes[name]
             reason = feasible(node, req)
+            if reason is None and avoid_service and node.services.get(req.service_id or "", 0):
+                reason = "service replica already on node"
             if reason is None:
                 batch.append(node)
                 if len(batch) >= limit:

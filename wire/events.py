@@ -110,6 +110,7 @@ class ContainerExited(_Event, frozen=True, tag=True):
     exited_ns: int
     signal: int | None = None
     oom_killed: bool = False
+    message: str = ""  # why, when it never ran (e.g. the node refused to start it)
 
 
 class ContainerStopRequested(_Event, frozen=True, tag=True):

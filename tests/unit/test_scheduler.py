@@ -21,7 +21,7 @@ from store.memory import MemoryRecorder
 from store.projections import ClusterState, ContainerState, apply_all
 from tests.builders import cid, spec
 from wire import events as ev
-from wire.commands import StartContainer
+from wire.commands import StartContainer, StopContainer
 from wire.ids import container_stream, node_stream, service_stream
 from wire.resources import Resources
 from wire.spec import ContainerSpec, NumaPolicy, QoS, ServiceSpec
@@ -60,9 +60,13 @@ class Recorded:
 
     def __init__(self) -> None:
         self.starts: list[tuple[str, StartContainer]] = []
+        self.stops: list[tuple[str, StopContainer]] = []
 
     async def start(self, node_name: str, command: StartContainer) -> None:
         self.starts.append((node_name, command))
+
+    async def stop(self, node_name: str, command: StopContainer) -> None:
+        self.stops.append((node_name, command))
 
 
 class Harness:
@@ -322,3 +326,15 @@ async def test_dry_run_says_where_and_changes_nothing() -> None:
     assert isinstance(too_big.decision, Unschedulable)
     assert too_big.decision.message == "0/1 nodes fit: 1 insufficient CPU"
     assert await h.log.recorder.head() == head
+
+
+async def test_stop_requests_are_sent_to_the_node_with_its_epoch() -> None:
+    h = Harness()
+    await h.nodes(node("n1", epoch=4))
+    a = await h.submit(1, ls())
+    await h.scheduler.round()
+    h.scheduler.live = True
+    await h.add(container_stream(a), ev.ContainerStopRequested(container_id=a, grace_s=2.0))
+    await h.scheduler.round()
+    [(node_name, command)] = h.publisher.stops
+    assert (node_name, command.container_id, command.epoch, command.grace_s) == ("n1", a, 4, 2.0)
