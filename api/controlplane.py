@@ -1,0 +1,288 @@
+"""The control plane: one asyncio process holding the event log, the scheduler and (later) the HTTP API; the
+single writer of the log.
+
+NATS wiring, per the architecture page:
+- ``corral.register.<node>``: a nodelet registers; the node gets the next fencing epoch (``NodeRegistered``).
+- ``corral.lease.<node>``: heartbeats renew a lease kept in memory; a node silent for ``lease_s`` becomes
+  ``NodeLost`` (only the transition is an event).
+- ``corral.evt.<node>``: events a nodelet reports, appended to the container's stream idempotently by their
+  event id (a retried report is acknowledged, not appended twice), then acked.
+- ``corral.sync.<node>``: "what should I run?" — the containers placed on the node that should be running.
+- ``corral.cmd.<node>``: commands the scheduler sends (``NatsPublisher``), with acks and retries; a command the
+  node refuses ends the container with the node's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+from pathlib import Path
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from scheduler.service import Scheduler
+from store.log import EventLog
+from store.projections import ContainerState
+from store.recorder import ANY
+from store.sqlite import SqliteRecorder
+from wire import events as ev
+from wire import subjects
+from wire.codec import encode, node_message_decoder, reply_decoder
+from wire.commands import (
+    CommandAccepted,
+    CommandRejected,
+    EventAck,
+    Heartbeat,
+    NodeEvent,
+    Register,
+    Registered,
+    StartContainer,
+    StopContainer,
+    SyncReply,
+    SyncRequest,
+)
+from wire.ids import container_stream, node_stream
+
+log = logging.getLogger("corral.controlplane")
+
+# Events a nodelet may report about its containers.
+REPORTABLE = (
+    ev.ContainerStarted,
+    ev.ContainerExited,
+    ev.ContainerStopped,
+    ev.ContainerThrottled,
+    ev.ContainerUnthrottled,
+    ev.CpuBurstSet,
+    ev.CfsQuotaScaled,
+)
+
+
+class NatsPublisher:
+    """Sends commands to nodelets as requests, each in its own task (the scheduler never waits on a node);
+    retries until the node answers or the command can no longer matter."""
+
+    def __init__(self, nc: Client, on_rejected: Callable[[str, StartContainer, CommandRejected], object]) -> None:
+        self.nc = nc
+        self.on_rejected = on_rejected
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.attempts = 10
+
+    async def start(self, node: str, command: StartContainer) -> None:
+        self._spawn(self._send(node, command))
+
+    async def stop(self, node: str, command: StopContainer) -> None:
+        self._spawn(self._send(node, command))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, node: str, command: StartContainer | StopContainer) -> None:
+        delay = 0.1
+        for _ in range(self.attempts):
+            try:
+                msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=30)
+                reply = reply_decoder.decode(msg.data)
+            except (NatsTimeout, NoRespondersError) as e:
+                log.info("%s to %s: %r; retrying", type(command).__name__, node, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if isinstance(reply, CommandRejected) and isinstance(command, StartContainer):
+                result = self.on_rejected(node, command, reply)
+                if asyncio.iscoroutine(result):
+                    await result
+            elif not isinstance(reply, CommandAccepted):
+                log.warning("%s to %s: %s", type(command).__name__, node, reply)
+            return
+        log.warning("%s to %s: no answer; the node's next sync will settle it", type(command).__name__, node)
+
+    async def close(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        nats_url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        lease_s: float = 3.0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.nats_url = nats_url
+        self.user = user
+        self.password = password
+        self.lease_s = lease_s
+        self.clock = clock
+        self.leases: dict[str, int] = {}  # node → monotonic ns of its last heartbeat
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.recorder = await SqliteRecorder.open(self.data_dir / "corral.db")
+        self.log = EventLog(self.recorder)
+        auth = {"user": self.user, "password": self.password} if self.user else {}
+        self.nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, **auth)
+        self.publisher = NatsPublisher(self.nc, self._refused)
+        self.scheduler = Scheduler(self.log, self.publisher)
+        await self.scheduler._catch_up()
+        now = time.monotonic_ns()
+        for name, view in self.scheduler.state.nodes.items():
+            if not view.lost:
+                self.leases[name] = now  # a grace period after a restart of the control plane
+        await self.nc.subscribe("corral.register.*", cb=self._on_register)
+        await self.nc.subscribe("corral.lease.*", cb=self._on_heartbeat)
+        await self.nc.subscribe("corral.evt.*", cb=self._on_event)
+        await self.nc.subscribe("corral.sync.*", cb=self._on_sync)
+        await self.nc.flush()
+        self._tasks = [
+            asyncio.create_task(self.scheduler.run(self._stop), name="scheduler"),
+            asyncio.create_task(self._watch_leases(), name="leases"),
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.publisher.close()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.recorder.close()
+
+    # --- nodes -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _node_of(msg: Msg) -> str:
+        return msg.subject.rsplit(".", 1)[1]
+
+    async def _on_register(self, msg: Msg) -> None:
+        try:
+            reg = node_message_decoder.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            await msg.respond(encode(CommandRejected(command_id=None, code="invalid_register", message=str(e))))
+            return
+        if not isinstance(reg, Register) or reg.node != self._node_of(msg):
+            await msg.respond(
+                encode(
+                    CommandRejected(
+                        command_id=None, code="invalid_register", message="a node registers itself, on its own subject"
+                    )
+                )
+            )
+            return
+        await self.scheduler._catch_up()
+        view = self.scheduler.state.nodes.get(reg.node)
+        epoch = (view.epoch + 1) if view is not None else 1
+        event = ev.NodeRegistered(
+            node=reg.node,
+            topology=reg.topology,
+            capacity=reg.capacity,
+            epoch=epoch,
+            labels=reg.labels,
+            cpu_map=reg.cpu_map,
+        )
+        await self.log.append(node_stream(reg.node), [event], ANY)
+        self.leases[reg.node] = time.monotonic_ns()
+        await msg.respond(encode(Registered(node=reg.node, epoch=epoch, lease_s=self.lease_s)))
+        log.info("node %s registered, epoch %d", reg.node, epoch)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+            beat = node_message_decoder.decode(msg.data)
+            if isinstance(beat, Heartbeat) and beat.node == self._node_of(msg):
+                view = self.scheduler.state.nodes.get(beat.node)
+                if view is not None and beat.epoch == view.epoch:  # an older incarnation renews nothing
+                    self.leases[beat.node] = time.monotonic_ns()
+
+    async def _watch_leases(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.25, self.lease_s / 4))
+            now = time.monotonic_ns()
+            for node, last in list(self.leases.items()):
+                if now - last > self.lease_s * 1e9:
+                    view = self.scheduler.state.nodes.get(node)
+                    del self.leases[node]
+                    if view is not None and not view.lost:
+                        await self.log.append(
+                            node_stream(node),
+                            [ev.NodeLost(node=node, epoch=view.epoch, last_seen_ns=self.clock())],
+                            ANY,
+                        )
+                        log.warning("node %s lost: no heartbeat for %.1f s", node, self.lease_s)
+
+    async def _on_event(self, msg: Msg) -> None:
+        node = self._node_of(msg)
+        try:
+            m = node_message_decoder.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            log.warning("bad event from %s: %s", node, e)
+            return  # no ack: the nodelet logs the retry; a malformed event is a bug, not data
+        if not isinstance(m, NodeEvent) or m.node != node or not isinstance(m.event, REPORTABLE):
+            return
+        event = m.event
+        if getattr(event, "node", node) != node:
+            await msg.respond(encode(EventAck(event_id=m.event_id)))  # not its to report: dropped
+            return
+        await self.log.append(container_stream(event.container_id), [event], ANY, event_ids=[m.event_id])
+        await msg.respond(encode(EventAck(event_id=m.event_id)))
+
+    async def _on_sync(self, msg: Msg) -> None:
+        node = self._node_of(msg)
+        try:
+            req = node_message_decoder.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return
+        if not isinstance(req, SyncRequest) or req.node != node:
+            return
+        await self.scheduler._catch_up()
+        state = self.scheduler.state
+        view = state.nodes.get(node)
+        epoch = view.epoch if view is not None else 0
+        desired = tuple(
+            StartContainer(
+                command_id=_sync_command_id(c.id, epoch),
+                epoch=epoch,
+                container_id=c.id,
+                spec=c.spec,
+                cpuset=c.cpuset,
+                numa_nodes=c.numa_nodes,
+            )
+            for c in state.containers.values()
+            if c.node == node and c.state in (ContainerState.SCHEDULED, ContainerState.RUNNING)
+        )
+        await msg.respond(encode(SyncReply(node=node, epoch=epoch, desired=desired)))
+
+    async def _refused(self, node: str, command: StartContainer, reply: CommandRejected) -> None:
+        """A node refused to start a container: it never ran; say why."""
+        event = ev.ContainerExited(
+            container_id=command.container_id,
+            node=node,
+            exit_code=None,
+            exited_ns=self.clock(),
+            message=f"{reply.code}: {reply.message}",
+        )
+        await self.log.append(container_stream(command.container_id), [event], ANY)
+
+
+def _sync_command_id(container_id: str, epoch: int) -> uuid.UUID:
+    """A stable command id for a sync's start of a container at an epoch, so a repeated sync is deduplicated."""
+    return uuid.uuid5(uuid.NAMESPACE_OID, f"corral-sync/{container_id}/{epoch}")

@@ -1,0 +1,195 @@
+"""The control plane end to end, with real parts: nats-server with per-node users, the control plane (store,
+scheduler, NATS wiring), and a real ``python -m nodelet`` running real runc containers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from api.controlplane import ControlPlane
+from store.projections import ContainerState, ContainerView
+from tests.builders import spec
+from tests.natsserver import nats_server
+from tests.runcenv import needs_runc
+from wire import events as ev
+from wire import subjects
+from wire.ids import container_stream, new_container_id
+from wire.spec import ContainerSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = needs_runc
+
+
+@pytest.fixture
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    users = {
+        "users": [
+            {"user": "control", "password": "cp"},
+            *({"user": n, "password": f"p-{n}", "permissions": subjects.node_permissions(n)} for n in ("n1", "n2")),
+        ]
+    }
+    with nats_server(tmp_path, {"authorization": users}) as url:
+        yield url
+
+
+@pytest.fixture
+async def control(nats_url: str, tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    cp = ControlPlane(tmp_path / "cp", nats_url, user="control", password="cp", lease_s=1.5)
+    await cp.start()
+    yield cp
+    await cp.stop()
+
+
+class Nodelets:
+    def __init__(self, nats_url: str, tag: str, logs: Path) -> None:
+        self.nats_url, self.tag, self.logs = nats_url, tag, logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, node: str) -> None:
+        with (self.logs / f"{node}.log").open("ab") as out:
+            self.procs[node] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nodelet",
+                    "--node",
+                    node,
+                    "--nats",
+                    self.nats_url,
+                    "--user",
+                    node,
+                    "--password",
+                    f"p-{node}",
+                    "--data-dir",
+                    f"/run/corral-cp-{self.tag}-{node}",
+                    "--cgroup-root",
+                    f"/corral-cp-{self.tag}",
+                    "--heartbeat",
+                    "0.2",
+                ],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill9(self, node: str) -> None:
+        self.procs[node].send_signal(signal.SIGKILL)
+        self.procs[node].wait(timeout=10)
+
+    def cleanup(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        for node in self.procs:
+            data = Path(f"/run/corral-cp-{self.tag}-{node}")
+            runc_root = data / "rt" / "runc"
+            if runc_root.exists():
+                for cid in os.listdir(runc_root):
+                    subprocess.run(
+                        ["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False
+                    )
+            for line in Path("/proc/self/mounts").read_text().splitlines():
+                if line.split()[1].startswith(str(data)):
+                    subprocess.run(["umount", line.split()[1]], check=False)
+            shutil.rmtree(data, ignore_errors=True)
+        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/corral-cp-{self.tag}/**/"), reverse=True):
+            d.rmdir()
+
+
+@pytest.fixture
+def nodelets(nats_url: str, tag: str, tmp_path: Path) -> Iterator[Nodelets]:
+    n = Nodelets(nats_url, tag, tmp_path)
+    yield n
+    n.cleanup()
+
+
+async def until(cp: ControlPlane, check: object, timeout_s: float = 20) -> None:
+    """Wait for the control plane's state to satisfy ``check``, waking on each new event (no sleeps)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            await cp.scheduler._catch_up()
+            if check():  # type: ignore[operator]
+                return
+            await cp.recorder.wait_beyond(cp.scheduler.state.position)
+
+
+def view(cp: ControlPlane, cid: str) -> ContainerView | None:
+    return cp.scheduler.state.containers.get(cid)
+
+
+async def submit(cp: ControlPlane, s: ContainerSpec) -> str:
+    cid = new_container_id()
+    await cp.log.append(container_stream(cid), [ev.ContainerSubmitted(container_id=cid, spec=s)])
+    return cid
+
+
+@pytest.mark.slow
+async def test_submit_runs_exits_with_its_code(control: ControlPlane, nodelets: Nodelets) -> None:
+    nodelets.start("n1")
+    await until(control, lambda: "n1" in control.scheduler.state.nodes)
+    cid = await submit(control, spec("hello", command=("sh", "-c", "echo hi; sleep 0.3; exit 42")))
+    await until(control, lambda: (v := view(control, cid)) is not None and v.state is ContainerState.EXITED)
+    v = view(control, cid)
+    assert v is not None
+    assert (v.node, v.exit_code, v.pid is not None) == ("n1", 42, True)
+    history = [type(r.event).__name__ for r in await control.log.read_stream(container_stream(cid))]
+    assert history == ["ContainerSubmitted", "ContainerScheduled", "ContainerStarted", "ContainerExited"]
+
+
+@pytest.mark.slow
+async def test_a_dead_node_is_lost_and_its_service_replicas_run_elsewhere(
+    control: ControlPlane, nodelets: Nodelets
+) -> None:
+    from wire.ids import service_stream
+    from wire.spec import ServiceSpec
+
+    nodelets.start("n1")
+    nodelets.start("n2")
+    await until(control, lambda: {"n1", "n2"} <= set(control.scheduler.state.nodes))
+    svc = "00000000000000aa"
+    await control.log.append(
+        service_stream(svc),
+        [
+            ev.ServiceCreated(
+                service_id=svc, spec=ServiceSpec(name="web", replicas=2, template=spec("web", command=("sleep", "600")))
+            )
+        ],
+    )
+
+    def running() -> list[ContainerView]:
+        return [
+            c
+            for c in control.scheduler.state.containers.values()
+            if c.service_id == svc and c.state is ContainerState.RUNNING
+        ]
+
+    await until(control, lambda: len(running()) == 2)
+    assert sorted(c.node for c in running()) == ["n1", "n2"]  # type: ignore[type-var]
+    loop = asyncio.get_running_loop()
+    killed_at = loop.time()
+    nodelets.kill9("n1")
+    await until(control, lambda: control.scheduler.state.nodes["n1"].lost)
+    detected = loop.time() - killed_at
+    await until(control, lambda: len(running()) == 2 and all(c.node == "n2" for c in running()))
+    recovered = loop.time() - killed_at
+    lost = [c for c in control.scheduler.state.containers.values() if c.state is ContainerState.LOST]
+    assert len(lost) == 1
+    print(f"node lost detected after {detected:.2f} s; replicas running elsewhere after {recovered:.2f} s")
