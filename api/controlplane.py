@@ -20,8 +20,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats
