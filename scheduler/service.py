@@ -24,6 +24,7 @@ from scheduler.plan import Plan, PlanResult, check_plan, scheduled_event
 from scheduler.reconcile import reconcile
 from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
 from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
+from store.errors import StoreClosed
 from store.log import EventLog
 from store.projections import ClusterState, ContainerState, apply
 from store.projector import catch_up
@@ -259,6 +260,11 @@ class Scheduler:
             head = self.state.position
             waiter = asyncio.ensure_future(self.log.recorder.wait_beyond(head))
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for f in (waiter, stopper):
-                f.cancel()
+            try:
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for f in (waiter, stopper):
+                    f.cancel()
+                await asyncio.gather(waiter, stopper, return_exceptions=True)  # retrieve, never leak
+            if isinstance(waiter.exception() if waiter.done() and not waiter.cancelled() else None, StoreClosed):
+                return

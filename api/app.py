@@ -1,0 +1,286 @@
+"""The HTTP API (Litestar): typed handlers over the control plane, msgspec in and out, OpenAPI generated.
+
+Errors are JSON ``{"error": ..., "field": ..., "reason": ...}`` with a 4xx status: 401 without a token, 403 for
+a read-only token on a write, 404 for an unknown id, 413 for a body over the limit, 422 for a body that does
+not validate (the field and the reason named), 410 for an event position truncated away. A POST with an
+``Idempotency-Key`` answers a retry with the first answer and never makes a second container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Litestar, Request, Response, delete, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.params import HeaderParameter, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from api.controlplane import ControlPlane
+from scheduler.stack import Placement, Unschedulable
+from store.errors import PositionTooOld, StoreClosed, WrongExpectedVersion
+from store.log import Recorded
+from store.projections import ContainerState, ContainerView, NodeView
+from store.recorder import NO_STREAM
+from wire import events as ev
+from wire.codec import encode_json
+from wire.ids import container_stream, new_container_id
+from wire.spec import ContainerSpec
+
+MAX_BODY = 256 * 1024
+HEARTBEAT_S = 15.0
+
+
+class Tokens(msgspec.Struct, frozen=True):
+    admin: frozenset[str]
+    read_only: frozenset[str] = frozenset()
+
+
+class Submitted(msgspec.Struct, frozen=True):
+    id: str
+    position: int
+    duplicate: bool = False
+
+
+class StopAccepted(msgspec.Struct, frozen=True):
+    id: str
+    state: str
+
+
+class PlanResult(msgspec.Struct, frozen=True):
+    fits: bool
+    position: int
+    node: str | None = None
+    cpuset: tuple[int, ...] = ()
+    numa_nodes: tuple[int, ...] = ()
+    reason: str = ""
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    position: int
+    version: int
+    recorded_ns: int
+    event: ev.Event
+
+
+def _error(status: int, error: str, field: str | None = None, reason: str | None = None) -> Response[Any]:
+    body: dict[str, Any] = {"error": error}
+    if field is not None:
+        body["field"] = field
+    if reason is not None:
+        body["reason"] = reason
+    return Response(content=body, status_code=status)
+
+
+_AT = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """Litestar says 400 for a body that does not decode; Corral says 422 and names the field and the reason."""
+    text = str(exc.detail or exc)
+    extra = [e for e in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(e, dict)]
+    message = str(extra[0].get("message", text)) if extra else text
+    key = str(extra[0].get("key", "")) if extra else ""
+    found = _AT.search(message)
+    field: str | None = found.group(1) if found else (key.removeprefix("data.").removeprefix("data") or None)
+    reason = _AT.sub("", message).strip(" -")
+    if field in (None, "") and ":" in reason:  # our own checks say "field: reason"
+        field, reason = (part.strip() for part in reason.split(":", 1))
+    if field and "." not in field and reason.startswith(f"{field}:"):
+        reason = reason[len(field) + 1 :].strip()
+    if "Object contains unknown field" in reason or "Object missing required field" in reason:
+        named = re.search(r"`([^`]+)`", reason)
+        inner = named.group(1) if named else ""
+        field = f"{field}.{inner}" if field and field != "body" else inner
+        reason = "unknown field" if "unknown" in reason else "required"
+    return _error(422, "invalid request", field or "body", reason or "invalid")
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return _error(exc.status_code, str(exc.detail))
+
+
+def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, msgspec.ValidationError | ValueError):
+        return _error(422, "invalid request", "body", str(exc))
+    return _error(500, "internal error", reason=type(exc).__name__)
+
+
+def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
+    registry = CollectorRegistry()
+    containers_gauge = Gauge("corral_containers", "Containers by state", ["state"], registry=registry)
+    nodes_gauge = Gauge("corral_nodes", "Registered nodes", ["status"], registry=registry)
+
+    def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        header = connection.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        if token in tokens.admin:
+            return
+        if token in tokens.read_only:
+            if connection.scope.get("method") in ("GET", "HEAD") or handler.opt.get("reads_only"):
+                return
+            raise PermissionDeniedException("this token may only read")
+        raise NotAuthorizedException("a bearer token is required (Authorization: Bearer <token>)")
+
+    async def state() -> Any:
+        await cp.scheduler._catch_up()
+        return cp.scheduler.state
+
+    @post("/v1/containers", status_code=201, guards=[authorize])
+    async def create_container(
+        data: JSONBody[ContainerSpec],
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+    ) -> Submitted:
+        # With a key, the container id is derived from it: a retry finds the stream exists and gets the first answer.
+        cid = (
+            hashlib.sha256(f"corral/{idempotency_key}".encode()).hexdigest()[:16]
+            if idempotency_key
+            else new_container_id()
+        )
+        try:
+            [position] = await cp.log.append(
+                container_stream(cid),
+                [ev.ContainerSubmitted(container_id=cid, spec=data, idempotency_key=idempotency_key)],
+                NO_STREAM,
+            )
+        except WrongExpectedVersion:
+            first = (await cp.log.read_stream(container_stream(cid)))[0]
+            return Submitted(id=cid, position=first.position, duplicate=True)
+        return Submitted(id=cid, position=position)
+
+    @get("/v1/containers", guards=[authorize])
+    async def list_containers(
+        node: str | None = None, state_: Annotated[str | None, QueryParameter(name="state")] = None
+    ) -> list[ContainerView]:
+        s = await state()
+        if state_ is not None and state_ not in set(ContainerState):
+            raise ValidationException(f"state: {state_!r} is not one of {', '.join(ContainerState)}")
+        return [
+            c
+            for c in s.containers.values()
+            if (node is None or c.node == node) and (state_ is None or c.state == state_)
+        ]
+
+    async def _container(cid: str) -> ContainerView:
+        c = (await state()).containers.get(cid)
+        if c is None:
+            raise HTTPException(status_code=404, detail=f"no container {cid}")
+        return c  # type: ignore[no-any-return]
+
+    @get("/v1/containers/{cid:str}", guards=[authorize])
+    async def get_container(cid: str) -> ContainerView:
+        return await _container(cid)
+
+    @delete("/v1/containers/{cid:str}", status_code=202, guards=[authorize])
+    async def stop_container(cid: str, grace: float = 10.0) -> StopAccepted:
+        c = await _container(cid)
+        if not c.state.terminal and c.state is not ContainerState.STOPPING:
+            await cp.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=grace)])
+        return StopAccepted(id=cid, state=str((await _container(cid)).state))
+
+    @get("/v1/containers/{cid:str}/history", guards=[authorize])
+    async def history(cid: str) -> list[HistoryEntry]:
+        await _container(cid)
+        return [
+            HistoryEntry(r.position, r.version, r.recorded_ns, r.event)
+            for r in await cp.log.read_stream(container_stream(cid))
+        ]
+
+    @get("/v1/nodes", guards=[authorize])
+    async def list_nodes() -> list[NodeView]:
+        return list((await state()).nodes.values())
+
+    @post("/v1/plan", status_code=200, guards=[authorize], opt={"reads_only": True})
+    async def plan(data: JSONBody[ContainerSpec]) -> PlanResult:
+        result = await cp.scheduler.dry_run(data)
+        d = result.decision
+        if isinstance(d, Placement):
+            return PlanResult(
+                fits=True,
+                position=result.position,
+                node=d.node,
+                cpuset=d.cpuset,
+                numa_nodes=d.numa_nodes,
+                reason=d.reason,
+            )
+        assert isinstance(d, Unschedulable)
+        return PlanResult(fits=False, position=result.position, reason=d.message)
+
+    @get("/v1/events", guards=[authorize])
+    async def events(
+        since: int | None = None,
+        type_: Annotated[str | None, QueryParameter(name="type")] = None,
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    ) -> Response[Any]:
+        start = (
+            int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else (since if since is not None else 1)
+        )
+        oldest = await cp.recorder.oldest()
+        if start < oldest:
+            return _error(
+                410,
+                f"position {start} was truncated away; the oldest position still kept is {oldest}",
+                "since",
+                "position too old: re-read state with GET /v1/state and resume from its position",
+            )
+        wanted = set(type_.split(",")) if type_ else None
+
+        async def stream() -> AsyncIterator[ServerSentEventMessage]:
+            it = cp.log.subscribe(start).__aiter__()
+            while True:
+                try:
+                    rec: Recorded = await asyncio.wait_for(it.__anext__(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield ServerSentEventMessage(comment="heartbeat")
+                    continue
+                except (PositionTooOld, StoreClosed):
+                    return
+                if wanted is None or type(rec.event).__name__ in wanted:
+                    yield ServerSentEventMessage(
+                        data=encode_json(rec).decode(), event=type(rec.event).__name__, id=str(rec.position)
+                    )
+
+        return ServerSentEvent(stream())
+
+    @get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/metrics", guards=[authorize])
+    async def metrics() -> Response[bytes]:
+        s = await state()
+        counts: dict[str, int] = {}
+        for c in s.containers.values():
+            counts[c.state] = counts.get(c.state, 0) + 1
+        for st in ContainerState:
+            containers_gauge.labels(state=str(st)).set(counts.get(st, 0))
+        nodes_gauge.labels(status="lost").set(sum(1 for n in s.nodes.values() if n.lost))
+        nodes_gauge.labels(status="ready").set(sum(1 for n in s.nodes.values() if not n.lost))
+        return Response(content=generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Litestar(
+        route_handlers=[
+            create_container,
+            list_containers,
+            get_container,
+            stop_container,
+            history,
+            list_nodes,
+            plan,
+            events,
+            healthz,
+            metrics,
+        ],
+        exception_handlers={ValidationException: _validation_error, HTTPException: _http_error, Exception: _unhandled},
+        request_max_body_size=MAX_BODY,
+        openapi_config=OpenAPIConfig(title="Corral", version="0.1.0"),
+        debug=False,
+    )

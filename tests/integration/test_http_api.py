@@ -1,0 +1,231 @@
+"""The HTTP API over a real control plane (real nats-server, real SQLite): auth, idempotency, the table of bad
+inputs (each a 4xx naming the field, never a 5xx), the event stream's resume and 410."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import Tokens, create_app
+from api.controlplane import ControlPlane
+from tests.natsserver import free_port, nats_server
+from wire import events as ev
+from wire.ids import node_stream
+from wire.resources import Resources
+from wire.topology import Topology
+
+ADMIN = {"Authorization": "Bearer admin-token"}
+READER = {"Authorization": "Bearer read-token"}
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    with nats_server(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def cp(nats_url: str, tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane(tmp_path / "cp", nats_url)
+    await plane.start()
+    yield plane
+    await plane.stop()
+
+
+@pytest.fixture
+async def client(cp: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
+    """The app served by a real uvicorn on a loopback port (streaming responses need a real server)."""
+    app = create_app(cp, Tokens(admin=frozenset({"admin-token"}), read_only=frozenset({"read-token"})))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:  # noqa: ASYNC110 -- uvicorn exposes a flag, not an event
+            await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        yield c
+    server.should_exit = True
+    await serving
+
+
+GOOD = {"name": "web", "image": "busybox", "command": ["sleep", "60"], "cpu_request_millis": 500}
+
+
+async def test_submit_get_list_stop(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/containers", json=GOOD, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    r = await client.get(f"/v1/containers/{cid}", headers=READER)
+    assert (r.status_code, r.json()["spec"]["name"]) == (200, "web")
+    state = r.json()["state"]  # pending, or unschedulable once the scheduler saw there is no node
+    assert [c["id"] for c in (await client.get(f"/v1/containers?state={state}", headers=READER)).json()] == [cid]
+    r = await client.delete(f"/v1/containers/{cid}", headers=ADMIN)
+    assert r.status_code == 202
+    history = [h["event"]["type"] for h in (await client.get(f"/v1/containers/{cid}/history", headers=READER)).json()]
+    assert history[0] == "ContainerSubmitted"
+    assert "ContainerStopRequested" in history
+
+
+async def test_idempotency_key_gives_one_container(client: httpx.AsyncClient) -> None:
+    headers = {**ADMIN, "Idempotency-Key": "deploy-42"}
+    first = await client.post("/v1/containers", json=GOOD, headers=headers)
+    again = await client.post("/v1/containers", json=GOOD, headers=headers)
+    assert first.status_code == 201
+    assert again.json() == {**first.json(), "duplicate": True}
+    assert len((await client.get("/v1/containers", headers=READER)).json()) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/v1/containers", {}, 401),
+        ("GET", "/v1/containers", {"Authorization": "Bearer wrong"}, 401),
+        ("POST", "/v1/containers", READER, 403),
+        ("GET", "/v1/containers/0123456789abcdef", ADMIN, 404),
+        ("GET", "/healthz", {}, 200),
+    ],
+)
+async def test_auth_and_not_found(
+    client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    r = await client.request(method, path, headers=headers, json=GOOD if method == "POST" else None)
+    assert r.status_code == status
+    if status >= 400:
+        assert "error" in r.json()
+
+
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("name missing", {"image": "busybox"}, "name"),
+    ("image missing", {"name": "web"}, "image"),
+    ("name uppercase", {**GOOD, "name": "Web"}, "name"),
+    ("name underscore", {**GOOD, "name": "my_app"}, "name"),
+    ("name too long", {**GOOD, "name": "a" * 64}, "name"),
+    ("name empty", {**GOOD, "name": ""}, "name"),
+    ("name number", {**GOOD, "name": 5}, "name"),
+    ("name leading dash", {**GOOD, "name": "-web"}, "name"),
+    ("image empty", {**GOOD, "image": ""}, "image"),
+    ("image bad chars", {**GOOD, "image": "Busy Box"}, "image"),
+    ("command not a list", {**GOOD, "command": "sleep 60"}, "command"),
+    ("command of numbers", {**GOOD, "command": [1, 2]}, "command"),
+    ("env not an object", {**GOOD, "env": ["A=1"]}, "env"),
+    ("env bad name", {**GOOD, "env": {"1A": "x"}}, "env"),
+    ("cpu negative", {**GOOD, "cpu_request_millis": -1}, "cpu_request_millis"),
+    ("cpu string", {**GOOD, "cpu_request_millis": "500m"}, "cpu_request_millis"),
+    ("cpu too big", {**GOOD, "cpu_request_millis": 10**9}, "cpu_request_millis"),
+    ("limit zero", {**GOOD, "cpu_limit_millis": 0}, "cpu_limit_millis"),
+    ("request above limit", {**GOOD, "cpu_request_millis": 2000, "cpu_limit_millis": 1000}, "cpu_request_millis"),
+    ("memory too small", {**GOOD, "memory_limit_bytes": 1024}, "memory_limit_bytes"),
+    ("memory negative", {**GOOD, "memory_limit_bytes": -5}, "memory_limit_bytes"),
+    ("qos unknown", {**GOOD, "qos": "GOLD"}, "qos"),
+    (
+        "LSE fractional",
+        {**GOOD, "qos": "LSE", "cpu_request_millis": 1500, "cpu_limit_millis": 1500},
+        "cpu_request_millis",
+    ),
+    ("LSR without limit", {**GOOD, "qos": "LSR", "cpu_request_millis": 2000}, "cpu_limit_millis"),
+    (
+        "LSR request != limit",
+        {**GOOD, "qos": "LSR", "cpu_request_millis": 1000, "cpu_limit_millis": 2000},
+        "cpu_limit_millis",
+    ),
+    ("bind policy on LS", {**GOOD, "cpu_bind_policy": "FullPCPUs"}, "cpu_bind_policy"),
+    ("bind policy unknown", {**GOOD, "cpu_bind_policy": "Sideways"}, "cpu_bind_policy"),
+    ("numa policy unknown", {**GOOD, "numa_policy": "Everywhere"}, "numa_policy"),
+    ("restart policy unknown", {**GOOD, "restart_policy": "Sometimes"}, "restart_policy"),
+    ("label key bad", {**GOOD, "labels": {"a b": "x"}}, "labels"),
+    ("label value too long", {**GOOD, "labels": {"a": "x" * 64}}, "labels"),
+    ("node selector not an object", {**GOOD, "node_selector": "zone=a"}, "node_selector"),
+    ("unknown field", {**GOOD, "gpus": 1}, "gpus"),
+    ("mount relative", {**GOOD, "mounts": [{"source": "data", "destination": "/data"}]}, "mounts"),
+    ("read_only_root not bool", {**GOOD, "read_only_root": "yes"}, "read_only_root"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "field"), BAD, ids=[b[0] for b in BAD])
+async def test_bad_input_is_a_422_naming_the_field(
+    client: httpx.AsyncClient, case: str, body: dict[str, Any], field: str
+) -> None:
+    r = await client.post("/v1/containers", json=body, headers=ADMIN)
+    assert r.status_code == 422, (case, r.status_code, r.text)
+    problem = r.json()
+    assert problem["field"].split(".")[0].split("[")[0] == field, problem
+    assert problem["reason"]
+    assert (await client.get("/v1/containers", headers=READER)).json() == []  # nothing half-done
+
+
+async def test_body_not_json_and_body_too_large(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/containers", content=b"{not json", headers={**ADMIN, "content-type": "application/json"})
+    assert r.status_code in (400, 422)
+    r = await client.post("/v1/containers", json={**GOOD, "env": {"A": "x" * 300_000}}, headers=ADMIN)
+    assert r.status_code == 413
+
+
+async def test_plan_says_where_it_would_go(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    topo = Topology.uniform(1, 1, 2, 2, memory_per_numa=8 << 30)
+    await cp.log.append(
+        node_stream("n1"), [ev.NodeRegistered(node="n1", topology=topo, capacity=Resources(4000, 8 << 30), epoch=1)]
+    )
+    lsr = {
+        "name": "db",
+        "image": "busybox",
+        "cpu_request_millis": 2000,
+        "cpu_limit_millis": 2000,
+        "memory_limit_bytes": 1 << 30,
+    }
+    r = (await client.post("/v1/plan", json=lsr, headers=READER)).json()
+    assert (r["fits"], r["node"], len(r["cpuset"])) == (True, "n1", 2)
+    r = (
+        await client.post(
+            "/v1/plan", json={**lsr, "cpu_request_millis": 8000, "cpu_limit_millis": 8000}, headers=READER
+        )
+    ).json()
+    assert (r["fits"], r["reason"]) == (False, "0/1 nodes fit: 1 insufficient CPU")
+
+
+async def read_events(client: httpx.AsyncClient, n: int, **kw: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(10), client.stream("GET", "/v1/events", **kw) as r:
+        assert r.status_code == 200
+        current: dict[str, Any] = {}
+        async for line in r.aiter_lines():
+            if line.startswith("id:"):
+                current["id"] = int(line[3:].strip())
+            elif line.startswith("data:"):
+                current["data"] = json.loads(line[5:].strip())
+            elif line == "" and current:
+                out.append(current)
+                current = {}
+                if len(out) == n:
+                    return out
+    return out
+
+
+async def test_event_stream_resumes_from_last_event_id_and_410s_when_truncated(
+    client: httpx.AsyncClient, cp: ControlPlane
+) -> None:
+    for i in range(5):
+        await client.post("/v1/containers", json={**GOOD, "name": f"c{i}"}, headers=ADMIN)
+    first = await read_events(client, 3, headers=ADMIN, params={"since": 1})
+    assert [e["id"] for e in first] == [1, 2, 3]
+    rest = await read_events(client, 2, headers={**ADMIN, "Last-Event-ID": "3"})
+    assert [e["id"] for e in rest] == [4, 5]  # resumed right after 3: no gap, no repeat
+    assert rest[0]["data"]["position"] == 4
+    await cp.recorder.truncate_before(4)
+    r = await client.get("/v1/events", params={"since": 2}, headers=ADMIN)
+    assert r.status_code == 410
+    assert "truncated" in r.json()["error"]
+
+
+async def test_metrics_and_openapi(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/containers", json=GOOD, headers=ADMIN)
+    text = (await client.get("/metrics", headers=READER)).text
+    assert 'corral_containers{state="pending"} 1.0' in text
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert "/v1/containers" in schema["paths"]
