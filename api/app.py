@@ -20,7 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.params import HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
@@ -158,7 +158,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     @get("/v1/containers", guards=[authorize])
     async def list_containers(
-        node: str | None = None, state_: Annotated[str | None, QueryParameter(name="state")] = None
+        node: FromQuery[str | None] = None, state_: Annotated[str | None, QueryParameter(name="state")] = None
     ) -> list[ContainerView]:
         s = await state()
         if state_ is not None and state_ not in set(ContainerState):
@@ -169,25 +169,25 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             if (node is None or c.node == node) and (state_ is None or c.state == state_)
         ]
 
-    async def _container(cid: str) -> ContainerView:
+    async def _container(cid: FromPath[str]) -> ContainerView:
         c = (await state()).containers.get(cid)
         if c is None:
             raise HTTPException(status_code=404, detail=f"no container {cid}")
         return c  # type: ignore[no-any-return]
 
     @get("/v1/containers/{cid:str}", guards=[authorize])
-    async def get_container(cid: str) -> ContainerView:
+    async def get_container(cid: FromPath[str]) -> ContainerView:
         return await _container(cid)
 
     @delete("/v1/containers/{cid:str}", status_code=202, guards=[authorize])
-    async def stop_container(cid: str, grace: float = 10.0) -> StopAccepted:
+    async def stop_container(cid: FromPath[str], grace: FromQuery[float] = 10.0) -> StopAccepted:
         c = await _container(cid)
         if not c.state.terminal and c.state is not ContainerState.STOPPING:
             await cp.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=grace)])
         return StopAccepted(id=cid, state=str((await _container(cid)).state))
 
     @get("/v1/containers/{cid:str}/history", guards=[authorize])
-    async def history(cid: str) -> list[HistoryEntry]:
+    async def history(cid: FromPath[str]) -> list[HistoryEntry]:
         await _container(cid)
         return [
             HistoryEntry(r.position, r.version, r.recorded_ns, r.event)
@@ -216,7 +216,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     @get("/v1/events", guards=[authorize])
     async def events(
-        since: int | None = None,
+        since: FromQuery[int | None] = None,
         type_: Annotated[str | None, QueryParameter(name="type")] = None,
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> Response[Any]:
