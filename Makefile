@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system lint test bench clean
+.PHONY: setup system lint test bench up down clean
 
 setup: system $(VENV)/.installed
 
@@ -25,6 +25,13 @@ lint: setup
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+# The main job: a 3-node local cluster (nats-server, control plane, nodelets) running sample containers.
+up:
+	bash deploy/demo.sh
+
+down:
+	$(VENV)/bin/corral down
 
 bench: setup
 	$(PY) -m store.bench --quick

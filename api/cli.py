@@ -1,18 +1,479 @@
-"""The ``corral`` command line (a placeholder until the control-plane issue lands)."""
+"""The ``corral`` command line: a thin HTTP client of the API (httpx), with docker/kubectl habits, plus
+``up``/``down`` for a local cluster (a real nats-server, the control plane and N nodelets on this machine).
 
+``CORRAL_ADDR`` and ``CORRAL_TOKEN`` choose the API; after ``corral up`` they default to the local cluster's.
+Listings take ``-o json|wide``. Failures exit non-zero with the API's error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wire import subjects
+from wire.resources import format_cpu, format_memory, parse_cpu, parse_memory
+
+app = typer.Typer(
+    help="Corral: an event-sourced container platform with NUMA- and cpuset-aware placement.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+LOCAL = Path(os.environ.get("CORRAL_HOME", "/run/corral-local"))  # short: conmon socket paths must fit
+
+
+class Failed(Exception):
+    pass
+
+
+# --- the HTTP client ---------------------------------------------------------------------------------------------
+
+
+def _defaults() -> tuple[str, str]:
+    addr, token = os.environ.get("CORRAL_ADDR"), os.environ.get("CORRAL_TOKEN")
+    env = LOCAL / "env.json"
+    if (addr is None or token is None) and env.exists():
+        saved = json.loads(env.read_text())
+        addr, token = addr or saved["addr"], token or saved["token"]
+    return addr or "http://127.0.0.1:8080", token or ""
+
+
+def client() -> httpx.Client:
+    addr, token = _defaults()
+    return httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def call(method: str, path: str, **kw: Any) -> Any:
+    try:
+        with client() as c:
+            r = c.request(method, path, **kw)
+    except httpx.HTTPError as e:
+        raise Failed(f"cannot reach the API at {_defaults()[0]}: {e}") from None
+    if r.status_code >= 400:
+        try:
+            body = r.json()
+            field = f" ({body['field']}: {body.get('reason', '')})" if "field" in body else ""
+            raise Failed(f"{r.status_code} {body.get('error', r.text)}{field}")
+        except ValueError:
+            raise Failed(f"{r.status_code} {r.text}") from None
+    return r.json() if r.content else None
+
+
+def _fail(e: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/red] {e}")
+    return typer.Exit(1)
+
+
+Output = Annotated[str, typer.Option("-o", "--output", help="table, wide or json")]
+
+
+# --- containers ----------------------------------------------------------------------------------------------------
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    image: str,
+    command: Annotated[list[str] | None, typer.Argument(help="the command, after --")] = None,
+    name: Annotated[str, typer.Option(help="a DNS-1123 label")] = "",
+    cpu: Annotated[str | None, typer.Option(help="CPU request, e.g. 500m or 2")] = None,
+    cpu_limit: Annotated[str | None, typer.Option(help="CPU limit (default: the request for LSE/LSR)")] = None,
+    memory: Annotated[str | None, typer.Option(help="memory limit, e.g. 256Mi")] = None,
+    qos: Annotated[str | None, typer.Option(help="LSE, LSR, LS or BE (default: derived)")] = None,
+    restart: Annotated[str, typer.Option(help="Never, OnFailure or Always")] = "Never",
+    detach: Annotated[bool, typer.Option("-d", "--detach", help="return once submitted")] = False,
+) -> None:
+    """Run a container: corral run busybox --cpu 500m -- sh -c 'echo hi'."""
+    try:
+        if command and command[0] == "--":
+            command = command[1:]
+        spec: dict[str, Any] = {
+            "name": name or image.rsplit("/", maxsplit=1)[-1].split(":", maxsplit=1)[0],
+            "image": image,
+            "command": command or [],
+            "restart_policy": restart,
+        }
+        if cpu is not None:
+            spec["cpu_request_millis"] = parse_cpu(cpu)
+        limit = cpu_limit or (cpu if qos in ("LSE", "LSR") else None)
+        if limit is not None:
+            spec["cpu_limit_millis"] = parse_cpu(limit)
+        if memory is not None:
+            spec["memory_limit_bytes"] = parse_memory(memory)
+        if qos is not None:
+            spec["qos"] = qos
+        submitted = call("POST", "/v1/containers", json=spec)
+        cid = submitted["id"]
+        if detach:
+            console.print(cid)
+            return
+        with console.status(f"{cid}: waiting for it to run ..."):
+            c = _wait(cid, lambda c: c["state"] not in ("pending", "scheduled"), 60)
+        console.print(f"{cid} {c['state']} on {c['node'] or '-'}" + _cpus(c))
+        if c["state"] == "unschedulable":
+            raise Failed(c["unschedulable"])
+        if c["state"] == "exited" and c["exit_code"] != 0:
+            raise Failed(c["message"] or f"exited with code {c['exit_code']}")
+    except (Failed, ValueError) as e:
+        raise _fail(e) from None
+
+
+def _wait(cid: str, done: Any, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        c: dict[str, Any] = call("GET", f"/v1/containers/{cid}")
+        if done(c) or time.monotonic() > deadline:
+            return c
+        time.sleep(0.05)
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f}Gi"
+
+
+def _cpus(c: dict[str, Any]) -> str:
+    return f", CPUs {','.join(map(str, c['cpuset']))}" if c.get("cpuset") else ""
+
+
+@app.command()
+def ps(
+    all_: Annotated[bool, typer.Option("-a", "--all", help="ended ones too")] = False,
+    node: Annotated[str | None, typer.Option(help="only this node's")] = None,
+    output: Output = "table",
+) -> None:
+    """List containers."""
+    try:
+        rows = call("GET", "/v1/containers", params={"node": node} if node else None)
+    except Failed as e:
+        raise _fail(e) from None
+    if not all_:
+        rows = [c for c in rows if c["state"] not in ("exited", "stopped", "lost")]
+    if output == "json":
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(box=None)
+    for col in ("ID", "NAME", "IMAGE", "QOS", "STATE", "NODE", "CPUS", "EXIT"):
+        table.add_column(col)
+    if output == "wide":
+        table.add_column("CPU")
+        table.add_column("MEMORY")
+        table.add_column("THROTTLED")
+    for c in rows:
+        s = c["spec"]
+        cells = [
+            c["id"],
+            s["name"],
+            s["image"],
+            s["qos"],
+            c["state"],
+            c["node"] or "-",
+            ",".join(map(str, c["cpuset"])) or "shared",
+            "" if c["exit_code"] is None else str(c["exit_code"]),
+        ]
+        if output == "wide":
+            cells += [
+                format_cpu(s["cpu_request_millis"]),
+                format_memory(s["memory_limit_bytes"] or 0),
+                "yes" if c["throttled"] else "",
+            ]
+        table.add_row(*cells)
+    console.print(table)
+
+
+@app.command()
+def inspect(container_id: str) -> None:
+    """Show a container and its history (with why it was placed where it is)."""
+    try:
+        c = call("GET", f"/v1/containers/{container_id}")
+        history = call("GET", f"/v1/containers/{container_id}/history")
+    except Failed as e:
+        raise _fail(e) from None
+    console.print_json(json.dumps({"container": c, "history": history}))
+
+
+@app.command()
+def stop(container_ids: list[str], grace: Annotated[float, typer.Option(help="seconds before KILL")] = 10.0) -> None:
+    """Stop containers (TERM, then KILL after the grace period)."""
+    try:
+        for cid in container_ids:
+            call("DELETE", f"/v1/containers/{cid}", params={"grace": grace})
+            console.print(cid)
+    except Failed as e:
+        raise _fail(e) from None
+
+
+@app.command()
+def nodes(output: Output = "table") -> None:
+    """List nodes: topology, which container holds which CPUs."""
+    try:
+        rows = call("GET", "/v1/nodes")
+    except Failed as e:
+        raise _fail(e) from None
+    if output == "json":
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(box=None)
+    for col in ("NODE", "STATUS", "EPOCH", "CPUS", "MEMORY", "CONTAINERS", "EXCLUSIVE CPUS"):
+        table.add_column(col)
+    for n in rows:
+        status = "lost" if n["lost"] else ("cordoned" if n["cordoned"] else "ready")
+        held = sorted(cpu for a in n["allocations"].values() for cpu in a["cpuset"])
+        mapped = " (declared)" if n["cpu_map"] else ""
+        table.add_row(
+            n["name"],
+            status,
+            str(n["epoch"]),
+            f"{n['capacity']['cpu_millis'] // 1000}{mapped}",
+            _gib(n["capacity"]["memory_bytes"]),
+            str(len(n["allocations"])),
+            ",".join(map(str, held)) or "-",
+        )
+    console.print(table)
+
+
+@app.command()
+def events(
+    since: Annotated[int, typer.Option(help="first log position")] = 1,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep streaming")] = False,
+) -> None:
+    """Print the event log (server-sent events), from a position."""
+    addr, token = _defaults()
+    try:
+        with (
+            httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c,
+            c.stream("GET", "/v1/events", params={"since": since}) as r,
+        ):
+            if r.status_code >= 400:
+                r.read()
+                raise Failed(f"{r.status_code} {r.json().get('error')}")
+            idle_since = time.monotonic()
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    rec = json.loads(line[5:])
+                    e = rec["event"]
+                    console.print(f"{rec['position']:>8} {e['type']:<24} {rec['stream']}")
+                    idle_since = time.monotonic()
+                elif not follow and line.startswith(":") and time.monotonic() - idle_since > 0:
+                    return  # a heartbeat: caught up
+    except Failed as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def plan(
+    image: str,
+    cpu: Annotated[str | None, typer.Option()] = None,
+    memory: Annotated[str | None, typer.Option()] = None,
+    qos: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Dry run: where a container would go, and why (or why not)."""
+    spec: dict[str, Any] = {"name": "plan", "image": image}
+    if cpu is not None:
+        spec["cpu_request_millis"] = parse_cpu(cpu)
+        if qos in ("LSE", "LSR"):
+            spec["cpu_limit_millis"] = spec["cpu_request_millis"]
+    if memory is not None:
+        spec["memory_limit_bytes"] = parse_memory(memory)
+    if qos is not None:
+        spec["qos"] = qos
+    try:
+        r = call("POST", "/v1/plan", json=spec)
+    except Failed as e:
+        raise _fail(e) from None
+    if r["fits"]:
+        console.print(f"fits on {r['node']}{_cpus(r)}: {r['reason']} (position {r['position']})")
+    else:
+        console.print(f"does not fit: {r['reason']} (position {r['position']})")
+        raise typer.Exit(1)
+
+
+# --- the local cluster ---------------------------------------------------------------------------------------------
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if found is None:
+        raise Failed(f"{name} not found")
+    return found
+
+
+def _spawn(args: list[str], log: Path) -> int:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc.pid
+
+
+@app.command()
+def up(
+    nodes_: Annotated[int, typer.Option("--nodes", help="how many nodelets")] = 3,
+    port: Annotated[int, typer.Option(help="HTTP API port")] = 8080,
+    nats_port: Annotated[int, typer.Option(help="NATS port")] = 4222,
+    declared_topology: Annotated[str | None, typer.Option(help="e.g. 2x2x8x2, mapped onto the real CPUs")] = None,
+) -> None:
+    """Start a local cluster: nats-server (one user per nodelet, limited to its subjects), the control plane
+    and N nodelets, all under one data directory."""
+    try:
+        if (LOCAL / "pids.json").exists():
+            raise Failed(f"a local cluster is up already ({LOCAL}); run corral down first")
+        LOCAL.mkdir(parents=True, exist_ok=True)
+        names = [f"node-{i + 1}" for i in range(nodes_)]
+        secrets_ = {"control": secrets.token_urlsafe(16), **{n: secrets.token_urlsafe(16) for n in names}}
+        users = [{"user": "control", "password": secrets_["control"]}] + [
+            {"user": n, "password": secrets_[n], "permissions": subjects.node_permissions(n)} for n in names
+        ]
+        (LOCAL / "nats.conf").write_text(
+            json.dumps({"host": "127.0.0.1", "port": nats_port, "authorization": {"users": users}})
+        )
+        tokens = {"admin": [secrets.token_urlsafe(24)], "read_only": [secrets.token_urlsafe(24)]}
+        (LOCAL / "tokens.json").write_text(json.dumps(tokens))
+        os.chmod(LOCAL / "tokens.json", 0o600)
+        os.chmod(LOCAL / "nats.conf", 0o600)
+        pids = {"nats": _spawn([_bin("nats-server"), "-c", str(LOCAL / "nats.conf")], LOCAL / "nats.log")}
+        url = f"nats://127.0.0.1:{nats_port}"
+        pids["control"] = _spawn(
+            [
+                sys.executable,
+                "-m",
+                "api.serve",
+                "--data-dir",
+                str(LOCAL / "control"),
+                "--nats",
+                url,
+                "--nats-user",
+                "control",
+                "--nats-password",
+                secrets_["control"],
+                "--port",
+                str(port),
+                "--tokens",
+                str(LOCAL / "tokens.json"),
+            ],
+            LOCAL / "control.log",
+        )
+        for n in names:
+            args = [
+                sys.executable,
+                "-m",
+                "nodelet",
+                "--node",
+                n,
+                "--nats",
+                url,
+                "--user",
+                n,
+                "--password",
+                secrets_[n],
+                "--data-dir",
+                str(LOCAL / n),
+                "--cgroup-root",
+                f"/{LOCAL.name}",
+            ]
+            if declared_topology:
+                args += ["--declared-topology", declared_topology]
+            pids[n] = _spawn(args, LOCAL / f"{n}.log")
+        (LOCAL / "pids.json").write_text(json.dumps(pids))
+        (LOCAL / "env.json").write_text(json.dumps({"addr": f"http://127.0.0.1:{port}", "token": tokens["admin"][0]}))
+        os.chmod(LOCAL / "env.json", 0o600)
+        with console.status("waiting for the control plane and the nodes ..."):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    ready = [n for n in call("GET", "/v1/nodes") if not n["lost"]]
+                    if len(ready) >= nodes_:
+                        break
+                except Failed:
+                    pass
+                if time.monotonic() > deadline:
+                    raise Failed(f"the cluster did not come up; see the logs in {LOCAL}")
+                time.sleep(0.2)
+        console.print(f"[green]up[/green]: {nodes_} nodes, API http://127.0.0.1:{port}, state and logs in {LOCAL}")
+        print(f"export CORRAL_ADDR=http://127.0.0.1:{port} CORRAL_TOKEN={tokens['admin'][0]}")
+    except Failed as e:
+        raise _fail(e) from None
+
+
+@app.command()
+def down() -> None:
+    """Stop the local cluster cleanly: stop its containers, then the nodelets, the control plane and NATS."""
+    pids_file = LOCAL / "pids.json"
+    if not pids_file.exists():
+        err.print("no local cluster is up")
+        raise typer.Exit(0)
+    pids: dict[str, int] = json.loads(pids_file.read_text())
+    try:
+        running = [c["id"] for c in call("GET", "/v1/containers") if c["state"] in ("running", "scheduled", "pending")]
+        for cid in running:
+            call("DELETE", f"/v1/containers/{cid}", params={"grace": 2})
+        deadline = time.monotonic() + 30
+        with console.status(f"stopping {len(running)} containers ..."):
+            while running and time.monotonic() < deadline:
+                states = {c["id"]: c["state"] for c in call("GET", "/v1/containers")}
+                running = [cid for cid in running if states.get(cid) not in ("exited", "stopped", "lost")]
+                time.sleep(0.2)
+    except Failed as e:
+        err.print(f"could not stop containers through the API: {e}")
+    order = [k for k in pids if k.startswith("node-")] + ["control", "nats"]
+    for key in order:
+        _terminate(pids.get(key))
+    pids_file.unlink()
+    (LOCAL / "env.json").unlink(missing_ok=True)
+    for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{LOCAL.name}/**/"), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    console.print("[green]down[/green]")
+
+
+def _terminate(pid: int | None) -> None:
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print("corral 0.1.0")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args in (["--version"], ["version"]):
-        print("corral 0.1.0")
-        return 0
-    print(
-        "corral: the CLI arrives with the control plane; only `corral --version` works for now",
-        file=sys.stderr,
-    )
-    return 2
+    try:
+        code = app(args=argv, standalone_mode=False)  # click returns a command's exit code here
+    except typer.Exit as e:
+        return e.exit_code
+    except SystemExit as e:
+        return int(e.code or 0)
+    except Exception as e:  # a click usage error
+        err.print(f"[red]error:[/red] {e}")
+        return 2
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ class ContainerView(msgspec.Struct, frozen=True, gc=False):
     cfs_quota_us: int | None = None
     burst_policy: str | None = None
     stop_requested: bool = False  # kept when it then ends some other way (lost): it was not meant to run on
+    message: str = ""  # why it ended, when it never ran (e.g. its node refused to start it)
 
 
 class ServiceView(msgspec.Struct, frozen=True, gc=False):
@@ -217,6 +218,7 @@ def _exited(v: ContainerView, e: ev.ContainerExited, _: int) -> ContainerView:
         oom_killed=e.oom_killed,
         finished_ns=e.exited_ns,
         throttled=False,
+        message=e.message,
     )
 
 
