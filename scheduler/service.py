@@ -112,9 +112,11 @@ class Scheduler:
         self._unschedulable_at: dict[str, int] = {}  # container → node-set version when it last did not fit
         self._cluster_version = 0
         self.placed = 0
-        self.decision_ms: list[float] | None = None
+        self.decision_ms: list[float] | None = None  # set to a list to record each decision's time (benchmarks)
         self.live = False  # set once caught up: only stops asked from then on are sent (sync covers the rest)
-        self._stops: list[tuple[str, str, float]] = []  # set to a list to record each decision's time (benchmarks)
+        self._stops: list[tuple[str, str, float]] = []
+        self._folding = asyncio.Lock()
+        self.seen = 0  # the position the last round started from: later events need a round
 
     # --- state ------------------------------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ class Scheduler:
     async def round(self) -> int:
         """Reconcile, then schedule everything pending; returns how many containers were placed."""
         await self._catch_up()
+        self.seen = self.state.position
         for action in reconcile(self.state, self.new_id):
             await self.log.append(action.stream, [action.event], ANY)
         await self._catch_up()
@@ -171,7 +174,8 @@ class Scheduler:
         return placed
 
     async def _catch_up(self) -> None:
-        """Fold what the log holds beyond the state, marking the nodes each event touches."""
+        """Fold what the log holds beyond the state, marking the nodes each event touches. One fold at a time
+        (others — the API, the control plane — call this too, and the fold runs on a worker thread)."""
 
         def fold(first: int, payloads: list[bytes]) -> None:
             with trusted():
@@ -179,7 +183,8 @@ class Scheduler:
             for position, event in zip(range(first, first + len(events)), events, strict=True):
                 self._fold(position, event)
 
-        await self.log.recorder.replay(self.state.position + 1, fold)
+        async with self._folding:
+            await self.log.recorder.replay(self.state.position + 1, fold)
 
     async def _schedule(self, requests: list[Request]) -> int:
         eval_id = uuid.uuid4()
@@ -256,9 +261,17 @@ class Scheduler:
         await self._catch_up()
         self.live = True
         while not stop.is_set():
-            await self.round()
-            head = self.state.position
-            waiter = asyncio.ensure_future(self.log.recorder.wait_beyond(head))
+            try:
+                await self.round()
+            except StoreClosed:
+                return
+            except Exception:  # a bug must not stop scheduling for good: say so, back off, go on
+                log.exception("scheduling round failed")
+                await asyncio.sleep(0.5)
+                continue
+            # Wait past what the last round saw, not past the state: others fold events into the state too
+            # (the API, to answer), and an event folded by them still needs a round.
+            waiter = asyncio.ensure_future(self.log.recorder.wait_beyond(self.seen))
             stopper = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
