@@ -15,25 +15,26 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Litestar, Request, Response, delete, get, post
+from litestar import Litestar, Request, Response, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from api.controlplane import ControlPlane
 from scheduler.stack import Placement, Unschedulable
 from store.errors import PositionTooOld, StoreClosed, WrongExpectedVersion
 from store.log import Recorded
-from store.projections import ContainerState, ContainerView, NodeView
+from store.projections import ClusterState, ContainerState, ContainerView, NodeView, ServiceView, apply_all
 from store.recorder import NO_STREAM
 from wire import events as ev
 from wire.codec import encode_json
-from wire.ids import container_stream, new_container_id
-from wire.spec import ContainerSpec
+from wire.commands import LogsReply
+from wire.ids import container_stream, new_container_id, new_service_id, node_stream, service_stream
+from wire.spec import ContainerSpec, ServiceSpec
 
 MAX_BODY = 256 * 1024
 HEARTBEAT_S = 15.0
@@ -53,6 +54,10 @@ class Submitted(msgspec.Struct, frozen=True):
 class StopAccepted(msgspec.Struct, frozen=True):
     id: str
     state: str
+
+
+class Scale(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    replicas: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 
 
 class PlanResult(msgspec.Struct, frozen=True):
@@ -250,6 +255,132 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
         return ServerSentEvent(stream())
 
+    # --- services -----------------------------------------------------------------------------------------------
+
+    @post("/v1/services", status_code=201, guards=[authorize])
+    async def create_service(
+        data: JSONBody[ServiceSpec],
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+    ) -> Submitted:
+        sid = (
+            hashlib.sha256(f"corral-svc/{idempotency_key}".encode()).hexdigest()[:16]
+            if idempotency_key
+            else new_service_id()
+        )
+        try:
+            [position] = await cp.log.append(
+                service_stream(sid), [ev.ServiceCreated(service_id=sid, spec=data)], NO_STREAM
+            )
+        except WrongExpectedVersion:
+            first = (await cp.log.read_stream(service_stream(sid)))[0]
+            return Submitted(id=sid, position=first.position, duplicate=True)
+        return Submitted(id=sid, position=position)
+
+    @get("/v1/services", guards=[authorize])
+    async def list_services() -> list[ServiceView]:
+        return list((await state()).services.values())
+
+    async def _service(sid: str) -> ServiceView:
+        svc = (await state()).services.get(sid)
+        if svc is None:
+            raise HTTPException(status_code=404, detail=f"no service {sid}")
+        return svc  # type: ignore[no-any-return]
+
+    @patch("/v1/services/{sid:str}", guards=[authorize])
+    async def scale_service(sid: FromPath[str], data: JSONBody[Scale]) -> ServiceView:
+        svc = await _service(sid)
+        if data.replicas != svc.replicas:
+            event = ev.ServiceScaled(service_id=sid, replicas_from=svc.replicas, replicas_to=data.replicas)
+            await cp.log.append(service_stream(sid), [event])
+        return await _service(sid)
+
+    @delete("/v1/services/{sid:str}", status_code=202, guards=[authorize])
+    async def delete_service(sid: FromPath[str]) -> StopAccepted:
+        await _service(sid)
+        await cp.log.append(service_stream(sid), [ev.ServiceDeleted(service_id=sid)])
+        return StopAccepted(id=sid, state="deleted")
+
+    # --- logs, nodes, state ----------------------------------------------------------------------------------------
+
+    @get("/v1/containers/{cid:str}/logs", guards=[authorize])
+    async def logs(
+        cid: FromPath[str], tail: FromQuery[int | None] = None, follow: FromQuery[bool] = False
+    ) -> Response[Any]:
+        c = await _container(cid)
+        if c.node is None:
+            raise HTTPException(status_code=409, detail=f"container {cid} has not been placed on a node yet")
+
+        async def ask(since: int | None, tail_: int | None) -> LogsReply:
+            reply = await cp.get_logs(c.node, cid, since=since, tail=tail_)  # type: ignore[arg-type]
+            if not isinstance(reply, LogsReply):
+                raise HTTPException(status_code=502, detail=f"node {c.node}: {reply}")
+            return reply
+
+        first = await ask(None, tail)
+        if not follow:
+            return Response(content="".join(f"{line}\n" for line in first.lines), media_type="text/plain")
+
+        async def stream() -> AsyncIterator[bytes]:
+            reply = first
+            while True:
+                for line in reply.lines:
+                    yield f"{line}\n".encode()
+                await asyncio.sleep(0.5)
+                view = (await state()).containers.get(cid)
+                reply = await ask(reply.next_line, None)
+                if not reply.lines and view is not None and view.state.terminal:
+                    return
+
+        return Stream(stream(), media_type="text/plain")
+
+    @post("/v1/nodes/{name:str}/cordon", status_code=202, guards=[authorize])
+    async def cordon(name: FromPath[str]) -> NodeView:
+        await _node(name)
+        await cp.log.append(node_stream(name), [ev.NodeCordoned(node=name)])
+        return await _node(name)
+
+    @post("/v1/nodes/{name:str}/uncordon", status_code=202, guards=[authorize])
+    async def uncordon(name: FromPath[str]) -> NodeView:
+        await _node(name)
+        await cp.log.append(node_stream(name), [ev.NodeUncordoned(node=name)])
+        return await _node(name)
+
+    @post("/v1/nodes/{name:str}/drain", status_code=202, guards=[authorize])
+    async def drain(name: FromPath[str]) -> NodeView:
+        """Cordon the node and stop its containers; services place replacements elsewhere."""
+        await _node(name)
+        await cp.log.append(node_stream(name), [ev.NodeDrained(node=name)])
+        for c in list((await state()).containers.values()):
+            if c.node == name and not c.state.terminal and c.state is not ContainerState.STOPPING:
+                await cp.log.append(
+                    container_stream(c.id), [ev.ContainerStopRequested(container_id=c.id, reason="node drained")]
+                )
+        return await _node(name)
+
+    async def _node(name: str) -> NodeView:
+        n = (await state()).nodes.get(name)
+        if n is None:
+            raise HTTPException(status_code=404, detail=f"no node {name}")
+        return n  # type: ignore[no-any-return]
+
+    @get("/v1/state", guards=[authorize])
+    async def state_at(at: FromQuery[int | None] = None) -> ClusterState:
+        """The cluster as it was at log position ``at`` (replayed), or now."""
+        if at is None:
+            return await state()  # type: ignore[no-any-return]
+        oldest = await cp.recorder.oldest()
+        if at < oldest - 1:
+            raise HTTPException(
+                status_code=410, detail=f"position {at} was truncated away; the oldest kept is {oldest}"
+            )
+        past = ClusterState()
+        while past.position < at:
+            rows = await cp.log.read_all(past.position + 1, min(10_000, at - past.position))
+            if not rows:
+                break
+            apply_all(past, ((r.position, r.event) for r in rows))
+        return past
+
     @get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -268,6 +399,15 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     return Litestar(
         route_handlers=[
+            create_service,
+            list_services,
+            scale_service,
+            delete_service,
+            logs,
+            cordon,
+            uncordon,
+            drain,
+            state_at,
             create_container,
             list_containers,
             get_container,

@@ -42,7 +42,9 @@ from wire.commands import (
     CommandAccepted,
     CommandRejected,
     EventAck,
+    GetLogs,
     Heartbeat,
+    LogsReply,
     NodeEvent,
     Register,
     Registered,
@@ -270,6 +272,22 @@ class ControlPlane:
             if c.node == node and c.state in (ContainerState.SCHEDULED, ContainerState.RUNNING)
         )
         await msg.respond(encode(SyncReply(node=node, epoch=epoch, desired=desired)))
+
+    async def get_logs(
+        self, node: str, container_id: str, *, since: int | None = None, tail: int | None = None
+    ) -> LogsReply | CommandRejected:
+        """Ask a node for a container's log lines (``GetLogs`` over NATS)."""
+        command = GetLogs(command_id=uuid.uuid4(), container_id=container_id, since_line=since, tail=tail)
+        try:
+            msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=10)
+        except (NatsTimeout, NoRespondersError) as e:
+            return CommandRejected(command_id=command.command_id, code="node_unreachable", message=repr(e))
+        reply = reply_decoder.decode(msg.data)
+        return (
+            reply
+            if isinstance(reply, LogsReply | CommandRejected)
+            else CommandRejected(command_id=command.command_id, code="unexpected_reply", message=str(reply))
+        )
 
     async def _refused(self, node: str, command: StartContainer, reply: CommandRejected) -> None:
         """A node refused to start a container: it never ran; say why."""

@@ -229,3 +229,60 @@ async def test_metrics_and_openapi(client: httpx.AsyncClient) -> None:
     assert 'corral_containers{state="pending"} 1.0' in text
     schema = (await client.get("/schema/openapi.json")).json()
     assert "/v1/containers" in schema["paths"]
+
+
+async def until(cp: ControlPlane, check: Any, timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            await cp.scheduler._catch_up()
+            if check():
+                return
+            await cp.recorder.wait_beyond(cp.scheduler.state.position)
+
+
+async def test_services_create_scale_delete(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    body = {"name": "api", "replicas": 3, "template": {**GOOD, "name": "api"}}
+    r = await client.post("/v1/services", json=body, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+
+    def replicas() -> int:
+        return sum(
+            1
+            for c in cp.scheduler.state.containers.values()
+            if c.service_id == sid and not c.state.terminal and c.state != "stopping"
+        )
+
+    await until(cp, lambda: replicas() == 3)
+    r = await client.patch(f"/v1/services/{sid}", json={"replicas": 1}, headers=ADMIN)
+    assert (r.status_code, r.json()["replicas"]) == (200, 1)
+    await until(cp, lambda: replicas() == 1)
+    assert (await client.patch(f"/v1/services/{sid}", json={"replicas": -1}, headers=ADMIN)).status_code == 422
+    assert (await client.delete(f"/v1/services/{sid}", headers=ADMIN)).status_code == 202
+    await until(cp, lambda: replicas() == 0)
+    assert (await client.get("/v1/services", headers=READER)).json() == []
+    assert (await client.patch("/v1/services/00000000000000ff", json={"replicas": 1}, headers=ADMIN)).status_code == 404
+
+
+async def test_state_at_a_past_position(client: httpx.AsyncClient) -> None:
+    first = (await client.post("/v1/containers", json=GOOD, headers=ADMIN)).json()
+    await client.post("/v1/containers", json={**GOOD, "name": "second"}, headers=ADMIN)
+    past = (await client.get("/v1/state", params={"at": first["position"]}, headers=READER)).json()
+    assert (past["position"], list(past["containers"])) == (first["position"], [first["id"]])
+    now = (await client.get("/v1/state", headers=READER)).json()
+    assert len(now["containers"]) == 2
+
+
+async def test_nodes_cordon_and_drain(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    topo = Topology.uniform(1, 1, 2, 2, memory_per_numa=8 << 30)
+    await cp.log.append(
+        node_stream("n1"), [ev.NodeRegistered(node="n1", topology=topo, capacity=Resources(4000, 8 << 30), epoch=1)]
+    )
+    r = await client.post("/v1/nodes/n1/cordon", headers=ADMIN)
+    assert (r.status_code, r.json()["cordoned"]) == (202, True)
+    r = await client.post("/v1/nodes/n1/uncordon", headers=ADMIN)
+    assert r.json()["cordoned"] is False
+    r = await client.post("/v1/nodes/n1/drain", headers=ADMIN)
+    assert (r.json()["cordoned"], r.json()["drained"]) == (True, True)
+    assert (await client.post("/v1/nodes/nope/cordon", headers=ADMIN)).status_code == 404
+    assert (await client.post("/v1/nodes/n1/cordon", headers=READER)).status_code == 403
