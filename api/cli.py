@@ -303,6 +303,115 @@ def plan(
         raise typer.Exit(1)
 
 
+@app.command()
+def logs(
+    container_id: str,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing until it ends")] = False,
+    tail: Annotated[int | None, typer.Option(help="only the last N lines")] = None,
+) -> None:
+    """Print a container's logs (k8s-file lines: time, stream, text)."""
+    addr, token = _defaults()
+    params: dict[str, Any] = {"follow": follow}
+    if tail is not None:
+        params["tail"] = tail
+    try:
+        with (
+            httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c,
+            c.stream("GET", f"/v1/containers/{container_id}/logs", params=params) as r,
+        ):
+            if r.status_code >= 400:
+                r.read()
+                raise Failed(f"{r.status_code} {r.json().get('error')}")
+            for line in r.iter_lines():
+                parts = line.split(" ", 3)
+                print(parts[3] if len(parts) == 4 else line)
+    except Failed as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        return
+
+
+service_app = typer.Typer(help="Services: N replicas of a container, spread across nodes.", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("create")
+def service_create(
+    name: str,
+    image: str,
+    command: Annotated[list[str] | None, typer.Argument()] = None,
+    replicas: Annotated[int, typer.Option(help="how many")] = 1,
+    cpu: Annotated[str | None, typer.Option()] = None,
+    memory: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create a service: corral service create web busybox --replicas 3 -- sleep 3600."""
+    template: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": [a for a in (command or []) if a != "--"],
+        "restart_policy": "Always",
+    }
+    if cpu is not None:
+        template["cpu_request_millis"] = parse_cpu(cpu)
+    if memory is not None:
+        template["memory_limit_bytes"] = parse_memory(memory)
+    try:
+        r = call("POST", "/v1/services", json={"name": name, "replicas": replicas, "template": template})
+    except (Failed, ValueError) as e:
+        raise _fail(e) from None
+    console.print(r["id"])
+
+
+@service_app.command("scale")
+def service_scale(service_id: str, replicas: int) -> None:
+    """Change a service's replica count."""
+    try:
+        call("PATCH", f"/v1/services/{service_id}", json={"replicas": replicas})
+    except Failed as e:
+        raise _fail(e) from None
+    console.print(f"{service_id} scaled to {replicas}")
+
+
+@service_app.command("rm")
+def service_rm(service_id: str) -> None:
+    """Delete a service (its containers are stopped)."""
+    try:
+        call("DELETE", f"/v1/services/{service_id}")
+    except Failed as e:
+        raise _fail(e) from None
+    console.print(service_id)
+
+
+@service_app.command("ls")
+def service_ls(output: Output = "table") -> None:
+    """List services."""
+    try:
+        rows = call("GET", "/v1/services")
+    except Failed as e:
+        raise _fail(e) from None
+    if output == "json":
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(box=None)
+    for col in ("ID", "NAME", "IMAGE", "REPLICAS"):
+        table.add_column(col)
+    for s in rows:
+        table.add_row(s["id"], s["spec"]["name"], s["spec"]["template"]["image"], str(s["replicas"]))
+    console.print(table)
+
+
+@app.command()
+def node(action: str, name: str) -> None:
+    """cordon, uncordon or drain a node."""
+    if action not in ("cordon", "uncordon", "drain"):
+        raise _fail(Failed(f"action: {action!r} is not cordon, uncordon or drain"))
+    try:
+        call("POST", f"/v1/nodes/{name}/{action}")
+    except Failed as e:
+        raise _fail(e) from None
+    console.print(f"{name} {action}ed" if action != "drain" else f"{name} drained")
+
+
 # --- the local cluster ---------------------------------------------------------------------------------------------
 
 
@@ -418,14 +527,15 @@ def down() -> None:
         raise typer.Exit(0)
     pids: dict[str, int] = json.loads(pids_file.read_text())
     try:
-        running = [c["id"] for c in call("GET", "/v1/containers") if c["state"] in ("running", "scheduled", "pending")]
+        ended = ("exited", "stopped", "lost")
+        running = [c["id"] for c in call("GET", "/v1/containers") if c["state"] not in ended]
         for cid in running:
-            call("DELETE", f"/v1/containers/{cid}", params={"grace": 2})
+            call("DELETE", f"/v1/containers/{cid}", params={"grace": 2})  # already stopping: unchanged
         deadline = time.monotonic() + 30
         with console.status(f"stopping {len(running)} containers ..."):
             while running and time.monotonic() < deadline:
                 states = {c["id"]: c["state"] for c in call("GET", "/v1/containers")}
-                running = [cid for cid in running if states.get(cid) not in ("exited", "stopped", "lost")]
+                running = [cid for cid in running if states.get(cid) not in ended]
                 time.sleep(0.2)
     except Failed as e:
         err.print(f"could not stop containers through the API: {e}")

@@ -36,6 +36,11 @@ def corral(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CORRAL, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
+def rows_id(env: dict[str, str], name: str) -> str:
+    rows = json.loads(corral(env, "ps", "-a", "-o", "json").stdout)
+    return next(c["id"] for c in rows if c["spec"]["name"] == name)
+
+
 def test_up_run_ps_down(home: dict[str, str]) -> None:
     up = corral(home, "up", "--nodes", "2", "--port", str(free_port()), "--nats-port", str(free_port()))
     assert up.returncode == 0, up.stdout + up.stderr
@@ -64,6 +69,11 @@ def test_up_run_ps_down(home: dict[str, str]) -> None:
     bad = corral(home, "run", "--name", "Bad_Name", "busybox")
     assert bad.returncode == 1
     assert "name" in bad.stderr
+    logs = corral(home, "logs", rows_id(home, "hello"))
+    assert logs.stdout.splitlines() == ["hi"], logs.stdout + logs.stderr
+    svc = corral(home, "service", "create", "web", "busybox", "--replicas", "2", "--", "sleep", "600")
+    assert svc.returncode == 0, svc.stderr
+    assert corral(home, "service", "rm", svc.stdout.strip()).returncode == 0
     ps = corral(home, "ps", "-a", "-o", "json")
     rows = {c["spec"]["name"]: c for c in json.loads(ps.stdout)}
     assert rows["hello"]["exit_code"] == 0
