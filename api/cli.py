@@ -567,6 +567,18 @@ def _terminate(pid: int | None) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+bench_app = typer.Typer(help="Benchmarks that run against a real cluster.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("submit")
+def bench_submit(quick: Annotated[bool, typer.Option(help="30 containers instead of 100")] = False) -> None:
+    """HTTP submit → running p50/p99 on a local 3-node cluster (its own, unless CORRAL_ADDR is set)."""
+    from api.bench import main as run_bench  # noqa: PLC0415 -- only this command needs it
+
+    run_bench(quick)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
