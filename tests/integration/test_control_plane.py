@@ -193,3 +193,36 @@ async def test_a_dead_node_is_lost_and_its_service_replicas_run_elsewhere(
     lost = [c for c in control.scheduler.state.containers.values() if c.state is ContainerState.LOST]
     assert len(lost) == 1
     print(f"node lost detected after {detected:.2f} s; replicas running elsewhere after {recovered:.2f} s")
+
+
+@pytest.mark.slow
+async def test_restarting_the_control_plane_rebuilds_state_and_leaves_containers_alone(
+    nats_url: str, tmp_path: Path, nodelets: Nodelets
+) -> None:
+    data = tmp_path / "restart"
+    cp = ControlPlane(data, nats_url, user="control", password="cp", lease_s=1.5)
+    await cp.start()
+    nodelets.start("n1")
+    await until(cp, lambda: "n1" in cp.scheduler.state.nodes)
+    cid = await submit(cp, spec("long", command=("sleep", "600")))
+    await until(cp, lambda: (v := view(cp, cid)) is not None and v.state is ContainerState.RUNNING)
+    before = view(cp, cid)
+    assert before is not None
+    await cp.stop()
+
+    again = ControlPlane(data, nats_url, user="control", password="cp", lease_s=1.5)
+    await again.start()
+    try:
+        after = view(again, cid)
+        assert after == before, "the state is the log's replay"
+        assert Path(f"/proc/{before.pid}").exists(), "the container kept running"
+        # Heartbeats keep the node: after two lease periods it is still there, the container still running.
+        await asyncio.sleep(3.2)
+        await again.scheduler._catch_up()
+        assert not again.scheduler.state.nodes["n1"].lost
+        assert view(again, cid) == before
+        await again.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=0.2)])
+        await until(again, lambda: (v := view(again, cid)) is not None and v.state is ContainerState.STOPPED)
+        assert view(again, cid).exit_code == 137  # type: ignore[union-attr]
+    finally:
+        await again.stop()
