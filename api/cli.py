@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,6 +81,28 @@ def _fail(e: Exception) -> typer.Exit:
 
 
 Output = Annotated[str, typer.Option("-o", "--output", help="table, wide or json")]
+
+
+def _fetch(path: str, **kw: Any) -> Any:
+    try:
+        return call("GET", path, **kw)
+    except Failed as e:
+        raise _fail(e) from None
+
+
+def _show(
+    rows: list[dict[str, Any]], output: str, columns: Sequence[str], row: Callable[[dict[str, Any]], list[str]]
+) -> None:
+    """Print a listing as JSON or as a table of ``columns`` with ``row(item)`` cells."""
+    if output == "json":
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(box=None)
+    for col in columns:
+        table.add_column(col)
+    for item in rows:
+        table.add_row(*row(item))
+    console.print(table)
 
 
 # --- containers ----------------------------------------------------------------------------------------------------
@@ -156,23 +179,12 @@ def ps(
     output: Output = "table",
 ) -> None:
     """List containers."""
-    try:
-        rows = call("GET", "/v1/containers", params={"node": node} if node else None)
-    except Failed as e:
-        raise _fail(e) from None
+    rows = _fetch("/v1/containers", params={"node": node} if node else None)
     if not all_:
         rows = [c for c in rows if c["state"] not in ("exited", "stopped", "lost")]
-    if output == "json":
-        console.print_json(json.dumps(rows))
-        return
-    table = Table(box=None)
-    for col in ("ID", "NAME", "IMAGE", "QOS", "STATE", "NODE", "CPUS", "EXIT"):
-        table.add_column(col)
-    if output == "wide":
-        table.add_column("CPU")
-        table.add_column("MEMORY")
-        table.add_column("THROTTLED")
-    for c in rows:
+    wide = output == "wide"
+
+    def row(c: dict[str, Any]) -> list[str]:
         s = c["spec"]
         cells = [
             c["id"],
@@ -184,14 +196,18 @@ def ps(
             ",".join(map(str, c["cpuset"])) or "shared",
             "" if c["exit_code"] is None else str(c["exit_code"]),
         ]
-        if output == "wide":
+        if wide:
             cells += [
                 format_cpu(s["cpu_request_millis"]),
                 format_memory(s["memory_limit_bytes"] or 0),
                 "yes" if c["throttled"] else "",
             ]
-        table.add_row(*cells)
-    console.print(table)
+        return cells
+
+    columns = ["ID", "NAME", "IMAGE", "QOS", "STATE", "NODE", "CPUS", "EXIT"] + (
+        ["CPU", "MEMORY", "THROTTLED"] if wide else []
+    )
+    _show(rows, output, columns, row)
 
 
 @app.command()
@@ -219,21 +235,12 @@ def stop(container_ids: list[str], grace: Annotated[float, typer.Option(help="se
 @app.command()
 def nodes(output: Output = "table") -> None:
     """List nodes: topology, which container holds which CPUs."""
-    try:
-        rows = call("GET", "/v1/nodes")
-    except Failed as e:
-        raise _fail(e) from None
-    if output == "json":
-        console.print_json(json.dumps(rows))
-        return
-    table = Table(box=None)
-    for col in ("NODE", "STATUS", "EPOCH", "CPUS", "MEMORY", "CONTAINERS", "EXCLUSIVE CPUS"):
-        table.add_column(col)
-    for n in rows:
+
+    def row(n: dict[str, Any]) -> list[str]:
         status = "lost" if n["lost"] else ("cordoned" if n["cordoned"] else "ready")
         held = sorted(cpu for a in n["allocations"].values() for cpu in a["cpuset"])
         mapped = " (declared)" if n["cpu_map"] else ""
-        table.add_row(
+        return [
             n["name"],
             status,
             str(n["epoch"]),
@@ -241,8 +248,11 @@ def nodes(output: Output = "table") -> None:
             _gib(n["capacity"]["memory_bytes"]),
             str(len(n["allocations"])),
             ",".join(map(str, held)) or "-",
-        )
-    console.print(table)
+        ]
+
+    _show(
+        _fetch("/v1/nodes"), output, ("NODE", "STATUS", "EPOCH", "CPUS", "MEMORY", "CONTAINERS", "EXCLUSIVE CPUS"), row
+    )
 
 
 @app.command()
@@ -385,19 +395,11 @@ def service_rm(service_id: str) -> None:
 @service_app.command("ls")
 def service_ls(output: Output = "table") -> None:
     """List services."""
-    try:
-        rows = call("GET", "/v1/services")
-    except Failed as e:
-        raise _fail(e) from None
-    if output == "json":
-        console.print_json(json.dumps(rows))
-        return
-    table = Table(box=None)
-    for col in ("ID", "NAME", "IMAGE", "REPLICAS"):
-        table.add_column(col)
-    for s in rows:
-        table.add_row(s["id"], s["spec"]["name"], s["spec"]["template"]["image"], str(s["replicas"]))
-    console.print(table)
+
+    def row(svc: dict[str, Any]) -> list[str]:
+        return [svc["id"], svc["spec"]["name"], svc["spec"]["template"]["image"], str(svc["replicas"])]
+
+    _show(_fetch("/v1/services"), output, ("ID", "NAME", "IMAGE", "REPLICAS"), row)
 
 
 @app.command()
