@@ -4,8 +4,6 @@ scheduler, NATS wiring), and a real ``python -m nodelet`` running real runc cont
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +17,7 @@ from api.controlplane import ControlPlane
 from store.projections import ContainerState, ContainerView
 from tests.builders import spec
 from tests.natsserver import nats_server
-from tests.runcenv import needs_runc
+from tests.runcenv import clean_node_state, needs_runc
 from wire import events as ev
 from wire import subjects
 from wire.ids import container_stream, new_container_id
@@ -98,20 +96,10 @@ class Nodelets:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-        for node in self.procs:
-            data = Path(f"/run/corral-cp-{self.tag}-{node}")
-            runc_root = data / "rt" / "runc"
-            if runc_root.exists():
-                for cid in os.listdir(runc_root):
-                    subprocess.run(
-                        ["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False
-                    )
-            for line in Path("/proc/self/mounts").read_text().splitlines():
-                if line.split()[1].startswith(str(data)):
-                    subprocess.run(["umount", line.split()[1]], check=False)
-            shutil.rmtree(data, ignore_errors=True)
-        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/corral-cp-{self.tag}/**/"), reverse=True):
-            d.rmdir()
+        nodes = list(self.procs)
+        for i, node in enumerate(nodes):
+            last = i == len(nodes) - 1  # the cgroup root is shared: remove it after the last node
+            clean_node_state(Path(f"/run/corral-cp-{self.tag}-{node}"), f"/corral-cp-{self.tag}" if last else None)
 
 
 @pytest.fixture

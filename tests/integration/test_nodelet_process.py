@@ -25,6 +25,7 @@ import pytest
 from nodelet.standin import StandInControlPlane
 from tests.builders import spec
 from tests.natsserver import nats_server
+from tests.runcenv import clean_node_state
 from wire import events as ev
 from wire import subjects
 from wire.codec import node_message_decoder, reply_decoder
@@ -116,20 +117,7 @@ class NodeletProcess:
     def cleanup(self) -> None:
         """Kill any container left, unmount, and remove state and cgroups."""
         self.stop()
-        data = Path(f"/run/corral-e2e-{self.tag}")
-        runc_root = data / "rt" / "runc"
-        if runc_root.exists():
-            for cid in os.listdir(runc_root):
-                subprocess.run(
-                    ["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False
-                )
-        for line in Path("/proc/self/mounts").read_text().splitlines():
-            target = line.split()[1]
-            if target.startswith(str(data)):
-                subprocess.run(["umount", target], check=False)
-        shutil.rmtree(data, ignore_errors=True)
-        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/corral-e2e-{self.tag}/**/"), reverse=True):
-            d.rmdir()
+        clean_node_state(Path(f"/run/corral-e2e-{self.tag}"), f"/corral-e2e-{self.tag}")
 
 
 @pytest.fixture
