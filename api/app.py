@@ -30,6 +30,7 @@ from store.errors import PositionTooOld, StoreClosed, WrongExpectedVersion
 from store.log import Recorded
 from store.projections import ClusterState, ContainerState, ContainerView, NodeView, ServiceView, apply_all
 from store.recorder import NO_STREAM
+from store.telemetry import NodePoint, Point
 from wire import events as ev
 from wire.codec import encode_json
 from wire.commands import LogsReply
@@ -58,6 +59,16 @@ class StopAccepted(msgspec.Struct, frozen=True):
 
 class Scale(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     replicas: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+
+
+class Samples(msgspec.Struct, frozen=True):
+    recent: list[Point]  # full rate, oldest first
+    older: list[Point]  # downsampled
+
+
+class NodeSamples(msgspec.Struct, frozen=True):
+    recent: list[NodePoint]
+    older: list[NodePoint]
 
 
 class PlanResult(msgspec.Struct, frozen=True):
@@ -333,6 +344,18 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
         return Stream(stream(), media_type="text/plain")
 
+    @get("/v1/containers/{cid:str}/stats", guards=[authorize])
+    async def container_stats(cid: FromPath[str]) -> Samples:
+        await _container(cid)
+        recent, older = cp.telemetry.container(cid)
+        return Samples(recent=recent, older=older)
+
+    @get("/v1/nodes/{name:str}/stats", guards=[authorize])
+    async def node_stats(name: FromPath[str]) -> NodeSamples:
+        await _node(name)
+        recent, older = cp.telemetry.node(name)
+        return NodeSamples(recent=recent, older=older)
+
     @post("/v1/nodes/{name:str}/cordon", status_code=202, guards=[authorize])
     async def cordon(name: FromPath[str]) -> NodeView:
         await _node(name)
@@ -404,6 +427,8 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             scale_service,
             delete_service,
             logs,
+            container_stats,
+            node_stats,
             cordon,
             uncordon,
             drain,

@@ -35,6 +35,7 @@ from store.log import EventLog
 from store.projections import ContainerState
 from store.recorder import ANY
 from store.sqlite import SqliteRecorder
+from store.telemetry import TelemetryTable
 from wire import events as ev
 from wire import subjects
 from wire.codec import encode, node_message_decoder, reply_decoder
@@ -49,6 +50,7 @@ from wire.commands import (
     Register,
     Registered,
     StartContainer,
+    StatsSample,
     StopContainer,
     SyncReply,
     SyncRequest,
@@ -134,6 +136,7 @@ class ControlPlane:
         self.lease_s = lease_s
         self.clock = clock
         self.leases: dict[str, int] = {}  # node → monotonic ns of its last heartbeat
+        self.telemetry = TelemetryTable()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -154,6 +157,7 @@ class ControlPlane:
         await self.nc.subscribe("corral.lease.*", cb=self._on_heartbeat)
         await self.nc.subscribe("corral.evt.*", cb=self._on_event)
         await self.nc.subscribe("corral.sync.*", cb=self._on_sync)
+        await self.nc.subscribe("corral.stats.*", cb=self._on_stats)
         await self.nc.flush()
         self._tasks = [
             asyncio.create_task(self.scheduler.run(self._stop), name="scheduler"),
@@ -246,6 +250,13 @@ class ControlPlane:
             return
         await self.log.append(container_stream(event.container_id), [event], ANY, event_ids=[m.event_id])
         await msg.respond(encode(EventAck(event_id=m.event_id)))
+
+    async def _on_stats(self, msg: Msg) -> None:
+        """Samples go to the bounded telemetry table, never to the log."""
+        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+            sample = node_message_decoder.decode(msg.data)
+            if isinstance(sample, StatsSample) and sample.node == self._node_of(msg):
+                self.telemetry.record(sample)
 
     async def _on_sync(self, msg: Msg) -> None:
         node = self._node_of(msg)

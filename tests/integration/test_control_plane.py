@@ -209,6 +209,9 @@ async def test_restarting_the_control_plane_rebuilds_state_and_leaves_containers
         await again.scheduler._catch_up()
         assert not again.scheduler.state.nodes["n1"].lost
         assert view(again, cid) == before
+        recent, _ = again.telemetry.container(cid)  # samples flow to the bounded table, not the log
+        assert recent and recent[-1].nr_periods >= 0 and recent[-1].memory_bytes > 0
+        assert again.telemetry.node("n1")[0]
         await again.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=0.2)])
         await until(again, lambda: (v := view(again, cid)) is not None and v.state is ContainerState.STOPPED)
         assert view(again, cid).exit_code == 137  # type: ignore[union-attr]
