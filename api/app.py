@@ -154,7 +154,18 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
     async def create_container(
         data: JSONBody[ContainerSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Submitted:
+        if if_match is not None:
+            # Check-and-set after a plan (Nomad's -check-index): submit only if nothing was appended since.
+            expected = if_match.strip('"')
+            if not expected.isdigit():
+                raise ValidationException("If-Match: expected the log position a plan returned")
+            head = await cp.recorder.head()
+            if int(expected) != head:
+                raise HTTPException(
+                    status_code=412, detail=f"the cluster changed since position {expected} (now {head}): plan again"
+                )
         # With a key, the container id is derived from it: a retry finds the stream exists and gets the first answer.
         cid = (
             hashlib.sha256(f"corral/{idempotency_key}".encode()).hexdigest()[:16]

@@ -334,10 +334,16 @@ class SqliteRecorder(RecorderBase):
 
     # --- reads -----------------------------------------------------------------------------------------
 
+    # Every read is one ``execute_fetchall``: the statement runs to its end and is reset on the reader's thread
+    # in one call. A cursor left half-read (its reader cancelled mid-read) would keep a read transaction open
+    # on the shared connection, and every later read would see that old snapshot.
+
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        return list(await self._r.execute_fetchall(sql, params))
+
     async def _read_oldest(self) -> int:
-        async with self._r.execute("SELECT value FROM meta WHERE key = 'oldest'") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 1
+        rows = await self._rows("SELECT value FROM meta WHERE key = 'oldest'")
+        return int(rows[0][0]) if rows else 1
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
         return [StoredEvent(*r) for r in await self._read_from(COLUMNS, from_position, limit)]
@@ -394,10 +400,7 @@ class SqliteRecorder(RecorderBase):
         if self._closed:
             raise StoreClosed("the recorder is closed")
         start = max(from_position, 1)
-        async with self._r.execute(
-            f"SELECT {columns} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?", (start, limit)
-        ) as cur:
-            rows = list(await cur.fetchall())
+        rows = await self._rows(f"SELECT {columns} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?", (start, limit))
         # Positions are contiguous: a first row past ``start`` (or none at all) may mean truncation.
         if not rows or rows[0][0] != start:
             oldest = await self._read_oldest()
@@ -408,16 +411,15 @@ class SqliteRecorder(RecorderBase):
     async def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[StoredEvent]:
         if self._closed:
             raise StoreClosed("the recorder is closed")
-        async with self._r.execute(
+        rows = await self._rows(
             f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
             (stream, from_version, -1 if limit is None else limit),
-        ) as cur:
-            return [StoredEvent(*r) for r in await cur.fetchall()]
+        )
+        return [StoredEvent(*r) for r in rows]
 
     async def stream_version(self, stream: str) -> int:
-        async with self._r.execute("SELECT version FROM streams WHERE stream = ?", (stream,)) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else -1
+        rows = await self._rows("SELECT version FROM streams WHERE stream = ?", (stream,))
+        return int(rows[0][0]) if rows else -1
 
     async def head(self) -> int:
         return self._watch.head
@@ -426,9 +428,8 @@ class SqliteRecorder(RecorderBase):
         return await self._read_oldest()
 
     async def load_snapshot(self, name: str) -> tuple[int, bytes] | None:
-        async with self._r.execute("SELECT position, data FROM snapshots WHERE name = ?", (name,)) as cur:
-            row = await cur.fetchone()
-        return (int(row[0]), bytes(row[1])) if row else None
+        rows = await self._rows("SELECT position, data FROM snapshots WHERE name = ?", (name,))
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     async def close(self) -> None:
         """Finish every queued write, then close. Appends after this raise ``StoreClosed``."""

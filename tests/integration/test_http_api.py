@@ -217,7 +217,8 @@ async def test_event_stream_resumes_from_last_event_id_and_410s_when_truncated(
     rest = await read_events(client, 2, headers={**ADMIN, "Last-Event-ID": "3"})
     assert [e["id"] for e in rest] == [4, 5]  # resumed right after 3: no gap, no repeat
     assert rest[0]["data"]["position"] == 4
-    await cp.recorder.truncate_before(4)
+    assert await cp.recorder.truncate_before(4) == 3
+    assert await cp.recorder.oldest() == 4  # a reader must not be stuck in an old snapshot
     r = await client.get("/v1/events", params={"since": 2}, headers=ADMIN)
     assert r.status_code == 410
     assert "truncated" in r.json()["error"]
@@ -286,3 +287,14 @@ async def test_nodes_cordon_and_drain(client: httpx.AsyncClient, cp: ControlPlan
     assert (r.json()["cordoned"], r.json()["drained"]) == (True, True)
     assert (await client.post("/v1/nodes/nope/cordon", headers=ADMIN)).status_code == 404
     assert (await client.post("/v1/nodes/n1/cordon", headers=READER)).status_code == 403
+
+
+async def test_plan_then_check_and_set_submit(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    position = (await client.post("/v1/plan", json=GOOD, headers=READER)).json()["position"]
+    ok = await client.post("/v1/containers", json=GOOD, headers={**ADMIN, "If-Match": str(position)})
+    assert ok.status_code == 201
+    stale = await client.post("/v1/containers", json=GOOD, headers={**ADMIN, "If-Match": str(position)})
+    assert stale.status_code == 412
+    assert "plan again" in stale.json()["error"]
+    bad = await client.post("/v1/containers", json=GOOD, headers={**ADMIN, "If-Match": "yesterday"})
+    assert (bad.status_code, bad.json()["field"]) == (422, "If-Match")
