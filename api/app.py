@@ -213,6 +213,15 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             await cp.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=grace)])
         return StopAccepted(id=cid, state=str((await _container(cid)).state))
 
+    @post("/v1/containers/{cid:str}/remove", status_code=202, guards=[authorize])
+    async def remove_container(cid: FromPath[str]) -> StopAccepted:
+        """Forget an ended container (``docker rm``); a running one must be stopped first (409)."""
+        c = await _container(cid)
+        if not c.state.terminal:
+            raise HTTPException(status_code=409, detail=f"cannot remove container in state {c.state}; stop it first")
+        await cp.remove(cid)
+        return StopAccepted(id=cid, state="removed")
+
     @get("/v1/containers/{cid:str}/history", guards=[authorize])
     async def history(cid: FromPath[str]) -> list[HistoryEntry]:
         await _container(cid)
@@ -448,6 +457,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             list_containers,
             get_container,
             stop_container,
+            remove_container,
             history,
             list_nodes,
             plan,

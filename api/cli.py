@@ -233,6 +233,17 @@ def stop(container_ids: list[str], grace: Annotated[float, typer.Option(help="se
 
 
 @app.command()
+def rm(container_ids: list[str]) -> None:
+    """Remove ended containers (their logs and files on the node go too)."""
+    try:
+        for cid in container_ids:
+            call("POST", f"/v1/containers/{cid}/remove")
+            console.print(cid)
+    except Failed as e:
+        raise _fail(e) from None
+
+
+@app.command()
 def nodes(output: Output = "table") -> None:
     """List nodes: topology, which container holds which CPUs."""
 

@@ -49,6 +49,7 @@ from wire.commands import (
     NodeEvent,
     Register,
     Registered,
+    RemoveContainer,
     StartContainer,
     StatsSample,
     StopContainer,
@@ -283,6 +284,17 @@ class ControlPlane:
             if c.node == node and c.state in (ContainerState.SCHEDULED, ContainerState.RUNNING)
         )
         await msg.respond(encode(SyncReply(node=node, epoch=epoch, desired=desired)))
+
+    async def remove(self, container_id: str) -> None:
+        """Forget an ended container: its node drops what it kept (best effort), then ``ContainerRemoved``."""
+        await self.scheduler._catch_up()
+        view = self.scheduler.state.containers.get(container_id)
+        node = self.scheduler.state.nodes.get(view.node) if view is not None and view.node else None
+        if node is not None and not node.lost:
+            command = RemoveContainer(command_id=uuid.uuid4(), epoch=node.epoch, container_id=container_id)
+            with contextlib.suppress(NatsTimeout, NoRespondersError):
+                await self.nc.request(subjects.cmd(node.name), encode(command), timeout=10)
+        await self.log.append(container_stream(container_id), [ev.ContainerRemoved(container_id=container_id)])
 
     async def get_logs(
         self, node: str, container_id: str, *, since: int | None = None, tail: int | None = None

@@ -243,6 +243,7 @@ _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.CpuBurstSet: lambda v, e, _: replace(v, burst_us=e.burst_us),
     ev.CfsQuotaScaled: lambda v, e, _: replace(v, cfs_quota_us=e.to_us),
     ev.BurstPolicyChanged: lambda v, e, _: replace(v, burst_policy=e.policy),
+    ev.ContainerRemoved: lambda v, e, _: v if v.state not in TERMINAL else None,
 }
 
 

@@ -126,6 +126,12 @@ class ContainerStopped(_Event, frozen=True, tag=True):
     stopped_ns: int = 0
 
 
+class ContainerRemoved(_Event, frozen=True, tag=True):
+    """An ended container is forgotten: its view leaves the state, its node drops its logs and files."""
+
+    container_id: ContainerId
+
+
 class ContainerLost(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
@@ -200,6 +206,7 @@ Event = (
     | ContainerStopRequested
     | ContainerStopped
     | ContainerLost
+    | ContainerRemoved
     | ServiceCreated
     | ServiceScaled
     | ServiceDeleted

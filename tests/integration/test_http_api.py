@@ -298,3 +298,16 @@ async def test_plan_then_check_and_set_submit(client: httpx.AsyncClient, cp: Con
     assert "plan again" in stale.json()["error"]
     bad = await client.post("/v1/containers", json=GOOD, headers={**ADMIN, "If-Match": "yesterday"})
     assert (bad.status_code, bad.json()["field"]) == (422, "If-Match")
+
+
+async def test_remove_an_ended_container(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    cid = (await client.post("/v1/containers", json=GOOD, headers=ADMIN)).json()["id"]
+    r = await client.post(f"/v1/containers/{cid}/remove", headers=ADMIN)
+    assert r.status_code == 409
+    assert "stop it first" in r.json()["error"]
+    await client.delete(f"/v1/containers/{cid}", headers=ADMIN)  # never placed: the reconciler stops it at once
+    await until(cp, lambda: cp.scheduler.state.containers[cid].state == "stopped")
+    assert (await client.post(f"/v1/containers/{cid}/remove", headers=ADMIN)).status_code == 202
+    assert (await client.get(f"/v1/containers/{cid}", headers=READER)).status_code == 404
+    history = await cp.log.read_stream(f"container-{cid}")
+    assert type(history[-1].event).__name__ == "ContainerRemoved"

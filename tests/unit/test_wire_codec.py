@@ -71,6 +71,7 @@ EVENTS: list[ev.Event] = [
     ev.ContainerStopRequested(container_id=cid(1), grace_s=2.5, reason="user"),
     ev.ContainerStopped(container_id=cid(1), node="n1", exit_code=0, stopped_ns=7),
     ev.ContainerLost(container_id=cid(1), node="n1", reason="node lost"),
+    ev.ContainerRemoved(container_id=cid(1)),
     service("api", replicas=3),
     ev.ServiceScaled(service_id=cid(99), replicas_from=3, replicas_to=5),
     ev.ServiceDeleted(service_id=cid(99)),
