@@ -37,7 +37,10 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
     users = {
         "users": [
             {"user": "control", "password": "cp"},
-            *({"user": n, "password": f"p-{n}", "permissions": subjects.node_permissions(n)} for n in ("n1", "n2")),
+            *(
+                {"user": n, "password": f"p-{n}", "permissions": subjects.node_permissions(n)}
+                for n in ("n1", "n2", "n3")
+            ),
         ]
     }
     with nats_server(tmp_path, {"authorization": users}) as url:
@@ -217,3 +220,77 @@ async def test_restarting_the_control_plane_rebuilds_state_and_leaves_containers
         assert view(again, cid).exit_code == 137  # type: ignore[union-attr]
     finally:
         await again.stop()
+
+
+@pytest.mark.slow
+async def test_over_http_a_service_spreads_and_stop_and_remove_release_cpus(
+    control: ControlPlane, nodelets: Nodelets
+) -> None:
+    import httpx
+    import uvicorn
+
+    from api.app import Tokens, create_app
+    from tests.natsserver import free_port
+
+    for n in ("n1", "n2", "n3"):
+        nodelets.start(n)
+    await until(control, lambda: {"n1", "n2", "n3"} <= set(control.scheduler.state.nodes))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(control, Tokens(admin=frozenset({"t"}))),
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_level="warning",
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer t"}) as c:
+            async with asyncio.timeout(10):
+                while not server.started:  # noqa: ASYNC110 -- uvicorn exposes a flag, not an event
+                    await asyncio.sleep(0.01)
+            template = {"name": "web", "image": "busybox", "command": ["sleep", "600"], "cpu_request_millis": 100}
+            r = await c.post("/v1/services", json={"name": "web", "replicas": 3, "template": template})
+            assert r.status_code == 201
+            sid = r.json()["id"]
+
+            def replicas() -> list[ContainerView]:
+                return [
+                    v
+                    for v in control.scheduler.state.containers.values()
+                    if v.service_id == sid and v.state is ContainerState.RUNNING
+                ]
+
+            await until(control, lambda: len(replicas()) == 3)
+            assert sorted(v.node for v in replicas()) == ["n1", "n2", "n3"]  # type: ignore[type-var]
+
+            # An exclusive container holds a CPU; stopping and removing it gives the CPU back.
+            db = {
+                "name": "db",
+                "image": "busybox",
+                "command": ["sleep", "600"],
+                "qos": "LSR",
+                "cpu_request_millis": 1000,
+                "cpu_limit_millis": 1000,
+                "memory_limit_bytes": 64 << 20,
+            }
+            cid = (await c.post("/v1/containers", json=db)).json()["id"]
+            await until(control, lambda: (v := view(control, cid)) is not None and v.state is ContainerState.RUNNING)
+            placed = view(control, cid)
+            assert placed is not None and placed.node is not None and len(placed.cpuset) == 1
+            node = control.scheduler.state.nodes[placed.node]
+            assert node.exclusive_cpus == {placed.cpuset[0]: cid}
+            assert (await c.delete(f"/v1/containers/{cid}", params={"grace": 0})).status_code == 202
+            await until(control, lambda: (v := view(control, cid)) is not None and v.state is ContainerState.STOPPED)
+            assert control.scheduler.state.nodes[placed.node].exclusive_cpus == {}
+            assert (await c.post(f"/v1/containers/{cid}/remove")).status_code == 202
+            assert (await c.get(f"/v1/containers/{cid}")).status_code == 404
+            history = [type(r.event).__name__ for r in await control.log.read_stream(container_stream(cid))]
+            assert history[-1] == "ContainerRemoved"
+            assert (await c.delete(f"/v1/services/{sid}")).status_code == 202
+            await until(control, lambda: not replicas())
+    finally:
+        server.should_exit = True
+        await serving
