@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 import nats
 import uvloop
 
+from nodelet.purge import purge_node
 from nodelet.standin import StandInControlPlane
 from wire import events as ev
 from wire.commands import CommandAccepted, StartContainer, StopContainer
@@ -186,7 +186,7 @@ async def bench(starts: int, running: int, idle_s: float) -> dict[str, float]:
         server.terminate()
         server.wait(timeout=10)
         log.close()
-        _cleanup(data, f"/corral-bench-{tag}")
+        purge_node(data, f"/corral-bench-{tag}")
         shutil.rmtree(work, ignore_errors=True)
     return results
 
@@ -212,21 +212,6 @@ def _sweep_ms(cgroup_parent: str, ids: set[str]) -> float:
     median = statistics.median(times)
     print(f"  telemetry sweep over {len(ids)} containers: median {median:.2f} ms of 21")
     return median
-
-
-def _cleanup(data: Path, cgroup_root: str) -> None:
-    runc_root = data / "rt" / "runc"
-    if runc_root.exists():
-        for cid in os.listdir(runc_root):
-            subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False)
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        target = line.split()[1]
-        if target.startswith(str(data)):
-            subprocess.run(["umount", target], check=False)
-    shutil.rmtree(data, ignore_errors=True)
-    for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{cgroup_root.strip('/')}/**/"), reverse=True):
-        with contextlib.suppress(OSError):
-            d.rmdir()
 
 
 def main() -> None:

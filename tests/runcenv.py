@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,20 +45,3 @@ async def clear_runtime(rt: RuncRuntime, cgroup_parent: str) -> None:
     for parent in Path("/sys/fs/cgroup").glob(f"*/{cgroup_parent.strip('/')}"):
         parent.rmdir()
     assert not list(Path("/sys/fs/cgroup").glob(f"*/{cgroup_parent.strip('/')}"))
-
-
-def clean_node_state(data: Path, cgroup_root: str | None) -> None:
-    """After a nodelet process is gone: kill and delete its containers, unmount their roots, remove its state
-    directory and (given the root all nodes share, once every node is clean) the cgroups."""
-    runc_root = data / "rt" / "runc"
-    if runc_root.exists():
-        for cid in os.listdir(runc_root):
-            subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False)
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        target = line.split()[1]
-        if target.startswith(str(data)):
-            subprocess.run(["umount", target], check=False)
-    shutil.rmtree(data, ignore_errors=True)
-    if cgroup_root is not None:
-        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{cgroup_root.strip('/')}/**/"), reverse=True):
-            d.rmdir()

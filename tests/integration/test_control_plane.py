@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from api.controlplane import ControlPlane
+from nodelet.purge import purge_node
 from store.projections import ContainerState, ContainerView
 from tests.builders import spec
 from tests.natsserver import nats_server
-from tests.runcenv import clean_node_state, needs_runc
+from tests.runcenv import needs_runc
 from wire import events as ev
 from wire import subjects
 from wire.ids import container_stream, new_container_id
@@ -102,7 +103,7 @@ class Nodelets:
         nodes = list(self.procs)
         for i, node in enumerate(nodes):
             last = i == len(nodes) - 1  # the cgroup root is shared: remove it after the last node
-            clean_node_state(Path(f"/run/corral-cp-{self.tag}-{node}"), f"/corral-cp-{self.tag}" if last else None)
+            purge_node(Path(f"/run/corral-cp-{self.tag}-{node}"), f"/corral-cp-{self.tag}" if last else None)
 
 
 @pytest.fixture

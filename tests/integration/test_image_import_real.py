@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from nodelet.images import ImageStore, mount_overlay
 from nodelet.ocispec import oci_config
-from nodelet.runtime import ExitStatus, RuncRuntime, RuntimePaths
+from nodelet.runtime import ExitStatus, RuncRuntime
 from tests.builders import spec
-from tests.runcenv import clear_runtime, short_root
+from tests.runcenv import needs_runc
 from tests.unit.test_image_import import TWO_LAYERS, Image, file, layer, opaque, symlink, whiteout, write_tar
 from wire.ids import new_container_id
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlay mounts, image import)")
-needs_runc = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon") or not Path("/bin/busybox").exists(),
-    reason="needs root, runc, conmon and /bin/busybox (make test installs them)",
-)
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    with short_root("corral-test") as path:
-        yield path
-
-
-@pytest.fixture
-async def runtime(root: Path) -> AsyncIterator[RuncRuntime]:
-    rt = RuncRuntime(RuntimePaths(root / "rt"))
-    yield rt
-    await clear_runtime(rt, "/corral-test")
 
 
 def merged_files(merged: Path) -> dict[str, bytes]:

@@ -22,10 +22,10 @@ import msgspec
 import nats
 import pytest
 
+from nodelet.purge import purge_node
 from nodelet.standin import StandInControlPlane
 from tests.builders import spec
 from tests.natsserver import nats_server
-from tests.runcenv import clean_node_state
 from wire import events as ev
 from wire import subjects
 from wire.codec import node_message_decoder, reply_decoder
@@ -117,7 +117,7 @@ class NodeletProcess:
     def cleanup(self) -> None:
         """Kill any container left, unmount, and remove state and cgroups."""
         self.stop()
-        clean_node_state(Path(f"/run/corral-e2e-{self.tag}"), f"/corral-e2e-{self.tag}")
+        purge_node(Path(f"/run/corral-e2e-{self.tag}"), f"/corral-e2e-{self.tag}")
 
 
 @pytest.fixture

@@ -6,35 +6,20 @@ import asyncio
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from nodelet.images import ImageStore, mount_overlay
 from nodelet.ocispec import oci_config
-from nodelet.runtime import ExitStatus, RuncRuntime, RuntimeError_, RuntimePaths
+from nodelet.runtime import ExitStatus, RuncRuntime, RuntimeError_
 from tests.builders import spec
-from tests.runcenv import clear_runtime, short_root
 from wire.ids import new_container_id
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon"),
     reason="needs root, runc and conmon (make test installs them)",
 )
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    with short_root("corral-test") as path:
-        yield path
-
-
-@pytest.fixture
-async def runtime(root: Path) -> AsyncIterator[RuncRuntime]:
-    rt = RuncRuntime(RuntimePaths(root / "rt"))
-    yield rt
-    await clear_runtime(rt, "/corral-test")
 
 
 async def prepare(root: Path, command: tuple[str, ...], **kw: object) -> tuple[str, Path, dict[str, object]]:

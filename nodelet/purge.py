@@ -1,0 +1,29 @@
+"""Remove everything a stopped nodelet left on the host: its containers (killed and deleted with runc), their
+mounted roots, its state directory and its cgroups. For tests, benchmarks and operators clearing a node; never
+run it while the nodelet runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def purge_node(data: Path, cgroup_root: str | None) -> None:
+    """Clear a nodelet's state under ``data``; with ``cgroup_root`` (which nodes may share: pass it for the last
+    node cleared), remove the cgroups under it too."""
+    runc_root = data / "rt" / "runc"
+    if runc_root.exists():
+        for cid in os.listdir(runc_root):
+            subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if target.startswith(str(data)):
+            subprocess.run(["umount", target], check=False)
+    shutil.rmtree(data, ignore_errors=True)
+    if cgroup_root is not None:
+        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{cgroup_root.strip('/')}/**/"), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
