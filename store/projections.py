@@ -186,6 +186,13 @@ def _submitted(v: ContainerView | None, e: ev.ContainerSubmitted, position: int)
     )
 
 
+def _unschedulable(v: ContainerView, e: ev.ContainerUnschedulable, _: int) -> ContainerView:
+    # A verdict reached before a stop (or an end) was folded must not bring the container back to life.
+    if v.state is STOPPING or v.state in TERMINAL:
+        return replace(v, unschedulable=e.message)
+    return replace(v, state=UNSCHEDULABLE, unschedulable=e.message)
+
+
 def _scheduled(v: ContainerView, e: ev.ContainerScheduled, _: int) -> ContainerView:
     if v.state in TERMINAL:
         return v  # a placement that arrives after the end changes nothing
@@ -230,7 +237,7 @@ def _stopped(v: ContainerView, e: ev.ContainerStopped, _: int) -> ContainerView:
 _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.ContainerSubmitted: _submitted,
     ev.ContainerScheduled: _scheduled,
-    ev.ContainerUnschedulable: lambda v, e, _: replace(v, state=UNSCHEDULABLE, unschedulable=e.message),
+    ev.ContainerUnschedulable: _unschedulable,
     ev.ContainerStarted: _started,
     ev.ContainerExited: _exited,
     ev.ContainerStopRequested: lambda v, e, _: (

@@ -175,6 +175,12 @@ CONTAINER_CASES = [
     ),
     pytest.param(STOPPING, stop(1), STOPPING, id="stop-requested-twice"),
     pytest.param(
+        replace(PENDING, state=ContainerState.STOPPING, stop_requested=True),
+        unschedulable(1),
+        replace(PENDING, state=ContainerState.STOPPING, stop_requested=True, unschedulable="0/3 nodes fit"),
+        id="unschedulable-after-a-stop-stays-stopping",
+    ),
+    pytest.param(
         replace(SCHEDULED, state=ContainerState.STOPPING, stop_requested=True),
         started(1),
         STOPPING,
