@@ -130,6 +130,11 @@ def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error(500, "internal error", reason=type(exc).__name__)
 
 
+def _id_for(kind: str, idempotency_key: str | None) -> str | None:
+    """With a key, the id is derived from it: a retry finds the stream exists, even after a restart."""
+    return hashlib.sha256(f"{kind}/{idempotency_key}".encode()).hexdigest()[:16] if idempotency_key else None
+
+
 def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
     registry = CollectorRegistry()
     containers_gauge = Gauge("corral_containers", "Containers by state", ["state"], registry=registry)
@@ -145,6 +150,16 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
                 return
             raise PermissionDeniedException("this token may only read")
         raise NotAuthorizedException("a bearer token is required (Authorization: Bearer <token>)")
+
+    async def _create_once(entity_id: str, stream: str, event: ev.Event) -> Submitted:
+        """Append the event that creates a new stream; if the stream exists (a retry with the same
+        Idempotency-Key), answer with the first append instead."""
+        try:
+            [position] = await cp.log.append(stream, [event], NO_STREAM)
+        except WrongExpectedVersion:
+            first = (await cp.log.read_stream(stream))[0]
+            return Submitted(id=entity_id, position=first.position, duplicate=True)
+        return Submitted(id=entity_id, position=position)
 
     async def state() -> Any:
         await cp.scheduler._catch_up()
@@ -166,22 +181,9 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
                 raise HTTPException(
                     status_code=412, detail=f"the cluster changed since position {expected} (now {head}): plan again"
                 )
-        # With a key, the container id is derived from it: a retry finds the stream exists and gets the first answer.
-        cid = (
-            hashlib.sha256(f"corral/{idempotency_key}".encode()).hexdigest()[:16]
-            if idempotency_key
-            else new_container_id()
-        )
-        try:
-            [position] = await cp.log.append(
-                container_stream(cid),
-                [ev.ContainerSubmitted(container_id=cid, spec=data, idempotency_key=idempotency_key)],
-                NO_STREAM,
-            )
-        except WrongExpectedVersion:
-            first = (await cp.log.read_stream(container_stream(cid)))[0]
-            return Submitted(id=cid, position=first.position, duplicate=True)
-        return Submitted(id=cid, position=position)
+        cid = _id_for("corral", idempotency_key) or new_container_id()
+        event = ev.ContainerSubmitted(container_id=cid, spec=data, idempotency_key=idempotency_key)
+        return await _create_once(cid, container_stream(cid), event)
 
     @get("/v1/containers", guards=[authorize])
     async def list_containers(
@@ -293,19 +295,8 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         data: JSONBody[ServiceSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
     ) -> Submitted:
-        sid = (
-            hashlib.sha256(f"corral-svc/{idempotency_key}".encode()).hexdigest()[:16]
-            if idempotency_key
-            else new_service_id()
-        )
-        try:
-            [position] = await cp.log.append(
-                service_stream(sid), [ev.ServiceCreated(service_id=sid, spec=data)], NO_STREAM
-            )
-        except WrongExpectedVersion:
-            first = (await cp.log.read_stream(service_stream(sid)))[0]
-            return Submitted(id=sid, position=first.position, duplicate=True)
-        return Submitted(id=sid, position=position)
+        sid = _id_for("corral-svc", idempotency_key) or new_service_id()
+        return await _create_once(sid, service_stream(sid), ev.ServiceCreated(service_id=sid, spec=data))
 
     @get("/v1/services", guards=[authorize])
     async def list_services() -> list[ServiceView]:

@@ -142,7 +142,8 @@ def seccomp_profile() -> dict[str, Any]:
     }
 
 
-def _allowed(source: str, allowed_roots: Sequence[str]) -> bool:
+def host_mount_allowed(source: str, allowed_roots: Sequence[str]) -> bool:
+    """Whether ``source`` is one of ``allowed_roots`` or lies under one."""
     path = PurePosixPath(source)
     return any(path == PurePosixPath(root) or PurePosixPath(root) in path.parents for root in allowed_roots)
 
@@ -164,7 +165,7 @@ def oci_config(
     """The ``config.json`` for one container. Raises ``MountNotAllowed`` for a host mount outside the node's
     allow-list."""
     for m in spec.mounts:
-        if not _allowed(m.source, allowed_host_mounts):
+        if not host_mount_allowed(m.source, allowed_host_mounts):
             raise MountNotAllowed(f"mounts: host path {m.source!r} is not allowed on this node")
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": spec.name, **spec.env}
     cpu: dict[str, Any] = {"shares": cpu_shares, "period": cpu_period_us}

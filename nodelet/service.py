@@ -26,7 +26,7 @@ from nodelet import lifecycle
 from nodelet.cgroups import CgroupError, Cgroups, CpuSettings, StatsPaths, format_cpulist, settings_for
 from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
-from nodelet.ocispec import MountNotAllowed, oci_config
+from nodelet.ocispec import MountNotAllowed, host_mount_allowed, oci_config
 from nodelet.pools import Pools, cpuset_for, pools
 from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
 from nodelet.topology import real_cpuset
@@ -208,9 +208,7 @@ class NodeService:
             pool = self._pools(extra=[(qos, cpus)] if qos.exclusive else [])
             settings = msgspec.structs.replace(settings, cpus=format_cpulist(cpuset_for(qos, cpus, pool)))
         for m in cmd.spec.mounts:
-            if not any(
-                m.source == r or m.source.startswith(r.rstrip("/") + "/") for r in self.config.allowed_host_mounts
-            ):
+            if not host_mount_allowed(m.source, self.config.allowed_host_mounts):
                 raise Rejected("mount_not_allowed", f"mounts: host path {m.source!r} is not allowed on this node")
         return lower, settings
 
