@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import msgspec
@@ -27,7 +27,6 @@ from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, plac
 from store.errors import StoreClosed
 from store.log import EventLog
 from store.projections import ClusterState, ContainerState, apply
-from store.projector import catch_up
 from store.recorder import ANY
 from wire import events as ev
 from wire.checks import trusted
@@ -68,17 +67,17 @@ def seed_of(eval_id: uuid.UUID, container_id: str) -> int:
 
 
 class PlanApplier:
-    """The single writer's plan check: one plan at a time, against the latest state."""
+    """The single writer's plan check: one plan at a time, against the latest state (``latest`` folds the log
+    up to its head and returns the projection; the scheduler's own, so no event is folded twice)."""
 
-    def __init__(self, log_: EventLog, state: ClusterState) -> None:
+    def __init__(self, log_: EventLog, latest: Callable[[], Awaitable[ClusterState]]) -> None:
         self.log = log_
-        self.state = state
+        self.latest = latest
         self._lock = asyncio.Lock()
 
     async def submit(self, plan: Plan) -> PlanResult:
         async with self._lock:
-            await catch_up(self.log.recorder, self.state)
-            result = check_plan(self.state, plan)
+            result = check_plan(await self.latest(), plan)
             await asyncio.gather(
                 *(
                     self.log.append(
@@ -106,7 +105,7 @@ class Scheduler:
         self.batch = batch
         self.new_id = new_id
         self.state = ClusterState()
-        self.applier = PlanApplier(log_, ClusterState())
+        self.applier = PlanApplier(log_, self._latest)
         self._nodes: dict[str, NodeSnap] = {}
         self._dirty_nodes: set[str] = set()
         self._unschedulable_at: dict[str, int] = {}  # container → node-set version when it last did not fit
@@ -172,6 +171,10 @@ class Scheduler:
             )
         self.placed += placed
         return placed
+
+    async def _latest(self) -> ClusterState:
+        await self._catch_up()
+        return self.state
 
     async def _catch_up(self) -> None:
         """Fold what the log holds beyond the state, marking the nodes each event touches. One fold at a time
