@@ -9,6 +9,7 @@ not validate (the field and the reason named), 410 for an event position truncat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -21,12 +22,12 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Permissio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
+from litestar.response import Stream
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from api.controlplane import ControlPlane
 from scheduler.stack import Placement, Unschedulable
-from store.errors import PositionTooOld, StoreClosed, WrongExpectedVersion
+from store.errors import InvalidAppend, PositionTooOld, StoreClosed, WrongExpectedVersion
 from store.log import Recorded
 from store.projections import ClusterState, ContainerState, ContainerView, NodeView, ServiceView, apply_all
 from store.recorder import NO_STREAM
@@ -34,10 +35,12 @@ from store.telemetry import NodePoint, Point
 from wire import events as ev
 from wire.codec import encode_json
 from wire.commands import LogsReply
+from wire.events import EVENT_TYPES
 from wire.ids import container_stream, new_container_id, new_service_id, node_stream, service_stream
 from wire.spec import ContainerSpec, ServiceSpec
 
 MAX_BODY = 256 * 1024
+MAX_POSITION = 2**62  # log positions are SQLite integers
 HEARTBEAT_S = 15.0
 
 
@@ -125,9 +128,44 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 
 
 def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    if isinstance(exc, msgspec.ValidationError | ValueError):
+    if isinstance(exc, msgspec.ValidationError | ValueError | InvalidAppend):
         return _error(422, "invalid request", "body", str(exc))
     return _error(500, "internal error", reason=type(exc).__name__)
+
+
+async def _sse(records: AsyncIterator[Recorded], head: int, wanted: set[str] | None) -> AsyncIterator[bytes]:
+    """Encode a subscription as server-sent events. The pending read is kept across heartbeats: cancelling
+    it would end the subscription (an async generator does not survive a cancelled ``__anext__``)."""
+    it = records.__aiter__()
+    caught_up = False
+    if head < 1:
+        caught_up = True
+        yield b": caught-up\n\n"
+    pending: asyncio.Future[Recorded] = asyncio.ensure_future(it.__anext__())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_S)
+            if not done:
+                yield b": heartbeat\n\n"
+                continue
+            try:
+                rec = pending.result()
+            except (StopAsyncIteration, PositionTooOld, StoreClosed):
+                return
+            pending = asyncio.ensure_future(it.__anext__())
+            name = type(rec.event).__name__
+            if wanted is None or name in wanted:
+                yield b"id: %d\nevent: %s\ndata: %s\n\n" % (rec.position, name.encode(), encode_json(rec))
+            if not caught_up and rec.position >= head:
+                caught_up = True
+                yield b": caught-up\n\n"
+    finally:
+        pending.cancel()
+        with contextlib.suppress(BaseException):
+            await pending
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _id_for(kind: str, idempotency_key: str | None) -> str | None:
@@ -209,7 +247,10 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         return await _container(cid)
 
     @delete("/v1/containers/{cid:str}", status_code=202, guards=[authorize])
-    async def stop_container(cid: FromPath[str], grace: FromQuery[float] = 10.0) -> StopAccepted:
+    async def stop_container(
+        cid: FromPath[str], grace: Annotated[float, QueryParameter(ge=0, le=3600)] = 10.0
+    ) -> StopAccepted:
+        """Stop a container: TERM, then KILL after ``grace`` seconds (0 to 3600)."""
         c = await _container(cid)
         if not c.state.terminal and c.state is not ContainerState.STOPPING:
             await cp.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=grace)])
@@ -254,14 +295,25 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     @get("/v1/events", guards=[authorize])
     async def events(
-        since: FromQuery[int | None] = None,
-        type_: Annotated[str | None, QueryParameter(name="type")] = None,
-        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+        since: Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION)] = None,
+        type_: Annotated[str | None, QueryParameter(name="type", max_length=4096)] = None,
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID", max_length=20)] = None,
     ) -> Response[Any]:
-        start = (
-            int(last_event_id) + 1 if last_event_id and last_event_id.isdigit() else (since if since is not None else 1)
-        )
-        oldest = await cp.recorder.oldest()
+        """Server-sent events from a log position: ``id:`` is the position (``Last-Event-ID`` resumes with
+        neither gap nor repeat; ``since=0`` is the oldest position kept); a ``: caught-up`` comment once the
+        head at the request is passed; ``: heartbeat`` comments keep an idle stream open."""
+        if last_event_id is not None and not last_event_id.isdigit():
+            raise ValidationException("Last-Event-ID: expected a log position")
+        start = int(last_event_id) + 1 if last_event_id else (since if since is not None else 1)
+        if start > MAX_POSITION:
+            raise ValidationException(f"Last-Event-ID: at most {MAX_POSITION}")
+        wanted = set(type_.split(",")) if type_ else None
+        if wanted is not None and not wanted <= EVENT_TYPES.keys():
+            unknown = ", ".join(sorted(wanted - EVENT_TYPES.keys()))
+            raise ValidationException(f"type: unknown event type {unknown}")
+        oldest, head = await cp.recorder.oldest(), await cp.recorder.head()
+        if start == 0:  # since=0: everything the log still holds
+            start = oldest
         if start < oldest:
             return _error(
                 410,
@@ -269,24 +321,11 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
                 "since",
                 "position too old: re-read state with GET /v1/state and resume from its position",
             )
-        wanted = set(type_.split(",")) if type_ else None
-
-        async def stream() -> AsyncIterator[ServerSentEventMessage]:
-            it = cp.log.subscribe(start).__aiter__()
-            while True:
-                try:
-                    rec: Recorded = await asyncio.wait_for(it.__anext__(), HEARTBEAT_S)
-                except TimeoutError:
-                    yield ServerSentEventMessage(comment="heartbeat")
-                    continue
-                except (PositionTooOld, StoreClosed):
-                    return
-                if wanted is None or type(rec.event).__name__ in wanted:
-                    yield ServerSentEventMessage(
-                        data=encode_json(rec).decode(), event=type(rec.event).__name__, id=str(rec.position)
-                    )
-
-        return ServerSentEvent(stream())
+        return Stream(
+            _sse(cp.log.subscribe(start), head, wanted),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     # --- services -----------------------------------------------------------------------------------------------
 

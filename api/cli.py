@@ -271,25 +271,37 @@ def events(
     since: Annotated[int, typer.Option(help="first log position")] = 1,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="keep streaming")] = False,
 ) -> None:
-    """Print the event log (server-sent events), from a position."""
+    """Print the event log (server-sent events), from a position; with -f, keep following (and resume where
+    it left off if the connection drops)."""
     addr, token = _defaults()
+    last = since - 1
+    delay = 0.2
     try:
-        with (
-            httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c,
-            c.stream("GET", "/v1/events", params={"since": since}) as r,
-        ):
-            if r.status_code >= 400:
-                r.read()
-                raise Failed(f"{r.status_code} {r.json().get('error')}")
-            idle_since = time.monotonic()
-            for line in r.iter_lines():
-                if line.startswith("data:"):
-                    rec = json.loads(line[5:])
-                    e = rec["event"]
-                    console.print(f"{rec['position']:>8} {e['type']:<24} {rec['stream']}")
-                    idle_since = time.monotonic()
-                elif not follow and line.startswith(":") and time.monotonic() - idle_since > 0:
-                    return  # a heartbeat: caught up
+        while True:
+            try:
+                with (
+                    httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c,
+                    c.stream("GET", "/v1/events", params={"since": last + 1}) as r,
+                ):
+                    if r.status_code >= 400:
+                        r.read()
+                        raise Failed(f"{r.status_code} {r.json().get('error')}")
+                    delay = 0.2
+                    for line in r.iter_lines():
+                        if line.startswith("data:"):
+                            rec = json.loads(line[5:])
+                            console.print(f"{rec['position']:>8} {rec['event']['type']:<24} {rec['stream']}")
+                            last = rec["position"]
+                        elif line == ": caught-up" and not follow:
+                            return  # every event up to the head at the request is printed
+            except httpx.TransportError as e:
+                if not follow:
+                    raise Failed(f"cannot reach the API at {addr}: {e}") from None
+                err.print(f"[yellow]reconnecting[/yellow] after position {last}: {e}")
+            if not follow:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
     except Failed as e:
         raise _fail(e) from None
     except KeyboardInterrupt:

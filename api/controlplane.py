@@ -142,6 +142,7 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.recorder = await SqliteRecorder.open(self.data_dir / "corral.db")
         self.log = EventLog(self.recorder)
@@ -164,16 +165,31 @@ class ControlPlane:
             asyncio.create_task(self.scheduler.run(self._stop), name="scheduler"),
             asyncio.create_task(self._watch_leases(), name="leases"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """A loop of the control plane that ends with an error ends the process (``failed``), never silently."""
+        if task.cancelled() or self._stop.is_set():
+            return
+        error = task.exception() or RuntimeError(f"the {task.get_name()} loop ended")
+        log.error("the %s loop failed: %s", task.get_name(), error)
+        if not self.failed.done():
+            self.failed.set_result(error)
 
     async def stop(self) -> None:
+        """Stop what ``start`` started, also after a ``start`` that failed half-way."""
         self._stop.set()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.publisher.close()
-        with contextlib.suppress(Exception):
-            await self.nc.drain()
-        await self.recorder.close()
+        if hasattr(self, "publisher"):
+            await self.publisher.close()
+        if hasattr(self, "nc"):
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        if hasattr(self, "recorder"):
+            await self.recorder.close()
 
     # --- nodes -----------------------------------------------------------------------------------------------
 

@@ -8,13 +8,18 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 import uvloop
 
 from api.app import Tokens, create_app
 from api.controlplane import ControlPlane
+from store.errors import UndecodableEvent
+
+log = logging.getLogger("corral.serve")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,17 +41,31 @@ def load_tokens(path: str) -> Tokens:
     return Tokens(admin=frozenset(raw["admin"]), read_only=frozenset(raw.get("read_only", [])))
 
 
-async def main(args: argparse.Namespace, tokens: Tokens) -> None:
+async def main(args: argparse.Namespace, tokens: Tokens) -> int:
     cp = ControlPlane(args.data_dir, args.nats, user=args.nats_user, password=args.nats_password, lease_s=args.lease)
-    await cp.start()
+    try:
+        await cp.start()
+    except UndecodableEvent as e:
+        log.error("cannot start: %s", e)
+        await cp.stop()
+        return 1
     server = uvicorn.Server(
         uvicorn.Config(create_app(cp, tokens), host=args.host, port=args.port, lifespan="off", log_level="warning")
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    serving: asyncio.Future[None] = asyncio.ensure_future(server.serve())
+    failed: asyncio.Future[Any] = cp.failed
     try:
-        await server.serve()
+        await asyncio.wait({serving, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if cp.failed.done():
+            log.error("stopping: %s", cp.failed.result())
+            server.should_exit = True
+            await serving
+            return 1
+        await serving
+        return 0
     finally:
         await cp.stop()
 
@@ -54,7 +73,7 @@ async def main(args: argparse.Namespace, tokens: Tokens) -> None:
 def run(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvloop.run(main(args, load_tokens(args.tokens)))
+    sys.exit(uvloop.run(main(args, load_tokens(args.tokens))))
 
 
 if __name__ == "__main__":

@@ -24,13 +24,11 @@ from scheduler.plan import Plan, PlanResult, check_plan, scheduled_event
 from scheduler.reconcile import reconcile
 from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
 from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
-from store.errors import StoreClosed
-from store.log import EventLog
+from store.errors import StoreClosed, UndecodableEvent
+from store.log import EventLog, decode_batch
 from store.projections import ClusterState, ContainerState, apply
 from store.recorder import ANY
 from wire import events as ev
-from wire.checks import trusted
-from wire.codec import decode_events
 from wire.commands import StartContainer, StopContainer
 from wire.ids import container_stream, new_command_id, new_container_id
 from wire.spec import ContainerSpec
@@ -181,8 +179,7 @@ class Scheduler:
         (others — the API, the control plane — call this too, and the fold runs on a worker thread)."""
 
         def fold(first: int, payloads: list[bytes]) -> None:
-            with trusted():
-                events = decode_events(payloads)
+            events = decode_batch(first, payloads)
             for position, event in zip(range(first, first + len(events)), events, strict=True):
                 self._fold(position, event)
 
@@ -268,6 +265,8 @@ class Scheduler:
                 await self.round()
             except StoreClosed:
                 return
+            except UndecodableEvent:
+                raise  # the log holds what this version cannot read: stop, never schedule on a partial state
             except Exception:  # a bug must not stop scheduling for good: say so, back off, go on
                 log.exception("scheduling round failed")
                 await asyncio.sleep(0.5)

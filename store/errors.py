@@ -48,6 +48,16 @@ class InvalidAppend(StoreError):
     """An append that is malformed in itself (empty, bad stream name, bad expected version)."""
 
 
+class UndecodableEvent(StoreError):
+    """A stored event this version cannot decode: a replay stops here rather than skip or invent a fact."""
+
+    def __init__(self, position: int, type_name: str, reason: str) -> None:
+        super().__init__(f"the event at position {position} ({type_name}) cannot be decoded: {reason}")
+        self.position = position
+        self.type_name = type_name
+        self.reason = reason
+
+
 class StoreClosed(StoreError):
     """The recorder is closed; the append was not taken."""
 
@@ -59,6 +69,7 @@ __all__ = [
     "PositionTooOld",
     "StoreClosed",
     "StoreError",
+    "UndecodableEvent",
     "UnknownEventType",
     "WrongExpectedVersion",
 ]

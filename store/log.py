@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
 
+from store.errors import InvalidAppend, UndecodableEvent
 from store.recorder import ANY, NewEvent, Recorder, StoredEvent
 from wire.checks import trusted
-from wire.codec import decode_event, encode, event_type
+from wire.codec import UnknownEventType, decode_event, decode_events, encode, event_type, stored_type
 from wire.events import Event
 from wire.ids import new_event_id
 
@@ -38,8 +39,12 @@ def _uuid(raw: bytes | None) -> uuid.UUID | None:
 
 
 def decode(row: StoredEvent) -> Recorded:
-    """Raises ``UnknownEventType`` for a type this version does not know. Call inside ``trusted()`` for rows
-    of the log itself."""
+    """Raises ``UndecodableEvent`` (naming the position and the type) for an event this version cannot decode.
+    Call inside ``trusted()`` for rows of the log itself."""
+    try:
+        event = decode_event(row.payload)
+    except (UnknownEventType, msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise UndecodableEvent(row.position, stored_type(row.payload), str(e)) from None
     return Recorded(
         row.position,
         row.stream,
@@ -49,8 +54,35 @@ def decode(row: StoredEvent) -> Recorded:
         row.recorded_ns,
         _uuid(row.correlation),
         _uuid(row.causation),
-        decode_event(row.payload),
+        event,
     )
+
+
+def decode_batch(first: int, payloads: list[bytes]) -> list[Event]:
+    """Decode a replay batch of the log's own events (positions ``first`` onward, trusted). Raises
+    ``UndecodableEvent`` naming the first position that does not decode and its type."""
+    with trusted():
+        try:
+            return decode_events(payloads)
+        except (UnknownEventType, msgspec.ValidationError, msgspec.DecodeError):
+            pass
+        for position, payload in enumerate(payloads, first):
+            try:
+                decode_event(payload)
+            except (UnknownEventType, msgspec.ValidationError, msgspec.DecodeError) as e:
+                raise UndecodableEvent(position, stored_type(payload), str(e)) from None
+    raise AssertionError("a batch that failed to decode decoded event by event")  # pragma: no cover
+
+
+def encode_checked(event: Event) -> bytes:
+    """Encode an event for the log, refusing one its reader would not decode: what the writer accepts, the
+    reader must decode. (A Struct built in code skips its bounds — msgspec checks them only on decode.)"""
+    payload = encode(event)
+    try:
+        decode_event(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise InvalidAppend(f"{event_type(event)}: {e}") from None
+    return payload
 
 
 class EventLog:
@@ -79,7 +111,10 @@ class EventLog:
         now = self._clock()
         corr = None if correlation is None else correlation.bytes
         cause = None if causation is None else causation.bytes
-        new = [NewEvent(i.bytes, event_type(e), encode(e), now, corr, cause) for i, e in zip(ids, events, strict=True)]
+        new = [
+            NewEvent(i.bytes, event_type(e), encode_checked(e), now, corr, cause)
+            for i, e in zip(ids, events, strict=True)
+        ]
         return await self.recorder.append(stream, new, expected_version)
 
     # Events read back were checked when they were appended: decode them as trusted (see wire.checks).

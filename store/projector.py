@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from store.log import decode_batch
 from store.projections import ClusterState, apply_all, decode_snapshot, encode_snapshot
 from store.recorder import Recorder
-from wire.checks import trusted
-from wire.codec import decode_events
 
 DEFAULT_SNAPSHOT = "cluster"
 
@@ -13,12 +12,11 @@ DEFAULT_SNAPSHOT = "cluster"
 async def catch_up(recorder: Recorder, state: ClusterState, batch: int = 10_000) -> ClusterState:
     """Fold every event after the state's checkpoint into it; the state must not be used elsewhere until this
     returns (the SQLite recorder folds on a worker thread). Raises ``PositionTooOld`` when the log no longer
-    holds the events right after the checkpoint. Events come from the log's own history, so they are
-    decoded as trusted (see ``wire.checks``)."""
+    holds the events right after the checkpoint, ``UndecodableEvent`` at an event it cannot decode. Events
+    come from the log's own history, so they are decoded as trusted (see ``wire.checks``)."""
 
     def fold(first: int, payloads: list[bytes]) -> None:
-        with trusted():
-            events = decode_events(payloads)
+        events = decode_batch(first, payloads)
         apply_all(state, zip(range(first, first + len(events)), events, strict=True))
 
     await recorder.replay(state.position + 1, fold, batch)

@@ -86,6 +86,15 @@ def _check_ids(event: Event) -> None:
         raise msgspec.ValidationError(str(e)) from None
 
 
+def stored_type(payload: bytes) -> str:
+    """The type tag of an event payload, or ``"?"`` when it has none."""
+    try:
+        tag = msgspec.msgpack.decode(_tag_only.decode(payload).get("type", msgspec.Raw(b"\xc0")))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "?"
+    return tag if isinstance(tag, str) else "?"
+
+
 def _unknown_type(payload: bytes) -> UnknownEventType | None:
     try:
         tag = msgspec.msgpack.decode(_tag_only.decode(payload).get("type", msgspec.Raw(b"\xc0")))

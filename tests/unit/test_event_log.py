@@ -11,15 +11,14 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 import pytest
 
-from store.errors import DuplicateEventId, PositionTooOld, WrongExpectedVersion
+from store.errors import DuplicateEventId, InvalidAppend, PositionTooOld, UndecodableEvent, WrongExpectedVersion
 from store.log import EventLog, Recorded
 from store.memory import MemoryRecorder
 from store.projections import ClusterState, apply_all, encode_snapshot
 from store.projector import DEFAULT_SNAPSHOT, catch_up, load_state, save_snapshot
 from store.recorder import ANY, NO_STREAM, NewEvent
-from tests.builders import registered, scheduled, service, submitted
+from tests.builders import cid, registered, scheduled, service, submitted
 from wire import events as ev
-from wire.codec import UnknownEventType
 
 RECORDED_NS = 1_700_000_000_000_000_000
 OCCURRED_NS = 1_600_000_000_000_000_000  # the EventLog's clock starts here and ticks once per append
@@ -159,41 +158,55 @@ async def test_event_ids_of_the_wrong_length(
 # --- payloads this version cannot decode -------------------------------------------------------------------------
 
 
-async def test_an_unknown_event_type_is_named(log: EventLog, recorder: MemoryRecorder) -> None:
+async def test_an_unknown_event_type_is_named_with_its_position(log: EventLog, recorder: MemoryRecorder) -> None:
     await log.append("s", [submitted(1)])
     await recorder.append("s", [raw({"type": "FromTheFuture"})], ANY)
-    with pytest.raises(UnknownEventType) as err:
+    with pytest.raises(UndecodableEvent) as err:
         await log.read_all()
-    assert err.value.type_name == "FromTheFuture"
-    with pytest.raises(UnknownEventType, match="'FromTheFuture'"):
+    assert (err.value.position, err.value.type_name) == (2, "FromTheFuture")
+    assert "position 2 (FromTheFuture)" in str(err.value)
+    with pytest.raises(UndecodableEvent, match="'FromTheFuture'"):
         await log.read_stream("s")
-    with pytest.raises(UnknownEventType, match="'FromTheFuture'"):
+    with pytest.raises(UndecodableEvent, match="position 2"):
         await catch_up(recorder, ClusterState())
     sub = log.subscribe()
     assert [r.event for r in await take(sub, 1)] == [submitted(1)]
-    with pytest.raises(UnknownEventType, match="'FromTheFuture'"):
+    with pytest.raises(UndecodableEvent, match="'FromTheFuture'"):
         await take(sub, 1)
 
 
 @pytest.mark.parametrize(
-    "payload",
+    ("payload", "type_name"),
     [
-        pytest.param({"type": 5}, id="tag-not-a-string"),
-        pytest.param({"container_id": "0000000000000001"}, id="no-tag"),
-        pytest.param(["ContainerSubmitted"], id="not-a-map"),
-        pytest.param({"type": "NodeDrained"}, id="known-tag-missing-fields"),
-        pytest.param({"type": "NodeDrained", "node": 7}, id="known-tag-wrong-field-type"),
+        pytest.param({"type": 5}, "?", id="tag-not-a-string"),
+        pytest.param({"container_id": "0000000000000001"}, "?", id="no-tag"),
+        pytest.param(["ContainerSubmitted"], "?", id="not-a-map"),
+        pytest.param({"type": "NodeDrained"}, "NodeDrained", id="known-tag-missing-fields"),
+        pytest.param({"type": "NodeDrained", "node": 7}, "NodeDrained", id="known-tag-wrong-field-type"),
+        pytest.param(
+            {"type": "ContainerStopRequested", "container_id": "0000000000000001", "grace_s": -1.0},
+            "ContainerStopRequested",
+            id="out-of-bounds",
+        ),
     ],
 )
-async def test_a_payload_that_is_not_an_event_is_a_validation_error(
-    log: EventLog, recorder: MemoryRecorder, payload: object
+async def test_a_payload_that_is_not_an_event_stops_the_replay_at_its_position(
+    log: EventLog, recorder: MemoryRecorder, payload: object, type_name: str
 ) -> None:
-    await recorder.append("s", [raw(payload)], ANY)
-    with pytest.raises(msgspec.ValidationError) as err:
+    await log.append("s", [submitted(1)])
+    await recorder.append("s", [raw(payload)], ANY)  # past the log's writer, which would refuse it
+    with pytest.raises(UndecodableEvent) as err:
         await log.read_all()
-    assert not isinstance(err.value, UnknownEventType)
-    with pytest.raises(msgspec.ValidationError):
+    assert err.value.position == 2
+    with pytest.raises(UndecodableEvent) as err:
         await catch_up(recorder, ClusterState())
+    assert (err.value.position, err.value.type_name) == (2, type_name)
+
+
+async def test_the_log_refuses_an_event_its_reader_would_not_decode(log: EventLog, recorder: MemoryRecorder) -> None:
+    with pytest.raises(InvalidAppend, match="grace_s"):
+        await log.append("s", [ev.ContainerStopRequested(container_id=cid(1), grace_s=-1)])
+    assert await recorder.head() == 0
 
 
 # --- subscriptions -------------------------------------------------------------------------------------------
