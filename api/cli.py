@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import shutil
-import signal
-import subprocess
+import shlex
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from wire import subjects
+from api.local import LocalCluster, UpFailed
 from wire.resources import format_cpu, format_memory, parse_cpu, parse_memory
 
 app = typer.Typer(
@@ -108,60 +106,188 @@ def _show(
 # --- containers ----------------------------------------------------------------------------------------------------
 
 
+# Exit codes as docker run's: the container's own, 125 when Corral could not run it, 128+n for a signal.
+CANNOT_RUN = 125
+INTERRUPTED = 130
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(
     image: str,
     command: Annotated[list[str] | None, typer.Argument(help="the command, after --")] = None,
-    name: Annotated[str, typer.Option(help="a DNS-1123 label")] = "",
+    name: Annotated[str, typer.Option(help="a DNS-1123 label (default: from the image)")] = "",
+    env: Annotated[list[str] | None, typer.Option("-e", "--env", help="KEY=VALUE, or KEY to pass this shell's")] = None,
+    env_file: Annotated[list[Path] | None, typer.Option("--env-file", help="KEY=VALUE lines")] = None,
+    label: Annotated[list[str] | None, typer.Option("-l", "--label", help="key=value")] = None,
+    volume: Annotated[
+        list[str] | None, typer.Option("-v", "--volume", help="HOST:CONTAINER[:ro], within the node's allow-list")
+    ] = None,
     cpu: Annotated[str | None, typer.Option(help="CPU request, e.g. 500m or 2")] = None,
     cpu_limit: Annotated[str | None, typer.Option(help="CPU limit (default: the request for LSE/LSR)")] = None,
     memory: Annotated[str | None, typer.Option(help="memory limit, e.g. 256Mi")] = None,
     qos: Annotated[str | None, typer.Option(help="LSE, LSR, LS or BE (default: derived)")] = None,
+    cpuset_policy: Annotated[str | None, typer.Option(help="Default, FullPCPUs or SpreadByPCPUs")] = None,
+    numa_policy: Annotated[str | None, typer.Option(help="None, BestEffort, Restricted or SingleNUMANode")] = None,
     restart: Annotated[str, typer.Option(help="Never, OnFailure or Always")] = "Never",
-    detach: Annotated[bool, typer.Option("-d", "--detach", help="return once submitted")] = False,
+    detach: Annotated[bool, typer.Option("-d", "--detach", help="print the id and return")] = False,
+    rm_: Annotated[bool, typer.Option("--rm", help="remove it once it has ended")] = False,
+    stop_timeout: Annotated[float, typer.Option(help="on Ctrl-C: seconds between TERM and KILL")] = 10.0,
 ) -> None:
-    """Run a container: corral run busybox --cpu 500m -- sh -c 'echo hi'."""
+    """Run a container, attached: its output streams here and its exit code is this command's (125 when Corral
+    could not run it; -d detaches). corral run --cpu 500m busybox -- sh -c 'echo hi'"""
     try:
-        if command and command[0] == "--":
-            command = command[1:]
-        spec: dict[str, Any] = {
-            "name": name or image.rsplit("/", maxsplit=1)[-1].split(":", maxsplit=1)[0],
-            "image": image,
-            "command": command or [],
-            "restart_policy": restart,
-        }
-        if cpu is not None:
-            spec["cpu_request_millis"] = parse_cpu(cpu)
-        limit = cpu_limit or (cpu if qos in ("LSE", "LSR") else None)
-        if limit is not None:
-            spec["cpu_limit_millis"] = parse_cpu(limit)
-        if memory is not None:
-            spec["memory_limit_bytes"] = parse_memory(memory)
-        if qos is not None:
-            spec["qos"] = qos
-        submitted = call("POST", "/v1/containers", json=spec)
-        cid = submitted["id"]
-        if detach:
-            console.print(cid)
-            return
-        with console.status(f"{cid}: waiting for it to run ..."):
-            c = _wait(cid, lambda c: c["state"] not in ("pending", "scheduled"), 60)
-        console.print(f"{cid} {c['state']} on {c['node'] or '-'}" + _cpus(c))
+        spec = _run_spec(
+            image, command, name, env or [], env_file or [], label or [], volume or [], cpu, cpu_limit, memory, qos
+        )
+        spec["restart_policy"] = restart
+        if cpuset_policy is not None:
+            spec["cpu_bind_policy"] = cpuset_policy
+        if numa_policy is not None:
+            spec["numa_policy"] = numa_policy
+        submitted = call("POST", "/v1/containers", json=spec, headers={"Idempotency-Key": uuid.uuid4().hex})
+    except (Failed, ValueError, OSError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(CANNOT_RUN) from None
+    cid = submitted["id"]
+    if detach:
+        print(cid)
+        return
+    try:
+        code = _attach(cid, stop_timeout)
+    except Failed as e:
+        err.print(f"[red]error:[/red] {e}")
+        code = CANNOT_RUN
+    if rm_:
+        with contextlib.suppress(Failed):
+            if _wait(cid, lambda c: c["state"] in ENDED, 60)["state"] in ENDED:
+                call("POST", f"/v1/containers/{cid}/remove")
+    raise typer.Exit(code)
+
+
+ENDED = ("exited", "stopped", "lost")
+
+
+def _run_spec(
+    image: str,
+    command: list[str] | None,
+    name: str,
+    env: list[str],
+    env_files: list[Path],
+    labels: list[str],
+    volumes: list[str],
+    cpu: str | None,
+    cpu_limit: str | None,
+    memory: str | None,
+    qos: str | None,
+) -> dict[str, Any]:
+    if command and command[0] == "--":
+        command = command[1:]
+    spec: dict[str, Any] = {
+        "name": name or image.rsplit("/", maxsplit=1)[-1].split(":", maxsplit=1)[0].split("@", maxsplit=1)[0],
+        "image": image,
+        "command": command or [],
+    }
+    values: dict[str, str] = {}
+    for path in env_files:
+        for raw in path.read_text().splitlines():
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                values.update([_pair(line, "--env-file", os.environ)])
+    for item in env:
+        values.update([_pair(item, "-e", os.environ)])
+    if values:
+        spec["env"] = values
+    if labels:
+        spec["labels"] = dict(_pair(item, "-l", None) for item in labels)
+    if volumes:
+        spec["mounts"] = [_volume(v) for v in volumes]
+    if cpu is not None:
+        spec["cpu_request_millis"] = parse_cpu(cpu)
+    limit = cpu_limit or (cpu if qos in ("LSE", "LSR") else None)
+    if limit is not None:
+        spec["cpu_limit_millis"] = parse_cpu(limit)
+    if memory is not None:
+        spec["memory_limit_bytes"] = parse_memory(memory)
+    if qos is not None:
+        spec["qos"] = qos
+    return spec
+
+
+def _pair(item: str, option: str, fallback: Any) -> tuple[str, str]:
+    """KEY=VALUE; a bare KEY takes this shell's value (docker's -e KEY) when ``fallback`` is the environment."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        if fallback is None or key not in fallback:
+            raise Failed(f"{option} {item!r}: expected KEY=VALUE")
+        value = fallback[key]
+    return key, value
+
+
+def _volume(item: str) -> dict[str, Any]:
+    parts = item.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise Failed(f"-v {item!r}: expected HOST:CONTAINER[:ro|rw]")
+    return {"source": parts[0], "destination": parts[1], "read_only": len(parts) == 3 and parts[2] == "ro"}
+
+
+def _attach(cid: str, stop_timeout: float) -> int:
+    """Stream the container's output until it ends; its exit code (docker run's). Ctrl-C stops it: 130."""
+    try:
+        c = _wait(cid, lambda c: c["state"] not in ("pending", "scheduled"), 300)
         if c["state"] == "unschedulable":
-            raise Failed(c["unschedulable"])
-        if c["state"] == "exited" and c["exit_code"] != 0:
-            raise Failed(c["message"] or f"exited with code {c['exit_code']}")
-    except (Failed, ValueError) as e:
-        raise _fail(e) from None
+            call("DELETE", f"/v1/containers/{cid}", params={"grace": 0})  # docker run would not leave it queued
+            raise Failed(f"{cid} cannot be placed: {c['unschedulable']}")
+        if c["node"] is not None and c["message"] == "":
+            _stream_logs(cid)
+        c = _wait(cid, lambda c: c["state"] in ENDED, 3600)
+    except KeyboardInterrupt:
+        err.print(f"stopping {cid} (KILL after {stop_timeout:g} s) ...")
+        with contextlib.suppress(Failed, KeyboardInterrupt):
+            call("DELETE", f"/v1/containers/{cid}", params={"grace": stop_timeout})
+            _wait(cid, lambda c: c["state"] in ENDED, stop_timeout + 30)
+        return INTERRUPTED
+    return _exit_code(c)
+
+
+def _exit_code(c: dict[str, Any]) -> int:
+    if c["state"] == "lost":
+        err.print(f"[red]error:[/red] {c['id']}: its node {c['node']} was lost")
+        return CANNOT_RUN
+    if c["exit_code"] is not None:
+        return int(c["exit_code"])
+    if c["signal"] is not None:
+        return 128 + int(c["signal"])
+    err.print(f"[red]error:[/red] {c['id']}: {c['message'] or 'it ended with no exit code'}")
+    return CANNOT_RUN
+
+
+def _stream_logs(cid: str) -> None:
+    """Copy the container's log (k8s-file lines: time, stream, P|F, text) to stdout and stderr as it comes."""
+    addr, token = _defaults()
+    with (
+        httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c,
+        c.stream("GET", f"/v1/containers/{cid}/logs", params={"follow": True}) as r,
+    ):
+        if r.status_code >= 400:
+            return  # it never ran (its node refused it): the reason is in its state
+        for line in r.iter_lines():
+            parts = line.split(" ", 3)
+            if len(parts) < 3:
+                continue
+            out = sys.stderr if parts[1] == "stderr" else sys.stdout
+            out.write((parts[3] if len(parts) == 4 else "") + ("" if parts[2] == "P" else "\n"))
+            out.flush()
 
 
 def _wait(cid: str, done: Any, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
+    delay = 0.05
     while True:
         c: dict[str, Any] = call("GET", f"/v1/containers/{cid}")
         if done(c) or time.monotonic() > deadline:
             return c
-        time.sleep(0.05)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
 
 
 def _gib(n: int) -> str:
@@ -440,117 +566,47 @@ def node(action: str, name: str) -> None:
 # --- the local cluster ---------------------------------------------------------------------------------------------
 
 
-def _bin(name: str) -> str:
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        raise Failed(f"{name} not found")
-    return found
-
-
-def _spawn(args: list[str], log: Path) -> int:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc.pid
-
-
 @app.command()
 def up(
     nodes_: Annotated[int, typer.Option("--nodes", help="how many nodelets")] = 3,
     port: Annotated[int, typer.Option(help="HTTP API port")] = 8080,
     nats_port: Annotated[int, typer.Option(help="NATS port")] = 4222,
     declared_topology: Annotated[str | None, typer.Option(help="e.g. 2x2x8x2, mapped onto the real CPUs")] = None,
+    print_env: Annotated[bool, typer.Option("--print-env", help="print the export line with the admin token")] = False,
 ) -> None:
-    """Start a local cluster: nats-server (one user per nodelet, limited to its subjects), the control plane
-    and N nodelets, all under one data directory."""
+    """Start a local cluster: nats-server (an nkey per nodelet, limited to its subjects), the control plane and
+    N nodelets, all under one private data directory."""
     try:
-        if (LOCAL / "pids.json").exists():
-            raise Failed(f"a local cluster is up already ({LOCAL}); run corral down first")
-        LOCAL.mkdir(parents=True, exist_ok=True)
-        names = [f"node-{i + 1}" for i in range(nodes_)]
-        secrets_ = {"control": secrets.token_urlsafe(16), **{n: secrets.token_urlsafe(16) for n in names}}
-        users = [{"user": "control", "password": secrets_["control"]}] + [
-            {"user": n, "password": secrets_[n], "permissions": subjects.node_permissions(n)} for n in names
-        ]
-        (LOCAL / "nats.conf").write_text(
-            json.dumps({"host": "127.0.0.1", "port": nats_port, "authorization": {"users": users}})
-        )
-        tokens = {"admin": [secrets.token_urlsafe(24)], "read_only": [secrets.token_urlsafe(24)]}
-        (LOCAL / "tokens.json").write_text(json.dumps(tokens))
-        os.chmod(LOCAL / "tokens.json", 0o600)
-        os.chmod(LOCAL / "nats.conf", 0o600)
-        pids = {"nats": _spawn([_bin("nats-server"), "-c", str(LOCAL / "nats.conf")], LOCAL / "nats.log")}
-        url = f"nats://127.0.0.1:{nats_port}"
-        pids["control"] = _spawn(
-            [
-                sys.executable,
-                "-m",
-                "api.serve",
-                "--data-dir",
-                str(LOCAL / "control"),
-                "--nats",
-                url,
-                "--nats-user",
-                "control",
-                "--nats-password",
-                secrets_["control"],
-                "--port",
-                str(port),
-                "--tokens",
-                str(LOCAL / "tokens.json"),
-            ],
-            LOCAL / "control.log",
-        )
-        for n in names:
-            args = [
-                sys.executable,
-                "-m",
-                "nodelet",
-                "--node",
-                n,
-                "--nats",
-                url,
-                "--user",
-                n,
-                "--password",
-                secrets_[n],
-                "--data-dir",
-                str(LOCAL / n),
-                "--cgroup-root",
-                f"/{LOCAL.name}",
-            ]
-            if declared_topology:
-                args += ["--declared-topology", declared_topology]
-            pids[n] = _spawn(args, LOCAL / f"{n}.log")
-        (LOCAL / "pids.json").write_text(json.dumps(pids))
-        (LOCAL / "env.json").write_text(json.dumps({"addr": f"http://127.0.0.1:{port}", "token": tokens["admin"][0]}))
-        os.chmod(LOCAL / "env.json", 0o600)
-        with console.status("waiting for the control plane and the nodes ..."):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    ready = [n for n in call("GET", "/v1/nodes") if not n["lost"]]
-                    if len(ready) >= nodes_:
-                        break
-                except Failed:
-                    pass
-                if time.monotonic() > deadline:
-                    raise Failed(f"the cluster did not come up; see the logs in {LOCAL}")
-                time.sleep(0.2)
-        console.print(f"[green]up[/green]: {nodes_} nodes, API http://127.0.0.1:{port}, state and logs in {LOCAL}")
-        print(f"export CORRAL_ADDR=http://127.0.0.1:{port} CORRAL_TOKEN={tokens['admin'][0]}")
-    except Failed as e:
+        env = LocalCluster(LOCAL).up(nodes_, port, nats_port, declared_topology=declared_topology)
+    except UpFailed as e:
         raise _fail(e) from None
+    console.print(f"[green]up[/green]: {nodes_} nodes, API {env['addr']}, state and logs in {LOCAL}")
+    if print_env:
+        print(_export_line(env))
+    else:
+        err.print('the CLI finds the cluster by itself; for other tools: eval "$(corral env)"')
+
+
+def _export_line(env: dict[str, str]) -> str:
+    return f"export CORRAL_ADDR={shlex.quote(env['addr'])} CORRAL_TOKEN={shlex.quote(env['token'])}"
+
+
+@app.command("env")
+def env_() -> None:
+    """Print the local cluster's API address and admin token as shell exports: eval "$(corral env)"."""
+    cluster = LocalCluster(LOCAL)
+    if not cluster.is_up():
+        raise _fail(Failed("no local cluster is up"))
+    print(_export_line(cluster.env()))
 
 
 @app.command()
 def down() -> None:
     """Stop the local cluster cleanly: stop its containers, then the nodelets, the control plane and NATS."""
-    pids_file = LOCAL / "pids.json"
-    if not pids_file.exists():
+    cluster = LocalCluster(LOCAL)
+    if not cluster.is_up():
         err.print("no local cluster is up")
         raise typer.Exit(0)
-    pids: dict[str, int] = json.loads(pids_file.read_text())
     try:
         ended = ("exited", "stopped", "lost")
         running = [c["id"] for c in call("GET", "/v1/containers") if c["state"] not in ended]
@@ -564,32 +620,11 @@ def down() -> None:
                 time.sleep(0.2)
     except Failed as e:
         err.print(f"could not stop containers through the API: {e}")
-    order = [k for k in pids if k.startswith("node-")] + ["control", "nats"]
-    for key in order:
-        _terminate(pids.get(key))
-    pids_file.unlink()
-    (LOCAL / "env.json").unlink(missing_ok=True)
+    cluster.stop_processes()
     for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{LOCAL.name}/**/"), reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()
     console.print("[green]down[/green]")
-
-
-def _terminate(pid: int | None) -> None:
-    if pid is None:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
 
 
 bench_app = typer.Typer(help="Benchmarks that run against a real cluster.", no_args_is_help=True)

@@ -127,6 +127,7 @@ class ControlPlane:
         *,
         user: str | None = None,
         password: str | None = None,
+        nkey_seed: str | None = None,
         lease_s: float = 3.0,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -134,6 +135,7 @@ class ControlPlane:
         self.nats_url = nats_url
         self.user = user
         self.password = password
+        self.nkey_seed = nkey_seed
         self.lease_s = lease_s
         self.clock = clock
         self.leases: dict[str, int] = {}  # node → monotonic ns of its last heartbeat
@@ -146,7 +148,9 @@ class ControlPlane:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.recorder = await SqliteRecorder.open(self.data_dir / "corral.db")
         self.log = EventLog(self.recorder)
-        auth = {"user": self.user, "password": self.password} if self.user else {}
+        auth: dict[str, Any] = {"user": self.user, "password": self.password} if self.user else {}
+        if self.nkey_seed is not None:
+            auth = {"nkeys_seed": self.nkey_seed}
         self.nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, **auth)
         self.publisher = NatsPublisher(self.nc, self._refused)
         self.scheduler = Scheduler(self.log, self.publisher)

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m api.serve", description=__doc__)
     p.add_argument("--data-dir", required=True, help="where the event log lives")
     p.add_argument("--nats", default="nats://127.0.0.1:4222")
-    p.add_argument("--nats-user", default=None)
-    p.add_argument("--nats-password", default=None)
+    p.add_argument("--nats-nkey-seed", default=None, metavar="FILE", help="the control plane's NATS nkey seed")
+    p.add_argument("--nats-user", default=None, help="NATS user (password in $CORRAL_NATS_PASSWORD, never an argument)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--tokens", required=True, help='a JSON file {"admin": [...], "read_only": [...]}')
@@ -42,7 +43,14 @@ def load_tokens(path: str) -> Tokens:
 
 
 async def main(args: argparse.Namespace, tokens: Tokens) -> int:
-    cp = ControlPlane(args.data_dir, args.nats, user=args.nats_user, password=args.nats_password, lease_s=args.lease)
+    cp = ControlPlane(
+        args.data_dir,
+        args.nats,
+        user=args.nats_user,
+        password=os.environ.get("CORRAL_NATS_PASSWORD"),
+        nkey_seed=args.nats_nkey_seed,
+        lease_s=args.lease,
+    )
     try:
         await cp.start()
     except UndecodableEvent as e:

@@ -6,7 +6,7 @@ make setup
 C=.venv/bin/corral
 $C down >/dev/null 2>&1 || true
 $C up --nodes 3
-$C run --name hello busybox -- sh -c 'echo hello from corral'
+$C run --rm --name hello busybox -- sh -c "echo hello from corral"
 $C run -d --name db --qos LSR --cpu 1 --memory 64Mi busybox -- sleep 3600
 $C run -d --name web --cpu 250m --cpu-limit 500m --memory 64Mi busybox -- sh -c 'while :; do sleep 1; done'
 $C run -d --name batch busybox -- sleep 3600

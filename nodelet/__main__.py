@@ -26,8 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m nodelet", description=__doc__)
     p.add_argument("--node", required=True, help="node name (a DNS-1123 label)")
     p.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS URL")
-    p.add_argument("--user", default=None)
-    p.add_argument("--password", default=os.environ.get("CORRAL_NATS_PASSWORD"))
+    p.add_argument("--nkey-seed", default=None, metavar="FILE", help="this node's NATS nkey seed (a 0600 file)")
+    p.add_argument("--user", default=None, help="NATS user (password in $CORRAL_NATS_PASSWORD, never an argument)")
     p.add_argument("--data-dir", default=None, help="state directory (default /run/corral/<node>; keep it short)")
     p.add_argument("--cgroup-root", default="/corral")
     p.add_argument(
@@ -85,7 +85,8 @@ async def main(args: argparse.Namespace) -> None:
             labels=labels,
             cpu_map=cpu_map,
             user=args.user,
-            password=args.password,
+            password=os.environ.get("CORRAL_NATS_PASSWORD"),
+            nkey_seed=args.nkey_seed,
             heartbeat_s=args.heartbeat,
         ),
         service,

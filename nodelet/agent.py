@@ -56,6 +56,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     cpu_map: dict[int, int] = {}
     user: str | None = None
     password: str | None = None
+    nkey_seed: str | None = None  # path of an nkey seed file; preferred to a password
     heartbeat_s: float = 1.0
     stats_s: float = 1.0  # telemetry sweep period
     log_max_bytes: int = 10 << 20  # a container's log is rotated past this (one old file kept)
@@ -102,7 +103,9 @@ class Agent:
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.2,
         }
-        if self.config.user is not None:
+        if self.config.nkey_seed is not None:
+            options |= {"nkeys_seed": self.config.nkey_seed}
+        elif self.config.user is not None:
             options |= {"user": self.config.user, "password": self.config.password}
         self.nc = await nats.connect(self.config.nats_url, **options)
         try:

@@ -4,6 +4,7 @@ scheduler, NATS wiring), and a real ``python -m nodelet`` running real runc cont
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -74,8 +75,6 @@ class Nodelets:
                     self.nats_url,
                     "--user",
                     node,
-                    "--password",
-                    f"p-{node}",
                     "--data-dir",
                     f"/run/corral-cp-{self.tag}-{node}",
                     "--cgroup-root",
@@ -84,6 +83,7 @@ class Nodelets:
                     "0.2",
                 ],
                 cwd=ROOT,
+                env={**os.environ, "CORRAL_NATS_PASSWORD": f"p-{node}"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -140,7 +140,12 @@ async def test_a_control_plane_whose_log_holds_an_undecodable_event_exits_naming
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
-    async with asyncio.timeout(30):
-        _, stderr = await proc.communicate()
+    try:
+        async with asyncio.timeout(30):
+            _, stderr = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # it hung: never leave it behind
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 1
     assert "position 1 (ContainerStopRequested)" in stderr.decode(), stderr.decode()

@@ -83,8 +83,6 @@ class NodeletProcess:
             nats_url,
             "--user",
             "n1",
-            "--password",
-            "p1",
             "--data-dir",
             f"/run/corral-e2e-{tag}",
             "--cgroup-root",
@@ -98,7 +96,8 @@ class NodeletProcess:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            env = {**os.environ, "CORRAL_NATS_PASSWORD": "p1"}
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def kill9(self) -> None:
         assert self.proc is not None

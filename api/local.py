@@ -1,0 +1,245 @@
+"""The local cluster: a small process supervisor that starts nats-server, the control plane and N nodelets on
+this machine under one private directory, and stops them again.
+
+Every process gets its own NATS identity, an nkey (an Ed25519 key pair): the server's config holds only public
+keys, each seed is a 0600 file that only its process reads. Nothing secret is ever on a command line (any local
+user reads ``/proc/*/cmdline``). A failed ``up`` stops what it started and says which process failed, with the
+last lines of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nkeys  # type: ignore[import-untyped]
+
+from wire import subjects
+
+
+class UpFailed(Exception):
+    pass
+
+
+def private_dir(path: Path) -> Path:
+    """A directory only its owner may enter (0700), made so from the start."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)  # an existing one too
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret into a fresh 0600 file: created with that mode, never widened, never a followed link."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def new_nkey(seed_file: Path) -> str:
+    """Make a user nkey, write its seed to ``seed_file`` (0600) and return its public key."""
+    seed = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
+    write_private(seed_file, seed)
+    pair = nkeys.from_seed(bytearray(seed))
+    try:
+        return str(pair.public_key.decode())
+    finally:
+        pair.wipe()
+
+
+def binary(name: str) -> str:
+    """A tool beside this interpreter (the virtualenv's), else on PATH."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if found is None:
+        raise UpFailed(f"{name} not found")
+    return found
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (the local cluster's processes outlive ``corral up`` and are reaped by init,
+    which may take its time)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def terminate(pid: int | None, grace_s: float = 15.0) -> None:
+    """TERM, then KILL after ``grace_s``; reaps it when it is a child of this process."""
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        if not alive(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+class LocalCluster:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.pids_file = home / "pids.json"
+        self.env_file = home / "env.json"
+
+    def is_up(self) -> bool:
+        return self.pids_file.exists()
+
+    def env(self) -> dict[str, str]:
+        """The API address and admin token of the running cluster."""
+        return dict(json.loads(self.env_file.read_text()))
+
+    def up(
+        self,
+        nodes: int,
+        port: int,
+        nats_port: int,
+        *,
+        declared_topology: str | None = None,
+        timeout_s: float = 60.0,
+        log_level: str = "INFO",
+    ) -> dict[str, str]:
+        if self.is_up():
+            raise UpFailed(f"a local cluster is up already ({self.home}); run corral down first")
+        home = private_dir(self.home)
+        names = [f"node-{i + 1}" for i in range(nodes)]
+        keys = private_dir(home / "keys")
+        users: list[dict[str, Any]] = [{"nkey": new_nkey(keys / "control.nk")}]
+        users += [{"nkey": new_nkey(keys / f"{n}.nk"), "permissions": subjects.node_permissions(n)} for n in names]
+        conf = {"host": "127.0.0.1", "port": nats_port, "authorization": {"users": users}}
+        write_private(home / "nats.conf", json.dumps(conf).encode())
+        admin, reader = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        write_private(home / "tokens.json", json.dumps({"admin": [admin], "read_only": [reader]}).encode())
+        url = f"nats://127.0.0.1:{nats_port}"
+        api = f"http://127.0.0.1:{port}"
+        commands: dict[str, list[str]] = {
+            "nats": [binary("nats-server"), "-c", str(home / "nats.conf")],
+            "control": [
+                sys.executable, "-m", "api.serve", "--data-dir", str(home / "control"), "--nats", url,
+                "--nats-nkey-seed", str(keys / "control.nk"), "--port", str(port),
+                "--tokens", str(home / "tokens.json"), "--log-level", log_level,
+            ],
+        }  # fmt: skip
+        for n in names:
+            commands[n] = [
+                sys.executable, "-m", "nodelet", "--node", n, "--nats", url, "--nkey-seed", str(keys / f"{n}.nk"),
+                "--data-dir", str(home / n), "--cgroup-root", f"/{home.name}", "--log-level", log_level,
+            ]  # fmt: skip
+            if declared_topology:
+                commands[n] += ["--declared-topology", declared_topology]
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            procs["nats"] = self._spawn(commands.pop("nats"), home / "nats.log")
+            self._wait_port(nats_port, procs, timeout_s)
+            procs["control"] = self._spawn(commands.pop("control"), home / "control.log")
+            self.pids_file.write_text(json.dumps({name: p.pid for name, p in procs.items()}))
+            write_private(self.env_file, json.dumps({"addr": api, "token": admin}).encode())
+            with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {admin}"}, timeout=5) as c:
+                before = self._wait_nodes(c, {}, procs, timeout_s)  # the API is up: the nodes it knows already
+                for name, args in commands.items():
+                    procs[name] = self._spawn(args, home / f"{name}.log")
+                self.pids_file.write_text(json.dumps({name: p.pid for name, p in procs.items()}))
+                self._wait_nodes(c, {n: before.get(n, 0) for n in names}, procs, timeout_s)
+        except BaseException:
+            for name in reversed(list(procs)):
+                terminate(procs[name].pid, grace_s=5)
+            self.pids_file.unlink(missing_ok=True)
+            self.env_file.unlink(missing_ok=True)
+            raise
+        return {"addr": api, "token": admin}
+
+    def stop_processes(self) -> None:
+        """Stop the nodelets, then the control plane, then NATS (containers outlive the nodelets)."""
+        pids: dict[str, int] = json.loads(self.pids_file.read_text())
+        for key in [k for k in pids if k.startswith("node-")] + ["control", "nats"]:
+            terminate(pids.get(key))
+        self.pids_file.unlink()
+        self.env_file.unlink(missing_ok=True)
+
+    @staticmethod
+    def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as out:
+            return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _check_alive(self, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+        for name, p in procs.items():
+            code = p.poll()
+            if code is not None:
+                raise UpFailed(
+                    f"{name} exited with code {code} while the cluster came up; "
+                    f"the last lines of {self.home / (name + '.log')}:\n{log_tail(self.home / f'{name}.log')}"
+                )
+
+    def _wait_port(self, port: int, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> None:
+        import socket  # noqa: PLC0415 -- only here
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive(procs)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise UpFailed(f"nats-server is not listening on port {port} after {timeout_s:.0f} s") from None
+                time.sleep(0.02)
+
+    def _wait_nodes(
+        self,
+        c: httpx.Client,
+        older: dict[str, int],
+        procs: dict[str, subprocess.Popen[bytes]],
+        timeout_s: float,
+    ) -> dict[str, int]:
+        """Wait until the API answers and every node in ``older`` registered anew (an epoch past the one it had
+        before this ``up``: an earlier cluster's nodes are still in the log). Returns the nodes' epochs."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive(procs)
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                r = c.get("/v1/nodes")
+                if r.status_code == 200:
+                    epochs = {n["name"]: n["epoch"] for n in r.json() if not n["lost"]}
+                    if all(epochs.get(name, -1) > epoch for name, epoch in older.items()):
+                        return {n["name"]: n["epoch"] for n in r.json()}
+            if time.monotonic() > deadline:
+                waiting = "the control plane" if not older else "the nodes to register"
+                raise UpFailed(
+                    f"gave up after {timeout_s:.0f} s waiting for {waiting}; the last lines of the control "
+                    f"plane's log:\n{log_tail(self.home / 'control.log')}"
+                )
+            time.sleep(0.1)
