@@ -137,9 +137,8 @@ async def _sse(records: AsyncIterator[Recorded], head: int, wanted: set[str] | N
     """Encode a subscription as server-sent events. The pending read is kept across heartbeats: cancelling
     it would end the subscription (an async generator does not survive a cancelled ``__anext__``)."""
     it = records.__aiter__()
-    caught_up = False
-    if head < 1:
-        caught_up = True
+    caught_up = head < 1  # an empty log: caught up already
+    if caught_up:
         yield b": caught-up\n\n"
     pending: asyncio.Future[Recorded] = asyncio.ensure_future(it.__anext__())
     try:

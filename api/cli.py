@@ -52,9 +52,10 @@ def _defaults() -> tuple[str, str]:
     return addr or "http://127.0.0.1:8080", token or ""
 
 
-def client() -> httpx.Client:
+def client(timeout: float | None = 30) -> httpx.Client:
+    """An API client; ``timeout=None`` for a stream that may stay quiet for long."""
     addr, token = _defaults()
-    return httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
 
 def call(method: str, path: str, **kw: Any) -> Any:
@@ -105,6 +106,8 @@ def _show(
 
 # --- containers ----------------------------------------------------------------------------------------------------
 
+
+ENDED = ("exited", "stopped", "lost")  # the terminal container states
 
 # Exit codes as docker run's: the container's own, 125 when Corral could not run it, 128+n for a signal.
 CANNOT_RUN = 125
@@ -162,9 +165,6 @@ def run(
             if _wait(cid, lambda c: c["state"] in ENDED, 60)["state"] in ENDED:
                 call("POST", f"/v1/containers/{cid}/remove")
     raise typer.Exit(code)
-
-
-ENDED = ("exited", "stopped", "lost")
 
 
 def _run_spec(
@@ -263,9 +263,8 @@ def _exit_code(c: dict[str, Any]) -> int:
 
 def _stream_logs(cid: str) -> None:
     """Copy the container's log (k8s-file lines: time, stream, P|F, text) to stdout and stderr as it comes."""
-    addr, token = _defaults()
     with (
-        httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c,
+        client(timeout=None) as c,
         c.stream("GET", f"/v1/containers/{cid}/logs", params={"follow": True}) as r,
     ):
         if r.status_code >= 400:
@@ -307,7 +306,7 @@ def ps(
     """List containers."""
     rows = _fetch("/v1/containers", params={"node": node} if node else None)
     if not all_:
-        rows = [c for c in rows if c["state"] not in ("exited", "stopped", "lost")]
+        rows = [c for c in rows if c["state"] not in ENDED]
     wide = output == "wide"
 
     def row(c: dict[str, Any]) -> list[str]:
@@ -399,14 +398,14 @@ def events(
 ) -> None:
     """Print the event log (server-sent events), from a position; with -f, keep following (and resume where
     it left off if the connection drops)."""
-    addr, token = _defaults()
+    addr = _defaults()[0]
     last = since - 1
     delay = 0.2
     try:
         while True:
             try:
                 with (
-                    httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c,
+                    client(timeout=None) as c,
                     c.stream("GET", "/v1/events", params={"since": last + 1}) as r,
                 ):
                     if r.status_code >= 400:
@@ -469,13 +468,12 @@ def logs(
     tail: Annotated[int | None, typer.Option(help="only the last N lines")] = None,
 ) -> None:
     """Print a container's logs (k8s-file lines: time, stream, text)."""
-    addr, token = _defaults()
     params: dict[str, Any] = {"follow": follow}
     if tail is not None:
         params["tail"] = tail
     try:
         with (
-            httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=None) as c,
+            client(timeout=None) as c,
             c.stream("GET", f"/v1/containers/{container_id}/logs", params=params) as r,
         ):
             if r.status_code >= 400:
@@ -608,15 +606,14 @@ def down() -> None:
         err.print("no local cluster is up")
         raise typer.Exit(0)
     try:
-        ended = ("exited", "stopped", "lost")
-        running = [c["id"] for c in call("GET", "/v1/containers") if c["state"] not in ended]
+        running = [c["id"] for c in call("GET", "/v1/containers") if c["state"] not in ENDED]
         for cid in running:
             call("DELETE", f"/v1/containers/{cid}", params={"grace": 2})  # already stopping: unchanged
         deadline = time.monotonic() + 30
         with console.status(f"stopping {len(running)} containers ..."):
             while running and time.monotonic() < deadline:
                 states = {c["id"]: c["state"] for c in call("GET", "/v1/containers")}
-                running = [cid for cid in running if states.get(cid) not in ended]
+                running = [cid for cid in running if states.get(cid) not in ENDED]
                 time.sleep(0.2)
     except Failed as e:
         err.print(f"could not stop containers through the API: {e}")

@@ -148,9 +148,11 @@ class ControlPlane:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.recorder = await SqliteRecorder.open(self.data_dir / "corral.db")
         self.log = EventLog(self.recorder)
-        auth: dict[str, Any] = {"user": self.user, "password": self.password} if self.user else {}
+        auth: dict[str, Any] = {}
         if self.nkey_seed is not None:
             auth = {"nkeys_seed": self.nkey_seed}
+        elif self.user is not None:
+            auth = {"user": self.user, "password": self.password}
         self.nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, **auth)
         self.publisher = NatsPublisher(self.nc, self._refused)
         self.scheduler = Scheduler(self.log, self.publisher)

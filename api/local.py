@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,8 +41,7 @@ def private_dir(path: Path) -> Path:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret into a fresh 0600 file: created with that mode, never widened, never a followed link."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -205,8 +205,6 @@ class LocalCluster:
                 )
 
     def _wait_port(self, port: int, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> None:
-        import socket  # noqa: PLC0415 -- only here
-
         deadline = time.monotonic() + timeout_s
         while True:
             self._check_alive(procs)

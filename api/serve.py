@@ -67,8 +67,8 @@ async def main(args: argparse.Namespace, tokens: Tokens) -> int:
     failed: asyncio.Future[Any] = cp.failed
     try:
         await asyncio.wait({serving, failed}, return_when=asyncio.FIRST_COMPLETED)
-        if cp.failed.done():
-            log.error("stopping: %s", cp.failed.result())
+        if failed.done():
+            log.error("stopping: %s", failed.result())
             server.should_exit = True
             await serving
             return 1

@@ -38,13 +38,21 @@ def _uuid(raw: bytes | None) -> uuid.UUID | None:
     return None if raw is None else uuid.UUID(bytes=raw)
 
 
+_DECODE_ERRORS = (UnknownEventType, msgspec.ValidationError, msgspec.DecodeError)
+
+
+def _decode_at(position: int, payload: bytes) -> Event:
+    """Decode the event stored at ``position``; ``UndecodableEvent`` names the position and the type."""
+    try:
+        return decode_event(payload)
+    except _DECODE_ERRORS as e:
+        raise UndecodableEvent(position, stored_type(payload), str(e)) from None
+
+
 def decode(row: StoredEvent) -> Recorded:
     """Raises ``UndecodableEvent`` (naming the position and the type) for an event this version cannot decode.
     Call inside ``trusted()`` for rows of the log itself."""
-    try:
-        event = decode_event(row.payload)
-    except (UnknownEventType, msgspec.ValidationError, msgspec.DecodeError) as e:
-        raise UndecodableEvent(row.position, stored_type(row.payload), str(e)) from None
+    event = _decode_at(row.position, row.payload)
     return Recorded(
         row.position,
         row.stream,
@@ -64,13 +72,10 @@ def decode_batch(first: int, payloads: list[bytes]) -> list[Event]:
     with trusted():
         try:
             return decode_events(payloads)
-        except (UnknownEventType, msgspec.ValidationError, msgspec.DecodeError):
+        except _DECODE_ERRORS:
             pass
         for position, payload in enumerate(payloads, first):
-            try:
-                decode_event(payload)
-            except (UnknownEventType, msgspec.ValidationError, msgspec.DecodeError) as e:
-                raise UndecodableEvent(position, stored_type(payload), str(e)) from None
+            _decode_at(position, payload)  # raises at the first that does not decode
     raise AssertionError("a batch that failed to decode decoded event by event")  # pragma: no cover
 
 

@@ -86,18 +86,20 @@ def _check_ids(event: Event) -> None:
         raise msgspec.ValidationError(str(e)) from None
 
 
-def stored_type(payload: bytes) -> str:
-    """The type tag of an event payload, or ``"?"`` when it has none."""
-    try:
-        tag = msgspec.msgpack.decode(_tag_only.decode(payload).get("type", msgspec.Raw(b"\xc0")))
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return "?"
-    return tag if isinstance(tag, str) else "?"
-
-
-def _unknown_type(payload: bytes) -> UnknownEventType | None:
+def _tag(payload: bytes) -> str | None:
+    """The type tag of an event payload, if it is a map with a string ``type``."""
     try:
         tag = msgspec.msgpack.decode(_tag_only.decode(payload).get("type", msgspec.Raw(b"\xc0")))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return UnknownEventType(tag) if isinstance(tag, str) and tag not in EVENT_TYPES else None
+    return tag if isinstance(tag, str) else None
+
+
+def stored_type(payload: bytes) -> str:
+    """The type tag of an event payload, or ``"?"`` when it has none."""
+    return _tag(payload) or "?"
+
+
+def _unknown_type(payload: bytes) -> UnknownEventType | None:
+    tag = _tag(payload)
+    return UnknownEventType(tag) if tag is not None and tag not in EVENT_TYPES else None
