@@ -29,7 +29,16 @@ from api.controlplane import ControlPlane
 from scheduler.stack import Placement, Unschedulable
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed, WrongExpectedVersion
 from store.log import Recorded
-from store.projections import ClusterState, ContainerState, ContainerView, NodeView, ServiceView, apply_all
+from store.projections import (
+    ClusterState,
+    ContainerState,
+    ContainerView,
+    NodeView,
+    ServiceView,
+    apply_all,
+    decode_snapshot,
+)
+from store.projector import DEFAULT_SNAPSHOT
 from store.recorder import NO_STREAM
 from store.telemetry import NodePoint, Point
 from wire import events as ev
@@ -41,6 +50,7 @@ from wire.spec import ContainerSpec, ServiceSpec
 
 MAX_BODY = 256 * 1024
 MAX_POSITION = 2**62  # log positions are SQLite integers
+MAX_TAIL = 100_000  # as GetLogs bounds it
 HEARTBEAT_S = 15.0
 
 
@@ -127,6 +137,42 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _error(exc.status_code, str(exc.detail))
 
 
+class BodyError(HTTPException):
+    """A body refused before any handler runs: not JSON (415), not well-formed (400), or not what is asked for."""
+
+    def __init__(self, status: int, reason: str, field: str = "body") -> None:
+        super().__init__(status_code=status, detail="invalid request")
+        self.field, self.reason = field, reason
+
+
+def _body_error(_: Request[Any, Any, Any], exc: BodyError) -> Response[Any]:
+    return _error(exc.status_code, str(exc.detail), exc.field, exc.reason)
+
+
+async def _strict_body(request: Request[Any, Any, Any]) -> None:
+    """Decode a JSON body strictly, as the handler's ``opt["body"]`` type, before Litestar's own lax decode
+    (which turns ``"3"`` into 3 and ``500.0`` into 500): a string is never a number, a float never an integer,
+    unknown fields are refused, and ``Content-Type`` must be ``application/json``. A typed decode also fails
+    at the first level that does not match, so no nesting depth reaches a recursion limit."""
+    body_type = request.route_handler.opt.get("body")
+    if body_type is None:
+        return
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise BodyError(415, f"Content-Type must be application/json, not {media or 'missing'}", "Content-Type")
+    raw = await request.body()
+    if not raw.strip():
+        raise BodyError(400, "a JSON body is required")
+    try:
+        msgspec.json.decode(raw, type=body_type)
+    except msgspec.ValidationError as e:
+        raise ValidationException(str(e)) from None
+    except msgspec.DecodeError as e:
+        raise BodyError(400, f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise BodyError(400, "malformed JSON: nested too deeply") from None
+
+
 def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, msgspec.ValidationError | ValueError | InvalidAppend):
         return _error(422, "invalid request", "body", str(exc))
@@ -188,13 +234,21 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             raise PermissionDeniedException("this token may only read")
         raise NotAuthorizedException("a bearer token is required (Authorization: Bearer <token>)")
 
-    async def _create_once(entity_id: str, stream: str, event: ev.Event) -> Submitted:
+    async def _create_once(entity_id: str, stream: str, event: ev.ContainerSubmitted | ev.ServiceCreated) -> Submitted:
         """Append the event that creates a new stream; if the stream exists (a retry with the same
-        Idempotency-Key), answer with the first append instead."""
+        Idempotency-Key), answer with the first append instead — if the retry asks for the same thing and what
+        the key made still exists (the IETF Idempotency-Key draft: a reused key with another body is 422)."""
         try:
             [position] = await cp.log.append(stream, [event], NO_STREAM)
         except WrongExpectedVersion:
             first = (await cp.log.read_stream(stream))[0]
+            if not isinstance(first.event, type(event)) or first.event.spec != event.spec:
+                raise BodyError(422, "this key was used for a different request body", "Idempotency-Key") from None
+            s = await state()
+            if entity_id not in (s.containers if isinstance(event, ev.ContainerSubmitted) else s.services):
+                raise BodyError(
+                    409, f"what this key made ({entity_id}) was removed; use a new key", "Idempotency-Key"
+                ) from None
             return Submitted(id=entity_id, position=first.position, duplicate=True)
         return Submitted(id=entity_id, position=position)
 
@@ -202,7 +256,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         await cp.scheduler._catch_up()
         return cp.scheduler.state
 
-    @post("/v1/containers", status_code=201, guards=[authorize])
+    @post("/v1/containers", status_code=201, guards=[authorize], opt={"body": ContainerSpec})
     async def create_container(
         data: JSONBody[ContainerSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
@@ -276,7 +330,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
     async def list_nodes() -> list[NodeView]:
         return list((await state()).nodes.values())
 
-    @post("/v1/plan", status_code=200, guards=[authorize], opt={"reads_only": True})
+    @post("/v1/plan", status_code=200, guards=[authorize], opt={"reads_only": True, "body": ContainerSpec})
     async def plan(data: JSONBody[ContainerSpec]) -> PlanResult:
         result = await cp.scheduler.dry_run(data)
         d = result.decision
@@ -328,7 +382,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     # --- services -----------------------------------------------------------------------------------------------
 
-    @post("/v1/services", status_code=201, guards=[authorize])
+    @post("/v1/services", status_code=201, guards=[authorize], opt={"body": ServiceSpec})
     async def create_service(
         data: JSONBody[ServiceSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
@@ -346,7 +400,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             raise HTTPException(status_code=404, detail=f"no service {sid}")
         return svc  # type: ignore[no-any-return]
 
-    @patch("/v1/services/{sid:str}", guards=[authorize])
+    @patch("/v1/services/{sid:str}", guards=[authorize], opt={"body": Scale})
     async def scale_service(sid: FromPath[str], data: JSONBody[Scale]) -> ServiceView:
         svc = await _service(sid)
         if data.replicas != svc.replicas:
@@ -364,17 +418,25 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     @get("/v1/containers/{cid:str}/logs", guards=[authorize])
     async def logs(
-        cid: FromPath[str], tail: FromQuery[int | None] = None, follow: FromQuery[bool] = False
+        cid: FromPath[str],
+        tail: Annotated[int | None, QueryParameter(ge=0, le=MAX_TAIL)] = None,
+        follow: FromQuery[bool] = False,
     ) -> Response[Any]:
+        """The container's output, stdout and stderr interleaved; ``tail`` keeps the last lines (0 to 100000);
+        ``follow`` streams new lines until the container ends."""
         c = await _container(cid)
         if c.node is None:
             raise HTTPException(status_code=409, detail=f"container {cid} has not been placed on a node yet")
 
         async def ask(since: int | None, tail_: int | None) -> LogsReply:
             reply = await cp.get_logs(c.node, cid, since=since, tail=tail_)  # type: ignore[arg-type]
-            if not isinstance(reply, LogsReply):
-                raise HTTPException(status_code=502, detail=f"node {c.node}: {reply}")
-            return reply
+            if isinstance(reply, LogsReply):
+                return reply
+            if reply.code == "node_unreachable":
+                raise HTTPException(status_code=503, detail=f"node {c.node} is unreachable; try again")
+            if reply.code == "unknown_container":
+                raise HTTPException(status_code=404, detail=f"node {c.node} keeps no logs for container {cid}")
+            raise HTTPException(status_code=502, detail=f"node {c.node} could not read the logs ({reply.code})")
 
         first = await ask(None, tail)
         if not follow:
@@ -435,17 +497,30 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             raise HTTPException(status_code=404, detail=f"no node {name}")
         return n  # type: ignore[no-any-return]
 
+    async def _state_base(at: int) -> ClusterState:
+        """The state to replay from up to ``at``: empty if the log still starts at 1, else the snapshot saved
+        when it was truncated, if that is not past ``at``."""
+        oldest = await cp.recorder.oldest()
+        if oldest <= 1:
+            return ClusterState()
+        saved = await cp.recorder.load_snapshot(DEFAULT_SNAPSHOT)
+        base = decode_snapshot(saved[1]) if saved is not None else None
+        if base is None or base.position > at or base.position < oldest - 1:
+            raise BodyError(
+                410, f"position {at} was truncated away; the oldest position that can be rebuilt is {oldest}", "at"
+            )
+        return base
+
     @get("/v1/state", guards=[authorize])
-    async def state_at(at: FromQuery[int | None] = None) -> ClusterState:
-        """The cluster as it was at log position ``at`` (replayed), or now."""
+    async def state_at(at: Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION)] = None) -> ClusterState:
+        """The cluster as it was at log position ``at`` (replayed; 0 is before the first event), or now.
+        422 past the head; 410 before the oldest position the log can still rebuild."""
         if at is None:
             return await state()  # type: ignore[no-any-return]
-        oldest = await cp.recorder.oldest()
-        if at < oldest - 1:
-            raise HTTPException(
-                status_code=410, detail=f"position {at} was truncated away; the oldest kept is {oldest}"
-            )
-        past = ClusterState()
+        head = await cp.recorder.head()
+        if at > head:
+            raise BodyError(422, f"position {at} is past the head of the log ({head})", "at")
+        past = await _state_base(at)
         while past.position < at:
             rows = await cp.log.read_all(past.position + 1, min(10_000, at - past.position))
             if not rows:
@@ -494,7 +569,13 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             healthz,
             metrics,
         ],
-        exception_handlers={ValidationException: _validation_error, HTTPException: _http_error, Exception: _unhandled},
+        exception_handlers={
+            BodyError: _body_error,
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+            Exception: _unhandled,
+        },
+        before_request=_strict_body,
         request_max_body_size=MAX_BODY,
         openapi_config=OpenAPIConfig(title="Corral", version="0.1.0"),
         debug=False,

@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from api.controlplane import ControlPlane
+from store.projections import ClusterState, apply_all
+from store.projector import save_snapshot
 from store.recorder import ANY, NewEvent
 from store.sqlite import SqliteRecorder
 from tests.integration.conftest import ADMIN, READER
@@ -149,3 +151,168 @@ async def test_a_control_plane_whose_log_holds_an_undecodable_event_exits_naming
             await proc.wait()
     assert proc.returncode == 1
     assert "position 1 (ContainerStopRequested)" in stderr.decode(), stderr.decode()
+
+
+def deep(levels: int, inner: str = "") -> str:
+    return "[" * levels + inner + "]" * levels
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        deep(10_000),
+        '{"name": "web", "image": "busybox", "env": {"A": ' + deep(10_000, "1") + "}}",
+        '{"name": "web", "image": "busybox", "labels": ' + '{"a": ' * 10_000 + "1" + "}" * 10_000 + "}",
+    ],
+)
+async def test_deeply_nested_json_is_a_4xx_not_a_500(client: httpx.AsyncClient, cp: ControlPlane, body: str) -> None:
+    head = await cp.recorder.head()
+    for path in ("/v1/containers", "/v1/plan", "/v1/services"):
+        r = await client.post(path, content=body, headers={**ADMIN, "Content-Type": "application/json"})
+        assert r.status_code in (400, 422), (path, r.status_code, r.text[:200])
+        assert r.json()["field"] and r.json()["reason"], r.json()
+    assert await cp.recorder.head() == head
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ('{"name": "web", "image": "busy', "malformed JSON"),
+        ("", "a JSON body is required"),
+        ("   ", "a JSON body is required"),
+        ("{'name': 'x'}", "malformed JSON"),
+    ],
+)
+async def test_malformed_and_empty_bodies_are_400_with_field_and_reason(
+    client: httpx.AsyncClient, content: str, reason: str
+) -> None:
+    r = await client.post("/v1/containers", content=content, headers={**ADMIN, "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "body"
+    assert r.json()["reason"].startswith(reason), r.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/containers", {**GOOD, "cpu_request_millis": "500"}, "cpu_request_millis"),
+        ("/v1/containers", {**GOOD, "cpu_request_millis": 500.0}, "cpu_request_millis"),
+        ("/v1/containers", {**GOOD, "read_only_root": "true"}, "read_only_root"),
+        ("/v1/containers", {**GOOD, "command": "sleep 60"}, "command"),
+        ("/v1/services", {"name": "s", "replicas": "3", "template": GOOD}, "replicas"),
+        ("/v1/services", {"name": "s", "replicas": 3.0, "template": GOOD}, "replicas"),
+        ("/v1/plan", {**GOOD, "cpu_request_millis": "500"}, "cpu_request_millis"),
+    ],
+)
+async def test_types_are_strict_no_string_or_float_becomes_an_integer(
+    client: httpx.AsyncClient, cp: ControlPlane, path: str, body: dict[str, Any], field: str
+) -> None:
+    head = await cp.recorder.head()
+    r = await client.post(path, json=body, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field, r.json()
+    assert await cp.recorder.head() == head
+
+
+async def test_scale_is_strict_too(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/services", json={"name": "s", "replicas": 1, "template": GOOD}, headers=ADMIN)
+    sid = r.json()["id"]
+    r = await client.patch(f"/v1/services/{sid}", json={"replicas": "2"}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["field"] == "replicas", r.text
+
+
+@pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_that_is_not_declared_json_is_415(
+    client: httpx.AsyncClient, cp: ControlPlane, media: str | None
+) -> None:
+    head = await cp.recorder.head()
+    headers = {**ADMIN, **({"Content-Type": media} if media else {})}
+    r = await client.post("/v1/containers", content=json.dumps(GOOD), headers=headers)
+    assert r.status_code == 415, r.text
+    assert r.json()["field"] == "Content-Type"
+    assert await cp.recorder.head() == head
+    ok = await client.post(
+        "/v1/containers", content=json.dumps(GOOD), headers={**ADMIN, "Content-Type": "application/json; charset=utf-8"}
+    )
+    assert ok.status_code == 201, ok.text
+
+
+@pytest.mark.parametrize("tail", ["-1", str(10**30), "100001", "x"])
+async def test_bad_log_tail_is_422(client: httpx.AsyncClient, tail: str) -> None:
+    cid = await submit(client)
+    r = await client.get(f"/v1/containers/{cid}/logs", params={"tail": tail}, headers=READER)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "tail"
+
+
+@pytest.mark.parametrize("at", ["-1", str(10**30), "x"])
+async def test_bad_state_position_is_422(client: httpx.AsyncClient, at: str) -> None:
+    r = await client.get("/v1/state", params={"at": at}, headers=READER)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "at"
+
+
+async def test_state_at_zero_past_the_head_and_after_truncation(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    ids = [await submit(client) for _ in range(4)]
+    head = await cp.recorder.head()
+    r = await client.get("/v1/state", params={"at": 0}, headers=READER)
+    assert r.status_code == 200 and r.json()["containers"] == {}, r.text
+    r = await client.get("/v1/state", params={"at": head + 1}, headers=READER)
+    assert r.status_code == 422 and r.json()["field"] == "at", r.text
+    # The snapshot a truncation keeps: the state at position 2, then everything before 3 deleted.
+    at2 = ClusterState()
+    apply_all(at2, ((e.position, e.event) for e in await cp.log.read_all(1, 2)))
+    await save_snapshot(cp.recorder, at2)
+    await cp.recorder.truncate_before(3)
+    for at in (2, 3, head):
+        r = await client.get("/v1/state", params={"at": at}, headers=READER)
+        assert r.status_code == 200, (at, r.text)
+        assert r.json()["position"] == at
+    assert set(r.json()["containers"]) == set(ids)
+    r = await client.get("/v1/state", params={"at": 1}, headers=READER)
+    assert r.status_code == 410 and r.json()["field"] == "at", r.text
+    assert (await client.get("/v1/state", headers=READER)).status_code == 200
+
+
+async def test_state_after_truncation_without_a_snapshot_is_410(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    for _ in range(3):
+        await submit(client)
+    await cp.recorder.truncate_before(3)
+    r = await client.get("/v1/state", params={"at": 3}, headers=READER)
+    assert r.status_code == 410, r.text
+    assert (await client.get("/v1/state", headers=READER)).status_code == 200
+
+
+async def test_idempotency_key_reused_with_another_body_is_422(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    key = {**ADMIN, "Idempotency-Key": "k-1"}
+    first = await client.post("/v1/containers", json=GOOD, headers=key)
+    assert first.status_code == 201
+    again = await client.post("/v1/containers", json=GOOD, headers=key)
+    assert again.status_code == 201 and again.json() == {**first.json(), "duplicate": True}
+    head = await cp.recorder.head()
+    other = await client.post("/v1/containers", json={**GOOD, "name": "other"}, headers=key)
+    assert other.status_code == 422, other.text
+    assert other.json()["field"] == "Idempotency-Key"
+    svc = {"name": "s", "replicas": 0, "template": GOOD}
+    assert (await client.post("/v1/services", json=svc, headers=key)).status_code == 201  # keys are per kind
+    r = await client.post("/v1/services", json={**svc, "replicas": 1}, headers=key)
+    assert r.status_code == 422, r.text
+    assert await cp.recorder.head() == head + 1
+
+
+async def test_idempotency_key_of_a_removed_container_is_409(client: httpx.AsyncClient) -> None:
+    key = {**ADMIN, "Idempotency-Key": "k-2"}
+    cid = (await client.post("/v1/containers", json=GOOD, headers=key)).json()["id"]
+    assert (await client.delete(f"/v1/containers/{cid}", params={"grace": 0}, headers=ADMIN)).status_code == 202
+    async with asyncio.timeout(10):
+        while (await client.get(f"/v1/containers/{cid}", headers=READER)).json()["state"] not in (  # noqa: ASYNC110
+            "stopped",
+            "exited",
+            "failed",
+            "lost",
+        ):
+            await asyncio.sleep(0.05)
+    assert (await client.post(f"/v1/containers/{cid}/remove", headers=ADMIN)).status_code == 202
+    r = await client.post("/v1/containers", json=GOOD, headers=key)
+    assert r.status_code == 409, r.text
+    assert r.json()["field"] == "Idempotency-Key"
