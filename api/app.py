@@ -2,8 +2,10 @@
 
 Errors are JSON ``{"error": ..., "field": ..., "reason": ...}`` with a 4xx status: 401 without a token, 403 for
 a read-only token on a write, 404 for an unknown id, 413 for a body over the limit, 422 for a body that does
-not validate (the field and the reason named), 410 for an event position truncated away. A POST with an
-``Idempotency-Key`` answers a retry with the first answer and never makes a second container.
+not validate (the field and the reason named), 410 for an event position truncated away. Bodies are strict:
+``application/json`` only (415), malformed or empty is 400, no type is coerced. A POST with an
+``Idempotency-Key`` answers a retry with the first answer and never makes a second container; the same key
+with another body is 422, and 409 once what it made was removed.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from wire.codec import encode_json
 from wire.commands import LogsReply
 from wire.events import EVENT_TYPES
 from wire.ids import container_stream, new_container_id, new_service_id, node_stream, service_stream
-from wire.spec import ContainerSpec, ServiceSpec
+from wire.spec import ContainerSpec, ServiceSpec, host_mount_allowed, image_name
 
 MAX_BODY = 256 * 1024
 MAX_POSITION = 2**62  # log positions are SQLite integers
@@ -256,6 +258,20 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         await cp.scheduler._catch_up()
         return cp.scheduler.state
 
+    async def _runnable_somewhere(spec: ContainerSpec, prefix: str = "") -> None:
+        """Refuse what every registered node would refuse: an image none holds, a host path none allows (with
+        no node registered yet, nothing is known)."""
+        nodes = (await state()).nodes.values()
+        image = image_name(spec.image)
+        has_image = [n for n in nodes if n.images is None or image in n.images]
+        if nodes and not has_image:
+            raise BodyError(422, f"no node holds image {spec.image!r}; import it on a node first", f"{prefix}image")
+        for m in spec.mounts:
+            if has_image and not any(host_mount_allowed(m.source, n.host_mounts) for n in has_image):
+                raise BodyError(
+                    422, f"no node with the image allows host path {m.source!r} to be mounted", f"{prefix}mounts"
+                )
+
     @post("/v1/containers", status_code=201, guards=[authorize], opt={"body": ContainerSpec})
     async def create_container(
         data: JSONBody[ContainerSpec],
@@ -272,6 +288,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
                 raise HTTPException(
                     status_code=412, detail=f"the cluster changed since position {expected} (now {head}): plan again"
                 )
+        await _runnable_somewhere(data)
         cid = _id_for("corral", idempotency_key) or new_container_id()
         event = ev.ContainerSubmitted(container_id=cid, spec=data, idempotency_key=idempotency_key)
         return await _create_once(cid, container_stream(cid), event)
@@ -387,6 +404,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         data: JSONBody[ServiceSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
     ) -> Submitted:
+        await _runnable_somewhere(data.template, "template.")
         sid = _id_for("corral-svc", idempotency_key) or new_service_id()
         return await _create_once(sid, service_stream(sid), ev.ServiceCreated(service_id=sid, spec=data))
 

@@ -62,6 +62,7 @@ log = logging.getLogger("corral.controlplane")
 
 # Events a nodelet may report about its containers.
 REPORTABLE = (
+    ev.NodeImagesChanged,
     ev.ContainerStarted,
     ev.ContainerExited,
     ev.ContainerStopped,
@@ -228,6 +229,8 @@ class ControlPlane:
             epoch=epoch,
             labels=reg.labels,
             cpu_map=reg.cpu_map,
+            images=reg.images,
+            host_mounts=reg.host_mounts,
         )
         await self.log.append(node_stream(reg.node), [event], ANY)
         self.leases[reg.node] = time.monotonic_ns()
@@ -271,7 +274,8 @@ class ControlPlane:
         if getattr(event, "node", node) != node:
             await msg.respond(encode(EventAck(event_id=m.event_id)))  # not its to report: dropped
             return
-        await self.log.append(container_stream(event.container_id), [event], ANY, event_ids=[m.event_id])
+        stream = node_stream(node) if isinstance(event, ev.NodeImagesChanged) else container_stream(event.container_id)
+        await self.log.append(stream, [event], ANY, event_ids=[m.event_id])
         await msg.respond(encode(EventAck(event_id=m.event_id)))
 
     async def _on_stats(self, msg: Msg) -> None:

@@ -62,6 +62,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     log_max_bytes: int = 10 << 20  # a container's log is rotated past this (one old file kept)
     request_timeout_s: float = 2.0
     retry_max_s: float = 2.0
+    images_s: float = 2.0  # how often the image store is looked at for imports
 
 
 class Agent:
@@ -75,6 +76,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._heartbeats = 0
         self._pending: set[asyncio.Future[None]] = set()
+        self._images: tuple[str, ...] = ()  # as last reported
 
     async def emit(self, event: ev.Event) -> None:
         """Report one event; returns once the control plane has acked it (retrying with the same id)."""
@@ -117,6 +119,7 @@ class Agent:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat())
                 tg.create_task(self._telemetry())
+                tg.create_task(self._watch_images())
                 await self._stopping.wait()
                 raise _Stop
         except* _Stop:
@@ -129,8 +132,25 @@ class Agent:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def _image_names(self) -> tuple[str, ...]:
+        return tuple(sorted(await asyncio.to_thread(self.service.images.names)))
+
+    async def _watch_images(self) -> None:
+        """Say when an import changed what the node can run: the scheduler places only where the image is."""
+        while True:
+            await asyncio.sleep(self.config.images_s)
+            try:
+                names = await self._image_names()
+            except (OSError, msgspec.DecodeError) as e:
+                log.warning("cannot list images: %r", e)
+                continue
+            if names != self._images:
+                await self.emit(ev.NodeImagesChanged(node=self.config.node, images=names))
+                self._images = names
+
     async def _register(self) -> None:
         assert self.nc is not None
+        self._images = await self._image_names()
         message = encode(
             Register(
                 node=self.config.node,
@@ -138,6 +158,8 @@ class Agent:
                 capacity=self.config.capacity,
                 labels=self.config.labels,
                 cpu_map=self.config.cpu_map,
+                images=self._images,
+                host_mounts=self.service.config.allowed_host_mounts,
             )
         )
         delay = 0.05

@@ -42,8 +42,10 @@ from typing import IO, Annotated, Protocol, TypeVar
 
 import msgspec
 
+from wire.spec import image_name
+
 BUSYBOX = Path("/bin/busybox")
-BUILTIN = {"busybox", "busybox:latest"}
+BUILTIN = "busybox:latest"  # made from the host's static busybox
 DEFAULT_MAX_BYTES = 8 << 30  # uncompressed layer data per import
 _JSON_MAX_BYTES = 4 << 20  # index, manifest, config
 
@@ -91,12 +93,7 @@ class ImageRecord(msgspec.Struct, frozen=True):
 
 def normalize(ref: str) -> str:
     """``alpine`` -> ``alpine:latest``; ``docker.io/library/alpine:3.19`` -> ``alpine:3.19``."""
-    if ":" not in ref.rsplit("/", 1)[-1]:
-        ref += ":latest"
-    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
-        if ref.startswith(prefix):
-            return ref.removeprefix(prefix)
-    return ref
+    return image_name(ref)
 
 
 # The JSON documents of an image tarball, decoded and type-checked by msgspec.
@@ -181,7 +178,7 @@ class ImageStore:
         """
         image_id = self._image_id(ref)
         if image_id is None:
-            if ref in BUILTIN:
+            if normalize(ref) == BUILTIN:
                 return [self._busybox()]
             raise UnknownImage(ref)
         stored = msgspec.json.decode((self.root / "images" / f"{image_id[7:]}.json").read_bytes(), type=_Stored)
@@ -196,6 +193,11 @@ class ImageStore:
             if _is_opaque(layer):
                 break  # a layer that makes / opaque hides all below; overlayfs ignores the mark on a layer's root
         return dirs
+
+    def names(self) -> frozenset[str]:
+        """Every reference this store resolves, as ``image_name`` spells it: tags, image ids, the built-in."""
+        ids = {f"sha256:{p.stem}" for p in (self.root / "images").glob("*.json")}
+        return frozenset({*self._tags(), *ids, *([BUILTIN] if BUSYBOX.exists() else [])})
 
     def import_tar(self, src: str | os.PathLike[str] | IO[bytes]) -> ImageRecord:
         """Import one image from an OCI image layout or ``docker save`` tarball (plain or compressed).

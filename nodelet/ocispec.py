@@ -11,10 +11,9 @@ by the cgroup layer between create and start.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 from typing import Any
 
-from wire.spec import ContainerSpec
+from wire.spec import ContainerSpec, host_mount_allowed
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CAPABILITIES = (
@@ -140,12 +139,6 @@ def seccomp_profile() -> dict[str, Any]:
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
         ],
     }
-
-
-def host_mount_allowed(source: str, allowed_roots: Sequence[str]) -> bool:
-    """Whether ``source`` is one of ``allowed_roots`` or lies under one."""
-    path = PurePosixPath(source)
-    return any(path == PurePosixPath(root) or PurePosixPath(root) in path.parents for root in allowed_roots)
 
 
 def oci_config(

@@ -26,7 +26,7 @@ from nodelet import lifecycle
 from nodelet.cgroups import CgroupError, Cgroups, CpuSettings, StatsPaths, format_cpulist, settings_for
 from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
-from nodelet.ocispec import MountNotAllowed, host_mount_allowed, oci_config
+from nodelet.ocispec import MountNotAllowed, oci_config
 from nodelet.pools import Pools, cpuset_for, pools
 from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
 from nodelet.topology import real_cpuset
@@ -43,7 +43,7 @@ from wire.commands import (
     StopContainer,
     UpdateResources,
 )
-from wire.spec import QoS
+from wire.spec import QoS, host_mount_allowed
 
 log = logging.getLogger("corral.nodelet")
 Emit = Callable[[ev.Event], Awaitable[None]]

@@ -7,7 +7,7 @@ import msgspec
 
 from scheduler.cpuset import numa_fit
 from scheduler.snapshot import NodeSnap
-from wire.spec import ContainerSpec, CpuBindPolicy, NumaPolicy, QoS
+from wire.spec import ContainerSpec, CpuBindPolicy, NumaPolicy, QoS, host_mount_allowed, image_name
 
 
 class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -22,6 +22,8 @@ class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     numa_policy: NumaPolicy
     bind: CpuBindPolicy
     service_id: str | None = None
+    image: str = ""  # as wire.spec.image_name spells it; "" asks for no particular image
+    host_paths: tuple[str, ...] = ()  # the host paths it bind-mounts
 
 
 def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = None) -> Request:
@@ -36,6 +38,8 @@ def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = 
         numa_policy=spec.numa_policy,
         bind=spec.cpu_bind_policy,
         service_id=service_id,
+        image=image_name(spec.image),
+        host_paths=tuple(m.source for m in spec.mounts),
     )
 
 
@@ -48,6 +52,15 @@ def selector(node: NodeSnap, req: Request) -> str | None:
     for k, v in req.node_selector.items():
         if labels.get(k) != v:
             return "node selector"
+    return None
+
+
+def runnable(node: NodeSnap, req: Request) -> str | None:
+    """The node holds the image (when it said what it holds) and allows every host mount asked for."""
+    if req.image and node.images is not None and req.image not in node.images:
+        return "image not on node"
+    if any(not host_mount_allowed(p, node.host_mounts) for p in req.host_paths):
+        return "host mount not allowed"
     return None
 
 
@@ -83,7 +96,7 @@ def numa(node: NodeSnap, req: Request) -> str | None:
 
 
 # Cheapest first: most nodes are rejected by the early checks.
-CHECKS = (schedulable, selector, memory, cpu, numa)
+CHECKS = (schedulable, selector, runnable, memory, cpu, numa)
 
 
 def feasible(node: NodeSnap, req: Request) -> str | None:

@@ -38,6 +38,7 @@ log = logging.getLogger("corral.scheduler")
 
 _CAPACITY_EVENTS = (
     ev.NodeRegistered,
+    ev.NodeImagesChanged,
     ev.NodeRecovered,
     ev.NodeUncordoned,
     ev.ContainerExited,

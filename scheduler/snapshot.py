@@ -36,6 +36,8 @@ class NodeSnap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     be_millis: int = 0
     memory: int = 0  # memory reserved by every container on the node
     services: Mapping[str, int] = {}  # service id → replicas on this node
+    images: frozenset[str] | None = None  # None: the node did not say what it holds
+    host_mounts: tuple[str, ...] = ()
 
     @property
     def free_exclusive(self) -> frozenset[int]:
@@ -85,6 +87,8 @@ def node_snap(view: NodeView, containers: Mapping[str, ContainerView]) -> NodeSn
         labels=view.labels,
         schedulable=not (view.lost or view.cordoned),
         unschedulable_reason="node lost" if view.lost else ("node cordoned" if view.cordoned else ""),
+        images=view.images,
+        host_mounts=view.host_mounts,
     )
     return _with_allocations(snap, view.allocations.items(), containers)
 

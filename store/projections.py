@@ -64,6 +64,8 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
     cordoned: bool = False
     drained: bool = False
     allocations: dict[str, Allocation] = {}  # container id → what it holds
+    images: frozenset[str] | None = None  # None: the node did not say
+    host_mounts: tuple[str, ...] = ()
 
     @property
     def allocated(self) -> Resources:
@@ -143,6 +145,8 @@ def _node_registered(view: NodeView | None, e: ev.NodeRegistered, _: int) -> Nod
         epoch=e.epoch,
         labels=dict(e.labels),
         cpu_map=dict(e.cpu_map),
+        images=None if e.images is None else frozenset(e.images),
+        host_mounts=e.host_mounts,
         **kept,
     )
 
@@ -162,6 +166,7 @@ def _node_released(view: NodeView, e: ev.ContainerExited | ev.ContainerStopped |
 
 _NODE_FOLDS: dict[type, _Fold] = {
     ev.NodeRegistered: _node_registered,
+    ev.NodeImagesChanged: lambda v, e, _: replace(v, images=frozenset(e.images)),
     ev.NodeLost: lambda v, e, _: replace(v, lost=True),
     ev.NodeRecovered: lambda v, e, _: replace(v, lost=False, epoch=e.epoch),
     ev.NodeCordoned: lambda v, e, _: replace(v, cordoned=True),

@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 
 from wire import checks
-from wire.events import ID_CHECKS, Cpuset, Epoch, Event
+from wire.events import ID_CHECKS, Cpuset, Epoch, Event, HostPaths, Images
 from wire.ids import ContainerId, NodeName
 from wire.resources import CpuMillis, Resources
 from wire.spec import ContainerSpec
@@ -101,6 +101,8 @@ class Register(_Message, frozen=True, tag=True):
     capacity: Resources
     labels: dict[str, str] = {}
     cpu_map: dict[int, int] = {}
+    images: Images | None = None
+    host_mounts: HostPaths = ()
 
 
 class Registered(_Message, frozen=True, tag=True):

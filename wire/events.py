@@ -16,12 +16,14 @@ import msgspec
 from wire import checks
 from wire.ids import ContainerId, NodeName, ServiceId
 from wire.resources import Resources
-from wire.spec import ContainerSpec, QoS, ServiceSpec
+from wire.spec import ContainerSpec, HostPath, ImageRef, QoS, ServiceSpec
 from wire.topology import CpuId, Topology
 
 Cpuset = tuple[CpuId, ...]
 Epoch = Annotated[int, msgspec.Meta(ge=0)]
 Label = Annotated[str, msgspec.Meta(max_length=253)]
+Images = Annotated[tuple[ImageRef, ...], msgspec.Meta(max_length=4096)]
+HostPaths = Annotated[tuple[HostPath, ...], msgspec.Meta(max_length=256)]
 
 
 class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="type", forbid_unknown_fields=False, kw_only=True):
@@ -40,6 +42,17 @@ class NodeRegistered(_Event, frozen=True, tag=True):
     labels: dict[Label, Label] = {}
     # Set when a declared topology is mapped onto fewer real CPUs (a test node): declared CPU → real CPU.
     cpu_map: dict[CpuId, CpuId] = {}
+    # What the node can run, so that a submission no node would run is refused: the images it holds (as
+    # ``wire.spec.image_name`` spells them; None when it did not say) and the host paths it lets containers mount.
+    images: Images | None = None
+    host_mounts: HostPaths = ()
+
+
+class NodeImagesChanged(_Event, frozen=True, tag=True):
+    """The node's image store changed (an import): what it holds now."""
+
+    node: NodeName
+    images: Images
 
 
 class NodeLost(_Event, frozen=True, tag=True):
@@ -193,6 +206,7 @@ class BurstPolicyChanged(_Event, frozen=True, tag=True):
 
 Event = (
     NodeRegistered
+    | NodeImagesChanged
     | NodeLost
     | NodeRecovered
     | NodeCordoned

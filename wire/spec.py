@@ -7,6 +7,8 @@ them as they are ("cpu_request_millis: LSE needs a whole number of CPUs, got 150
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
+from pathlib import PurePosixPath
 from typing import Annotated
 
 import msgspec
@@ -24,6 +26,26 @@ Labels = Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)]
 EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Arg = Annotated[str, msgspec.Meta(max_length=32768)]
 ImageRef = Annotated[str, msgspec.Meta(min_length=1, max_length=255, description="e.g. 'busybox' or 'repo/name:tag'")]
+HostPath = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+def image_name(ref: str) -> str:
+    """The name a node knows an image by: ``alpine`` -> ``alpine:latest``, ``docker.io/library/alpine:3.19`` ->
+    ``alpine:3.19``; an image id (``sha256:...``) stays as it is."""
+    if ref.startswith("sha256:"):
+        return ref
+    if ":" not in ref.rsplit("/", 1)[-1]:
+        ref += ":latest"
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix)
+    return ref
+
+
+def host_mount_allowed(source: str, allowed_roots: Iterable[str]) -> bool:
+    """Whether ``source`` is one of ``allowed_roots`` or lies under one."""
+    path = PurePosixPath(source)
+    return any(path == PurePosixPath(root) or PurePosixPath(root) in path.parents for root in allowed_roots)
 
 
 class QoS(enum.StrEnum):
@@ -61,8 +83,8 @@ class RestartPolicy(enum.StrEnum):
 class Mount(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
     """A host path bind-mounted into the container; a node runs it only if its allow-list covers the source."""
 
-    source: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-    destination: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    source: HostPath
+    destination: HostPath
     read_only: bool = True
 
     def __post_init__(self) -> None:

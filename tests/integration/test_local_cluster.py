@@ -84,6 +84,7 @@ def test_up_run_ps_down(home: dict[str, str]) -> None:
     assert rows["oops"]["exit_code"] == 7
     nodes = json.loads(corral(home, "nodes", "-o", "json").stdout)
     assert sorted(n["name"] for n in nodes) == ["node-1", "node-2"]
+    assert all("busybox:latest" in n["images"] for n in nodes), nodes  # each nodelet says what it holds
     down = corral(home, "down")
     assert down.returncode == 0, down.stderr
     name = Path(home["CORRAL_HOME"]).name
@@ -109,7 +110,7 @@ def test_run_is_attached_like_docker_run(home: dict[str, str], tmp_path: Path) -
     assert corral(home, "ps", "-a", "-o", "json").stdout.count('"team"') == 0  # --rm removed it
     r = corral(home, "run", "no-such-image")
     assert r.returncode == 125
-    assert "unknown_image" in r.stderr
+    assert "no node holds image" in r.stderr  # refused at submit: nothing was appended
     r = corral(home, "run", "--qos", "LSR", "--cpu", "64", "--memory", "64Mi", "busybox")
     assert r.returncode == 125
     assert "insufficient CPU" in r.stderr

@@ -6,11 +6,12 @@ import itertools
 import uuid
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.feasible import request_of
+from scheduler.feasible import feasible, request_of
 from scheduler.plan import Plan, check_plan
 from scheduler.rank import Scoring
 from scheduler.service import Scheduler
@@ -24,7 +25,7 @@ from wire import events as ev
 from wire.commands import StartContainer, StopContainer
 from wire.ids import container_stream, node_stream, service_stream
 from wire.resources import Resources
-from wire.spec import ContainerSpec, NumaPolicy, QoS, ServiceSpec
+from wire.spec import ContainerSpec, Mount, NumaPolicy, QoS, ServiceSpec
 from wire.topology import Topology
 
 GI = 1 << 30
@@ -139,6 +140,44 @@ def test_unschedulable_counts_every_reason() -> None:
     result = place(take_snapshot(state), req, seed=1)
     assert isinstance(result, Placement)
     assert result.node == "c"
+
+
+@pytest.mark.parametrize(
+    ("image", "mounts", "expected"),
+    [
+        ("busybox", (), {"old", "a", "b"}),  # busybox:latest: a and b hold it, old did not say
+        ("docker.io/library/busybox:latest", (), {"old", "a", "b"}),
+        ("app:1", (), {"old", "b"}),
+        ("nosuch", (), {"old"}),
+        ("busybox", ("/srv/data/x",), {"b"}),  # only b allows /srv/data
+        ("busybox", ("/srv/data/x", "/etc"), set()),
+        ("app:1", ("/srv",), set()),  # /srv itself is above the allowed root
+    ],
+)
+def test_only_nodes_that_hold_the_image_and_allow_the_mounts_fit(
+    image: str, mounts: tuple[str, ...], expected: set[str]
+) -> None:
+    state = state_of(
+        node("old"),  # registered without saying what it holds: any image may be there
+        msgspec.structs.replace(node("a"), images=("busybox:latest",)),
+        msgspec.structs.replace(node("b"), images=("app:1", "busybox:latest"), host_mounts=("/srv/data",)),
+    )
+    snap = take_snapshot(state)
+    req = request_of(cid(1), ls(image=image, mounts=tuple(Mount(source=m, destination="/m") for m in mounts)))
+    fits = {n.name for n in snap.nodes.values() if feasible(n, req) is None}
+    assert fits == expected
+
+
+async def test_an_image_import_makes_a_waiting_container_schedulable() -> None:
+    h = Harness()
+    await h.nodes(msgspec.structs.replace(node("n1"), images=("busybox:latest",)))
+    await h.submit(1, ls(image="app:2"))
+    await h.scheduler.round()
+    assert h.container(cid(1)).state is ContainerState.UNSCHEDULABLE
+    assert "image not on node" in h.container(cid(1)).unschedulable
+    await h.add(node_stream("n1"), ev.NodeImagesChanged(node="n1", images=("app:2", "busybox:latest")))
+    await h.scheduler.round()
+    assert h.container(cid(1)).state is ContainerState.SCHEDULED
 
 
 def test_exclusive_placement_gets_whole_cores_and_single_numa() -> None:
