@@ -14,20 +14,24 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Stream
+from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from api.controlplane import ControlPlane
+from api.openapi import BEARER, RefinedJson, errors
 from scheduler.stack import Placement, Unschedulable
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed, WrongExpectedVersion
 from store.log import Recorded
@@ -54,6 +58,11 @@ MAX_BODY = 256 * 1024
 MAX_POSITION = 2**62  # log positions are SQLite integers
 MAX_TAIL = 100_000  # as GetLogs bounds it
 HEARTBEAT_S = 15.0
+FROM_ZERO: dict[str, Any] = {"minimum": 0}  # Litestar drops a bound of 0 from the document
+IF_MATCH = {"pattern": '^"?[0-9]{1,19}"?$'}
+LAST_EVENT_ID = {"pattern": "^[0-9]{1,19}$"}
+_ONE_TYPE = "|".join(sorted(EVENT_TYPES))
+EVENT_TYPE_LIST = {"pattern": f"^(?:{_ONE_TYPE})(?:,(?:{_ONE_TYPE}))*$"}
 
 
 class Tokens(msgspec.Struct, frozen=True):
@@ -102,6 +111,24 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     event: ev.Event
 
 
+# Bodies and answers whose schemas the document takes from msgspec.
+SCHEMA_TYPES = (
+    ContainerSpec,
+    ServiceSpec,
+    Scale,
+    Submitted,
+    StopAccepted,
+    ContainerView,
+    NodeView,
+    ServiceView,
+    ClusterState,
+    PlanResult,
+    HistoryEntry,
+    Samples,
+    NodeSamples,
+)
+
+
 def _error(status: int, error: str, field: str | None = None, reason: str | None = None) -> Response[Any]:
     body: dict[str, Any] = {"error": error}
     if field is not None:
@@ -136,19 +163,44 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    return _error(exc.status_code, str(exc.detail))
+    response = _error(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # Allow on a 405, WWW-Authenticate on a 401
+    return response
 
 
 class BodyError(HTTPException):
     """A body refused before any handler runs: not JSON (415), not well-formed (400), or not what is asked for."""
 
-    def __init__(self, status: int, reason: str, field: str = "body") -> None:
-        super().__init__(status_code=status, detail="invalid request")
+    def __init__(self, status: int, reason: str, field: str = "body", error: str = "invalid request") -> None:
+        super().__init__(status_code=status, detail=error)
         self.field, self.reason = field, reason
+
+
+def _allow_for(handlers: list[HTTPRouteHandler]) -> Callable[[Message, Scope], Awaitable[None]]:
+    """A ``before_send`` hook: Litestar's automatic OPTIONS answer lists only the first handler of a path;
+    say every method the path has."""
+    methods: dict[str, set[str]] = {}
+    for h in handlers:
+        for path in h.paths:
+            methods.setdefault(path, {"OPTIONS"}).update(h.http_methods)
+
+    async def fix(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+            return
+        handler = scope.get("route_handler")
+        allowed = set().union(*(methods.get(p, set()) for p in getattr(handler, "paths", ())))
+        if allowed:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+            message["headers"] = [*headers, (b"allow", ", ".join(sorted(allowed)).encode())]
+
+    return fix
 
 
 def _body_error(_: Request[Any, Any, Any], exc: BodyError) -> Response[Any]:
     return _error(exc.status_code, str(exc.detail), exc.field, exc.reason)
+
+
+_NUMBERS = frozenset({"since", "at", "tail", "grace", "limit"})
 
 
 async def _strict_body(request: Request[Any, Any, Any]) -> None:
@@ -156,6 +208,9 @@ async def _strict_body(request: Request[Any, Any, Any]) -> None:
     (which turns ``"3"`` into 3 and ``500.0`` into 500): a string is never a number, a float never an integer,
     unknown fields are refused, and ``Content-Type`` must be ``application/json``. A typed decode also fails
     at the first level that does not match, so no nesting depth reaches a recursion limit."""
+    for name, value in request.query_params.multi_items():
+        if value == "null" and name in _NUMBERS:  # Litestar reads "null" as None for an optional number
+            raise BodyError(422, "expected a number", name)
     body_type = request.route_handler.opt.get("body")
     if body_type is None:
         return
@@ -234,7 +289,10 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             if connection.scope.get("method") in ("GET", "HEAD") or handler.opt.get("reads_only"):
                 return
             raise PermissionDeniedException("this token may only read")
-        raise NotAuthorizedException("a bearer token is required (Authorization: Bearer <token>)")
+        raise NotAuthorizedException(
+            "a bearer token is required (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": 'Bearer realm="corral"'},
+        )
 
     async def _create_once(entity_id: str, stream: str, event: ev.ContainerSubmitted | ev.ServiceCreated) -> Submitted:
         """Append the event that creates a new stream; if the stream exists (a retry with the same
@@ -272,11 +330,17 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
                     422, f"no node with the image allows host path {m.source!r} to be mounted", f"{prefix}mounts"
                 )
 
-    @post("/v1/containers", status_code=201, guards=[authorize], opt={"body": ContainerSpec})
+    @post(
+        "/v1/containers",
+        status_code=201,
+        guards=[authorize],
+        opt={"body": ContainerSpec},
+        responses=errors(400, 401, 403, 409, 412, 413, 415, 422),
+    )
     async def create_container(
         data: JSONBody[ContainerSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
-        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match", schema_extra=IF_MATCH)] = None,
     ) -> Submitted:
         if if_match is not None:
             # Check-and-set after a plan (Nomad's -check-index): submit only if nothing was appended since.
@@ -293,13 +357,12 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         event = ev.ContainerSubmitted(container_id=cid, spec=data, idempotency_key=idempotency_key)
         return await _create_once(cid, container_stream(cid), event)
 
-    @get("/v1/containers", guards=[authorize])
+    @get("/v1/containers", guards=[authorize], responses=errors(401, 422))
     async def list_containers(
-        node: FromQuery[str | None] = None, state_: Annotated[str | None, QueryParameter(name="state")] = None
+        node: FromQuery[str | None] = None,
+        state_: Annotated[ContainerState | None, QueryParameter(name="state")] = None,
     ) -> list[ContainerView]:
         s = await state()
-        if state_ is not None and state_ not in set(ContainerState):
-            raise ValidationException(f"state: {state_!r} is not one of {', '.join(ContainerState)}")
         return [
             c
             for c in s.containers.values()
@@ -312,13 +375,13 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             raise HTTPException(status_code=404, detail=f"no container {cid}")
         return c  # type: ignore[no-any-return]
 
-    @get("/v1/containers/{cid:str}", guards=[authorize])
+    @get("/v1/containers/{cid:str}", guards=[authorize], responses=errors(401, 404))
     async def get_container(cid: FromPath[str]) -> ContainerView:
         return await _container(cid)
 
-    @delete("/v1/containers/{cid:str}", status_code=202, guards=[authorize])
+    @delete("/v1/containers/{cid:str}", status_code=202, guards=[authorize], responses=errors(401, 403, 404, 422))
     async def stop_container(
-        cid: FromPath[str], grace: Annotated[float, QueryParameter(ge=0, le=3600)] = 10.0
+        cid: FromPath[str], grace: Annotated[float, QueryParameter(ge=0, le=3600, schema_extra=FROM_ZERO)] = 10.0
     ) -> StopAccepted:
         """Stop a container: TERM, then KILL after ``grace`` seconds (0 to 3600)."""
         c = await _container(cid)
@@ -326,7 +389,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             await cp.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=grace)])
         return StopAccepted(id=cid, state=str((await _container(cid)).state))
 
-    @post("/v1/containers/{cid:str}/remove", status_code=202, guards=[authorize])
+    @post("/v1/containers/{cid:str}/remove", status_code=202, guards=[authorize], responses=errors(401, 403, 404, 409))
     async def remove_container(cid: FromPath[str]) -> StopAccepted:
         """Forget an ended container (``docker rm``); a running one must be stopped first (409)."""
         c = await _container(cid)
@@ -335,7 +398,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         await cp.remove(cid)
         return StopAccepted(id=cid, state="removed")
 
-    @get("/v1/containers/{cid:str}/history", guards=[authorize])
+    @get("/v1/containers/{cid:str}/history", guards=[authorize], responses=errors(401, 404))
     async def history(cid: FromPath[str]) -> list[HistoryEntry]:
         await _container(cid)
         return [
@@ -343,11 +406,17 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             for r in await cp.log.read_stream(container_stream(cid))
         ]
 
-    @get("/v1/nodes", guards=[authorize])
+    @get("/v1/nodes", guards=[authorize], responses=errors(401))
     async def list_nodes() -> list[NodeView]:
         return list((await state()).nodes.values())
 
-    @post("/v1/plan", status_code=200, guards=[authorize], opt={"reads_only": True, "body": ContainerSpec})
+    @post(
+        "/v1/plan",
+        status_code=200,
+        guards=[authorize],
+        opt={"reads_only": True, "body": ContainerSpec},
+        responses=errors(400, 401, 413, 415, 422),
+    )
     async def plan(data: JSONBody[ContainerSpec]) -> PlanResult:
         result = await cp.scheduler.dry_run(data)
         d = result.decision
@@ -363,11 +432,13 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         assert isinstance(d, Unschedulable)
         return PlanResult(fits=False, position=result.position, reason=d.message)
 
-    @get("/v1/events", guards=[authorize])
+    @get("/v1/events", guards=[authorize], responses=errors(401, 410, 422), media_type="text/event-stream")
     async def events(
-        since: Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION)] = None,
-        type_: Annotated[str | None, QueryParameter(name="type", max_length=4096)] = None,
-        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID", max_length=20)] = None,
+        since: Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION, schema_extra=FROM_ZERO)] = None,
+        type_: Annotated[str | None, QueryParameter(name="type", max_length=4096, schema_extra=EVENT_TYPE_LIST)] = None,
+        last_event_id: Annotated[
+            str | None, HeaderParameter(name="Last-Event-ID", max_length=20, schema_extra=LAST_EVENT_ID)
+        ] = None,
     ) -> Response[Any]:
         """Server-sent events from a log position: ``id:`` is the position (``Last-Event-ID`` resumes with
         neither gap nor repeat; ``since=0`` is the oldest position kept); a ``: caught-up`` comment once the
@@ -377,7 +448,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         start = int(last_event_id) + 1 if last_event_id else (since if since is not None else 1)
         if start > MAX_POSITION:
             raise ValidationException(f"Last-Event-ID: at most {MAX_POSITION}")
-        wanted = set(type_.split(",")) if type_ else None
+        wanted = set(type_.split(",")) if type_ is not None else None
         if wanted is not None and not wanted <= EVENT_TYPES.keys():
             unknown = ", ".join(sorted(wanted - EVENT_TYPES.keys()))
             raise ValidationException(f"type: unknown event type {unknown}")
@@ -385,11 +456,11 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         if start == 0:  # since=0: everything the log still holds
             start = oldest
         if start < oldest:
-            return _error(
+            raise BodyError(
                 410,
-                f"position {start} was truncated away; the oldest position still kept is {oldest}",
-                "since",
                 "position too old: re-read state with GET /v1/state and resume from its position",
+                "since",
+                f"position {start} was truncated away; the oldest position still kept is {oldest}",
             )
         return Stream(
             _sse(cp.log.subscribe(start), head, wanted),
@@ -399,7 +470,13 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     # --- services -----------------------------------------------------------------------------------------------
 
-    @post("/v1/services", status_code=201, guards=[authorize], opt={"body": ServiceSpec})
+    @post(
+        "/v1/services",
+        status_code=201,
+        guards=[authorize],
+        opt={"body": ServiceSpec},
+        responses=errors(400, 401, 403, 409, 413, 415, 422),
+    )
     async def create_service(
         data: JSONBody[ServiceSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
@@ -408,7 +485,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         sid = _id_for("corral-svc", idempotency_key) or new_service_id()
         return await _create_once(sid, service_stream(sid), ev.ServiceCreated(service_id=sid, spec=data))
 
-    @get("/v1/services", guards=[authorize])
+    @get("/v1/services", guards=[authorize], responses=errors(401))
     async def list_services() -> list[ServiceView]:
         return list((await state()).services.values())
 
@@ -418,7 +495,12 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             raise HTTPException(status_code=404, detail=f"no service {sid}")
         return svc  # type: ignore[no-any-return]
 
-    @patch("/v1/services/{sid:str}", guards=[authorize], opt={"body": Scale})
+    @patch(
+        "/v1/services/{sid:str}",
+        guards=[authorize],
+        opt={"body": Scale},
+        responses=errors(400, 401, 403, 404, 413, 415, 422),
+    )
     async def scale_service(sid: FromPath[str], data: JSONBody[Scale]) -> ServiceView:
         svc = await _service(sid)
         if data.replicas != svc.replicas:
@@ -426,7 +508,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             await cp.log.append(service_stream(sid), [event])
         return await _service(sid)
 
-    @delete("/v1/services/{sid:str}", status_code=202, guards=[authorize])
+    @delete("/v1/services/{sid:str}", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def delete_service(sid: FromPath[str]) -> StopAccepted:
         await _service(sid)
         await cp.log.append(service_stream(sid), [ev.ServiceDeleted(service_id=sid)])
@@ -434,10 +516,15 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     # --- logs, nodes, state ----------------------------------------------------------------------------------------
 
-    @get("/v1/containers/{cid:str}/logs", guards=[authorize])
+    @get(
+        "/v1/containers/{cid:str}/logs",
+        guards=[authorize],
+        responses=errors(401, 404, 409, 422, 502, 503),
+        media_type="text/plain",
+    )
     async def logs(
         cid: FromPath[str],
-        tail: Annotated[int | None, QueryParameter(ge=0, le=MAX_TAIL)] = None,
+        tail: Annotated[int | None, QueryParameter(ge=0, le=MAX_TAIL, schema_extra=FROM_ZERO)] = None,
         follow: FromQuery[bool] = False,
     ) -> Response[Any]:
         """The container's output, stdout and stderr interleaved; ``tail`` keeps the last lines (0 to 100000);
@@ -473,40 +560,48 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
         return Stream(stream(), media_type="text/plain")
 
-    @get("/v1/containers/{cid:str}/stats", guards=[authorize])
+    @get("/v1/containers/{cid:str}/stats", guards=[authorize], responses=errors(401, 404))
     async def container_stats(cid: FromPath[str]) -> Samples:
         await _container(cid)
         recent, older = cp.telemetry.container(cid)
         return Samples(recent=recent, older=older)
 
-    @get("/v1/nodes/{name:str}/stats", guards=[authorize])
+    @get("/v1/nodes/{name:str}/stats", guards=[authorize], responses=errors(401, 404))
     async def node_stats(name: FromPath[str]) -> NodeSamples:
         await _node(name)
         recent, older = cp.telemetry.node(name)
         return NodeSamples(recent=recent, older=older)
 
-    @post("/v1/nodes/{name:str}/cordon", status_code=202, guards=[authorize])
+    @post("/v1/nodes/{name:str}/cordon", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def cordon(name: FromPath[str]) -> NodeView:
         await _node(name)
         await cp.log.append(node_stream(name), [ev.NodeCordoned(node=name)])
         return await _node(name)
 
-    @post("/v1/nodes/{name:str}/uncordon", status_code=202, guards=[authorize])
+    @post("/v1/nodes/{name:str}/uncordon", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def uncordon(name: FromPath[str]) -> NodeView:
         await _node(name)
         await cp.log.append(node_stream(name), [ev.NodeUncordoned(node=name)])
         return await _node(name)
 
-    @post("/v1/nodes/{name:str}/drain", status_code=202, guards=[authorize])
+    @post("/v1/nodes/{name:str}/drain", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def drain(name: FromPath[str]) -> NodeView:
         """Cordon the node and stop its containers; services place replacements elsewhere."""
         await _node(name)
         await cp.log.append(node_stream(name), [ev.NodeDrained(node=name)])
-        for c in list((await state()).containers.values()):
-            if c.node == name and not c.state.terminal and c.state is not ContainerState.STOPPING:
-                await cp.log.append(
-                    container_stream(c.id), [ev.ContainerStopRequested(container_id=c.id, reason="node drained")]
+        on_node = [
+            c.id
+            for c in (await state()).containers.values()
+            if c.node == name and not c.state.terminal and c.state is not ContainerState.STOPPING
+        ]
+        await asyncio.gather(  # one group commit, not one per container
+            *(
+                cp.log.append(
+                    container_stream(cid), [ev.ContainerStopRequested(container_id=cid, reason="node drained")]
                 )
+                for cid in on_node
+            )
+        )
         return await _node(name)
 
     async def _node(name: str) -> NodeView:
@@ -529,15 +624,17 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             )
         return base
 
-    @get("/v1/state", guards=[authorize])
-    async def state_at(at: Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION)] = None) -> ClusterState:
+    @get("/v1/state", guards=[authorize], responses=errors(401, 404, 410, 422))
+    async def state_at(
+        at: Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION, schema_extra=FROM_ZERO)] = None,
+    ) -> ClusterState:
         """The cluster as it was at log position ``at`` (replayed; 0 is before the first event), or now.
         422 past the head; 410 before the oldest position the log can still rebuild."""
         if at is None:
             return await state()  # type: ignore[no-any-return]
         head = await cp.recorder.head()
         if at > head:
-            raise BodyError(422, f"position {at} is past the head of the log ({head})", "at")
+            raise BodyError(404, f"position {at} is past the head of the log ({head})", "at")
         past = await _state_base(at)
         while past.position < at:
             rows = await cp.log.read_all(past.position + 1, min(10_000, at - past.position))
@@ -550,7 +647,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/metrics", guards=[authorize])
+    @get("/metrics", guards=[authorize], responses=errors(401), media_type="text/plain")
     async def metrics() -> Response[bytes]:
         s = await state()
         counts: dict[str, int] = {}
@@ -562,31 +659,32 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         nodes_gauge.labels(status="ready").set(sum(1 for n in s.nodes.values() if not n.lost))
         return Response(content=generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    handlers = [
+        create_service,
+        list_services,
+        scale_service,
+        delete_service,
+        logs,
+        container_stats,
+        node_stats,
+        cordon,
+        uncordon,
+        drain,
+        state_at,
+        create_container,
+        list_containers,
+        get_container,
+        stop_container,
+        remove_container,
+        history,
+        list_nodes,
+        plan,
+        events,
+        healthz,
+        metrics,
+    ]
     return Litestar(
-        route_handlers=[
-            create_service,
-            list_services,
-            scale_service,
-            delete_service,
-            logs,
-            container_stats,
-            node_stats,
-            cordon,
-            uncordon,
-            drain,
-            state_at,
-            create_container,
-            list_containers,
-            get_container,
-            stop_container,
-            remove_container,
-            history,
-            list_nodes,
-            plan,
-            events,
-            healthz,
-            metrics,
-        ],
+        route_handlers=handlers,
         exception_handlers={
             BodyError: _body_error,
             ValidationException: _validation_error,
@@ -594,7 +692,14 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             Exception: _unhandled,
         },
         before_request=_strict_body,
+        before_send=[_allow_for(handlers)],
         request_max_body_size=MAX_BODY,
-        openapi_config=OpenAPIConfig(title="Corral", version="0.1.0"),
+        openapi_config=OpenAPIConfig(
+            title="Corral",
+            version="0.1.0",
+            security=[{BEARER: []}],
+            components=Components(security_schemes={BEARER: SecurityScheme(type="http", scheme="bearer")}),
+            render_plugins=[RefinedJson(SCHEMA_TYPES, public=frozenset({"/healthz"}))],
+        ),
         debug=False,
     )

@@ -30,6 +30,12 @@ IMAGE_REF = re.compile(
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?"
 )
 
+
+def schema_pattern(pattern: re.Pattern[str]) -> dict[str, str]:
+    """A pattern for the JSON schema only (``msgspec.Meta(extra_json_schema=...)``); the check is ``fullmatch``."""
+    return {"pattern": f"^(?:{pattern.pattern})$"}
+
+
 _trusted: ContextVar[bool] = ContextVar("corral_trusted_decode", default=False)
 
 

@@ -13,17 +13,21 @@ from typing import Annotated
 
 import msgspec
 
-from wire.checks import DNS1123_LABEL
+from wire.checks import DNS1123_LABEL, HEX_ID, schema_pattern
 
 # Lengths are checked on decode; patterns by the containing Struct's __post_init__ (see wire.checks).
-ContainerId = Annotated[str, msgspec.Meta(min_length=16, max_length=16, description="16 lowercase hex digits")]
-ServiceId = Annotated[str, msgspec.Meta(min_length=16, max_length=16, description="16 lowercase hex digits")]
+_HEX = msgspec.Meta(
+    min_length=16, max_length=16, description="16 lowercase hex digits", extra_json_schema=schema_pattern(HEX_ID)
+)
+ContainerId = Annotated[str, _HEX]
+ServiceId = Annotated[str, _HEX]
 Name = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
         max_length=63,
         description="a DNS-1123 label: lowercase letters, digits and '-', at most 63, alphanumeric at both ends",
+        extra_json_schema=schema_pattern(DNS1123_LABEL),
     ),
 ]
 NodeName = Name

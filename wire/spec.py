@@ -14,19 +14,34 @@ from typing import Annotated
 import msgspec
 
 from wire import checks
+from wire.checks import schema_pattern
 from wire.ids import Name
 from wire.resources import CpuMillis, MemoryBytes, format_cpu
 
 MIN_CONTAINER_MEMORY = 4 * 1024 * 1024
 
 # Lengths are checked on decode; patterns in __post_init__ (see wire.checks for why).
-LabelKey = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
-LabelValue = Annotated[str, msgspec.Meta(max_length=63)]
+LabelKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=253, extra_json_schema=schema_pattern(checks.LABEL_KEY))
+]
+LabelValue = Annotated[str, msgspec.Meta(max_length=63, extra_json_schema=schema_pattern(checks.LABEL_VALUE))]
 Labels = Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)]
-EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=256, extra_json_schema=schema_pattern(checks.ENV_NAME))]
 Arg = Annotated[str, msgspec.Meta(max_length=32768)]
-ImageRef = Annotated[str, msgspec.Meta(min_length=1, max_length=255, description="e.g. 'busybox' or 'repo/name:tag'")]
-HostPath = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+ImageRef = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=255,
+        description="e.g. 'busybox' or 'repo/name:tag'",
+        extra_json_schema=schema_pattern(checks.IMAGE_REF),
+    ),
+]
+# An absolute path with no '..' segment and no NUL (what Mount checks), as a pattern for the document.
+_SEGMENT = r"(?:[^/\x00.][^/\x00]*|\.(?:[^/\x00.][^/\x00]*)?|\.\.[^/\x00]+)?"
+HostPath = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=4096, extra_json_schema={"pattern": f"^(?:/{_SEGMENT})+$"})
+]
 
 
 def image_name(ref: str) -> str:

@@ -4,6 +4,10 @@ nats-server, a control plane on it and its HTTP API served by a real uvicorn."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -63,3 +67,23 @@ async def client(cp: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
         yield c
     server.should_exit = True
     await serving
+
+
+CORRAL = [sys.executable, "-m", "api.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def home() -> Iterator[dict[str, str]]:
+    """The environment of a local cluster's CLI, its home a short path under /run; torn down after."""
+    path = Path(f"/run/corral-t{uuid.uuid4().hex[:6]}")
+    env = {**os.environ, "CORRAL_HOME": str(path)}
+    env.pop("CORRAL_ADDR", None)
+    env.pop("CORRAL_TOKEN", None)
+    yield env
+    subprocess.run([*CORRAL, "down"], env=env, cwd=ROOT, capture_output=True, timeout=120, check=False)
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def corral(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CORRAL, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)

@@ -98,6 +98,7 @@ async def test_caught_up_is_said_after_the_head_at_the_request(client: httpx.Asy
         ({"since": "-5"}, "since"),
         ({"since": str(10**30)}, "since"),
         ({"since": "x"}, "since"),
+        ({"since": "null"}, "since"),
         ({"type": "NoSuchEvent"}, "type"),
     ],
 )
@@ -248,7 +249,7 @@ async def test_bad_log_tail_is_422(client: httpx.AsyncClient, tail: str) -> None
     assert r.json()["field"] == "tail"
 
 
-@pytest.mark.parametrize("at", ["-1", str(10**30), "x"])
+@pytest.mark.parametrize("at", ["-1", str(10**30), "x", "null"])
 async def test_bad_state_position_is_422(client: httpx.AsyncClient, at: str) -> None:
     r = await client.get("/v1/state", params={"at": at}, headers=READER)
     assert r.status_code == 422, r.text
@@ -261,7 +262,7 @@ async def test_state_at_zero_past_the_head_and_after_truncation(client: httpx.As
     r = await client.get("/v1/state", params={"at": 0}, headers=READER)
     assert r.status_code == 200 and r.json()["containers"] == {}, r.text
     r = await client.get("/v1/state", params={"at": head + 1000}, headers=READER)
-    assert r.status_code == 422 and r.json()["field"] == "at", r.text
+    assert r.status_code == 404 and r.json()["field"] == "at", r.text
     # The snapshot a truncation keeps: the state at position 2, then everything before 3 deleted.
     at2 = ClusterState()
     apply_all(at2, ((e.position, e.event) for e in await cp.log.read_all(1, 2)))
@@ -373,3 +374,36 @@ async def test_what_some_node_would_run_is_accepted_and_an_import_is_seen(
     await cp.log.append(node_stream("n1"), [ev.NodeImagesChanged(node="n1", images=("app:3", "busybox:latest"))])
     r = await client.post("/v1/containers", json={**GOOD, "image": "app:3"}, headers=ADMIN)
     assert r.status_code == 201, r.text
+
+
+async def test_the_document_says_what_the_api_does(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert doc["security"] == [{"bearer": []}]
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+    spec = doc["components"]["schemas"]["ContainerSpec"]
+    assert spec["additionalProperties"] is False
+    assert spec["properties"]["name"]["pattern"].startswith("^")
+    assert spec["properties"]["cpu_request_millis"]["minimum"] == 0
+    post = doc["paths"]["/v1/containers"]["post"]["responses"]
+    for code in ("400", "401", "403", "409", "412", "413", "415", "422"):
+        assert post[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}, code
+    assert "WWW-Authenticate" in post["401"]["headers"]
+    at = next(p for p in doc["paths"]["/v1/state"]["get"]["parameters"] if p["name"] == "at")
+    assert at["schema"]["type"] == "integer" and at["schema"]["minimum"] == 0  # absent or a number, never null
+    events = doc["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
+    assert list(events) == ["text/event-stream"]
+
+
+async def test_401_says_how_to_authenticate_and_405_and_options_say_what_is_allowed(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get("/v1/containers")
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = await client.request("TRACE", "/v1/containers/0000000000000001", headers=ADMIN)
+    assert r.status_code == 405
+    assert {m.strip() for m in r.headers["Allow"].split(",")} >= {"GET", "DELETE"}
+    r = await client.options("/v1/containers/0000000000000001", headers=ADMIN)
+    assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "DELETE", "OPTIONS"}
+    r = await client.options("/v1/services/0000000000000001", headers=ADMIN)
+    assert {m.strip() for m in r.headers["Allow"].split(",")} == {"PATCH", "DELETE", "OPTIONS"}

@@ -5,39 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from api.local import alive
+from tests.integration.conftest import CORRAL, ROOT, corral
 from tests.natsserver import free_port
 from tests.runcenv import needs_runc
 
 pytestmark = [needs_runc, pytest.mark.slow]
-CORRAL = [sys.executable, "-m", "api.cli"]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def home() -> Iterator[dict[str, str]]:
-    path = Path(f"/run/corral-t{uuid.uuid4().hex[:6]}")
-    env = {**os.environ, "CORRAL_HOME": str(path)}
-    env.pop("CORRAL_ADDR", None)
-    env.pop("CORRAL_TOKEN", None)
-    yield env
-    subprocess.run([*CORRAL, "down"], env=env, cwd=ROOT, capture_output=True, timeout=120, check=False)
-    subprocess.run(["rm", "-rf", str(path)], check=False)
-
-
-def corral(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CORRAL, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
 def rows_id(env: dict[str, str], name: str) -> str:
