@@ -574,21 +574,21 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     @post("/v1/nodes/{name:str}/cordon", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def cordon(name: FromPath[str]) -> NodeView:
-        await _node(name)
-        await cp.log.append(node_stream(name), [ev.NodeCordoned(node=name)])
+        if not (await _node(name)).cordoned:  # idempotent: cordoning a cordoned node records nothing
+            await cp.log.append(node_stream(name), [ev.NodeCordoned(node=name)])
         return await _node(name)
 
     @post("/v1/nodes/{name:str}/uncordon", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def uncordon(name: FromPath[str]) -> NodeView:
-        await _node(name)
-        await cp.log.append(node_stream(name), [ev.NodeUncordoned(node=name)])
+        if (await _node(name)).cordoned:
+            await cp.log.append(node_stream(name), [ev.NodeUncordoned(node=name)])
         return await _node(name)
 
     @post("/v1/nodes/{name:str}/drain", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def drain(name: FromPath[str]) -> NodeView:
         """Cordon the node and stop its containers; services place replacements elsewhere."""
-        await _node(name)
-        await cp.log.append(node_stream(name), [ev.NodeDrained(node=name)])
+        if not (await _node(name)).drained:
+            await cp.log.append(node_stream(name), [ev.NodeDrained(node=name)])
         on_node = [
             c.id
             for c in (await state()).containers.values()

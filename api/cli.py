@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
 import sys
@@ -305,8 +306,15 @@ def ps(
 ) -> None:
     """List containers."""
     rows = _fetch("/v1/containers", params={"node": node} if node else None)
+    now = time.time_ns()
+
+    def backoff(c: dict[str, Any]) -> str:
+        """How long until an exited container is restarted (Kubernetes shows CrashLoopBackOff)."""
+        until = c.get("backoff_until_ns")
+        return f" (restart in {math.ceil((until - now) / 1e9)}s)" if until is not None and until > now else ""
+
     if not all_:
-        rows = [c for c in rows if c["state"] not in ENDED]
+        rows = [c for c in rows if c["state"] not in ENDED or backoff(c)]
     wide = output == "wide"
 
     def row(c: dict[str, Any]) -> list[str]:
@@ -316,7 +324,7 @@ def ps(
             s["name"],
             s["image"],
             s["qos"],
-            c["state"],
+            c["state"] + backoff(c),
             c["node"] or "-",
             ",".join(map(str, c["cpuset"])) or "shared",
             "" if c["exit_code"] is None else str(c["exit_code"]),
@@ -326,11 +334,12 @@ def ps(
                 format_cpu(s["cpu_request_millis"]),
                 format_memory(s["memory_limit_bytes"] or 0),
                 "yes" if c["throttled"] else "",
+                str(c.get("restarts", 0)),
             ]
         return cells
 
     columns = ["ID", "NAME", "IMAGE", "QOS", "STATE", "NODE", "CPUS", "EXIT"] + (
-        ["CPU", "MEMORY", "THROTTLED"] if wide else []
+        ["CPU", "MEMORY", "THROTTLED", "RESTARTS"] if wide else []
     )
     _show(rows, output, columns, row)
 

@@ -6,6 +6,9 @@
 - A container asked to stop before it was placed is stopped at once (nothing runs).
 - A standalone container that ended is replaced per its restart policy (``Always``; ``OnFailure`` when the
   exit code was not 0 or unknown), once: the replacement names the container it replaces.
+- A container that exited by itself (a service replica, or standalone per its policy) is replaced only after
+  its back-off (``backoff_until_ns``: 10 s doubling to 5 min, reset by a 10-minute run); its replacement
+  carries the chain's restart count. A lost container is replaced at once: its node failed, not it.
 
 Idempotent: run twice on the same state it asks for nothing more the second time, once its events are applied.
 """
@@ -19,7 +22,7 @@ import msgspec
 from store.projections import ClusterState, ContainerState, ContainerView
 from wire import events as ev
 from wire.ids import container_stream
-from wire.spec import RestartPolicy
+from wire.spec import RestartPolicy, restart_backoff
 
 ENDED = frozenset({ContainerState.EXITED, ContainerState.STOPPED, ContainerState.LOST})
 ON_NODE = frozenset({ContainerState.SCHEDULED, ContainerState.RUNNING, ContainerState.STOPPING})
@@ -30,9 +33,10 @@ class Action(msgspec.Struct, frozen=True, gc=False):
     event: ev.Event
 
 
-def reconcile(state: ClusterState, new_id: Callable[[], str]) -> list[Action]:
+def reconcile(state: ClusterState, new_id: Callable[[], str], now_ns: int) -> list[Action]:
     actions: list[Action] = []
     by_service: dict[str, list[ContainerView]] = {}
+    crashed: dict[str, list[ContainerView]] = {}  # service → replicas that exited by themselves, not replaced yet
     replaced = {c.replaces for c in state.containers.values() if c.replaces is not None}
     for c in state.containers.values():
         if c.state is ContainerState.STOPPING and c.node is None:
@@ -51,7 +55,9 @@ def reconcile(state: ClusterState, new_id: Callable[[], str]) -> list[Action]:
         if c.service_id is not None:
             if c.state not in ENDED and c.state is not ContainerState.STOPPING:
                 by_service.setdefault(c.service_id, []).append(c)
-        elif c.state in ENDED and c.id not in replaced and _restarts(c):
+            elif c.backoff_until_ns is not None and c.id not in replaced:
+                crashed.setdefault(c.service_id, []).append(c)
+        elif c.state in ENDED and c.id not in replaced and _restarts(c) and _due(c, now_ns):
             actions.append(_replacement(c, new_id()))
     for service_id, live in by_service.items():
         if service_id not in state.services:
@@ -59,9 +65,22 @@ def reconcile(state: ClusterState, new_id: Callable[[], str]) -> list[Action]:
     for service_id, svc in state.services.items():
         live = by_service.get(service_id, [])
         missing = svc.replicas - len(live)
-        for _ in range(missing):
+        waiting = sorted(crashed.get(service_id, []), key=lambda c: c.finished_ns or 0)
+        for slot in range(missing):
+            old = waiting[slot] if slot < len(waiting) else None
+            if old is not None and not _due(old, now_ns):
+                continue  # a crashed replica holds its slot through its back-off
             cid = new_id()
-            submitted = ev.ContainerSubmitted(container_id=cid, spec=svc.spec.template, service_id=service_id)
+            if old is None:
+                submitted = ev.ContainerSubmitted(container_id=cid, spec=svc.spec.template, service_id=service_id)
+            else:
+                submitted = ev.ContainerSubmitted(
+                    container_id=cid,
+                    spec=svc.spec.template,
+                    service_id=service_id,
+                    replaces=old.id,
+                    restarts=_next_restarts(old),
+                )
             actions.append(Action(container_stream(cid), submitted))
         if missing < 0:
             # Unplaced ones first (nothing to stop on a node), then the newest.
@@ -83,8 +102,31 @@ def _restarts(c: ContainerView, *, lost: bool = False) -> bool:
     return False
 
 
+def next_restart_ns(state: ClusterState, now_ns: int) -> int | None:
+    """The earliest back-off still running: when a reconcile has something new to do without any new event."""
+    replaced = {c.replaces for c in state.containers.values() if c.replaces is not None}
+    due = [
+        c.backoff_until_ns
+        for c in state.containers.values()
+        if c.backoff_until_ns is not None and c.backoff_until_ns > now_ns and c.id not in replaced
+    ]
+    return min(due, default=None)
+
+
+def _due(c: ContainerView, now_ns: int) -> bool:
+    return c.backoff_until_ns is None or c.backoff_until_ns <= now_ns
+
+
+def _next_restarts(c: ContainerView) -> int:
+    if c.state is not ContainerState.EXITED:
+        return c.restarts  # lost: not a crash of its own
+    ran = (c.finished_ns or 0) - c.started_ns if c.started_ns is not None else 0
+    return restart_backoff(c.restarts, ran)[1]
+
+
 def _replacement(c: ContainerView, cid: str) -> Action:
-    return Action(container_stream(cid), ev.ContainerSubmitted(container_id=cid, spec=c.spec, replaces=c.id))
+    event = ev.ContainerSubmitted(container_id=cid, spec=c.spec, replaces=c.id, restarts=_next_restarts(c))
+    return Action(container_stream(cid), event)
 
 
 def _stop(c: ContainerView, reason: str) -> Action:

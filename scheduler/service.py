@@ -21,7 +21,7 @@ import msgspec
 
 from scheduler.feasible import Request, request_of
 from scheduler.plan import Plan, PlanResult, check_plan, scheduled_event
-from scheduler.reconcile import reconcile
+from scheduler.reconcile import next_restart_ns, reconcile
 from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
 from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
 from store.errors import StoreClosed, UndecodableEvent
@@ -97,12 +97,14 @@ class Scheduler:
         config: StackConfig = DEFAULT,
         batch: int = 512,
         new_id: Callable[[], str] = new_container_id,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.log = log_
         self.publisher = publisher
         self.config = config
         self.batch = batch
         self.new_id = new_id
+        self.clock = clock
         self.state = ClusterState()
         self.applier = PlanApplier(log_, self._latest)
         self._nodes: dict[str, NodeSnap] = {}
@@ -153,7 +155,7 @@ class Scheduler:
         """Reconcile, then schedule everything pending; returns how many containers were placed."""
         await self._catch_up()
         self.seen = self.state.position
-        for action in reconcile(self.state, self.new_id):
+        for action in reconcile(self.state, self.new_id, self.clock()):
             await self.log.append(action.stream, [action.event], ANY)
         await self._catch_up()
         pending = [
@@ -215,12 +217,17 @@ class Scheduler:
         result = await self.applier.submit(plan)
         for rejection in result.rejected:
             log.info("plan %s: %s rejected: %s", eval_id, rejection.placement.container_id, rejection.reason)
+        verdicts = []
         for u in unschedulable:
             self._unschedulable_at[u.container_id] = self._cluster_version
+            view = self.state.containers.get(u.container_id)
+            if view is not None and view.state is ContainerState.UNSCHEDULABLE and view.unschedulable == u.message:
+                continue  # the same fact again: recorded once, when it changes
             event = ev.ContainerUnschedulable(
                 container_id=u.container_id, nodes_total=u.nodes_total, reasons=u.reasons, message=u.message
             )
-            await self.log.append(container_stream(u.container_id), [event], ANY, correlation=eval_id)
+            verdicts.append(self.log.append(container_stream(u.container_id), [event], ANY, correlation=eval_id))
+        await asyncio.gather(*verdicts)  # one group commit for the batch
         await self._catch_up()
         specs = {c: self.state.containers[c].spec for c in (p.container_id for p in result.accepted)}
         for p in result.accepted:
@@ -276,8 +283,14 @@ class Scheduler:
             # (the API, to answer), and an event folded by them still needs a round.
             waiter = asyncio.ensure_future(self.log.recorder.wait_beyond(self.seen))
             stopper = asyncio.ensure_future(stop.wait())
+            now = self.clock()
+            due = next_restart_ns(self.state, now)  # a back-off that ends is a reason for a round too
             try:
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {waiter, stopper},
+                    timeout=None if due is None else (due - now) / 1e9 + 0.01,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             finally:
                 for f in (waiter, stopper):
                     f.cancel()

@@ -20,7 +20,7 @@ from msgspec.structs import replace
 
 from wire import events as ev
 from wire.resources import Resources
-from wire.spec import ContainerSpec, QoS, ServiceSpec
+from wire.spec import ContainerSpec, QoS, ServiceSpec, restart_backoff, restarts_on_exit
 from wire.topology import Topology
 
 SNAPSHOT_SCHEMA = 1
@@ -106,6 +106,8 @@ class ContainerView(msgspec.Struct, frozen=True, gc=False):
     burst_policy: str | None = None
     stop_requested: bool = False  # kept when it then ends some other way (lost): it was not meant to run on
     message: str = ""  # why it ended, when it never ran (e.g. its node refused to start it)
+    restarts: int = 0  # restarts in its chain before it
+    backoff_until_ns: int | None = None  # ended and to be replaced: not before this time
 
 
 class ServiceView(msgspec.Struct, frozen=True, gc=False):
@@ -187,7 +189,12 @@ def _submitted(v: ContainerView | None, e: ev.ContainerSubmitted, position: int)
     if v is not None:
         return v
     return ContainerView(
-        id=e.container_id, spec=e.spec, service_id=e.service_id, replaces=e.replaces, submitted_position=position
+        id=e.container_id,
+        spec=e.spec,
+        service_id=e.service_id,
+        replaces=e.replaces,
+        submitted_position=position,
+        restarts=e.restarts,
     )
 
 
@@ -220,7 +227,17 @@ def _started(v: ContainerView, e: ev.ContainerStarted, _: int) -> ContainerView:
     return replace(v, state=state, pid=e.pid, started_ns=e.started_ns)
 
 
+def _backoff_until(v: ContainerView, e: ev.ContainerExited) -> int | None:
+    if v.stop_requested or v.state is STOPPING or v.state in TERMINAL:
+        return None
+    if not restarts_on_exit(v.spec.restart_policy, e.exit_code, v.service_id is not None):
+        return None
+    ran = e.exited_ns - v.started_ns if v.started_ns is not None else 0
+    return e.exited_ns + restart_backoff(v.restarts, ran)[0]
+
+
 def _exited(v: ContainerView, e: ev.ContainerExited, _: int) -> ContainerView:
+    backoff_until = _backoff_until(v, e)
     state = STOPPED if v.state is STOPPING else EXITED
     return replace(
         v,
@@ -231,6 +248,7 @@ def _exited(v: ContainerView, e: ev.ContainerExited, _: int) -> ContainerView:
         finished_ns=e.exited_ns,
         throttled=False,
         message=e.message,
+        backoff_until_ns=backoff_until,
     )
 
 

@@ -88,6 +88,7 @@ class ContainerSubmitted(_Event, frozen=True, tag=True):
     service_id: ServiceId | None = None
     idempotency_key: str | None = None
     replaces: ContainerId | None = None  # a container that ended and that this one takes the place of
+    restarts: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0  # restarts in its chain (for the back-off)
 
 
 class ContainerScheduled(_Event, frozen=True, tag=True):

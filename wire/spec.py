@@ -95,6 +95,28 @@ class RestartPolicy(enum.StrEnum):
     ALWAYS = "Always"
 
 
+# Restart back-off, as Kubernetes' CrashLoopBackOff: 10 s, doubling per restart, at most 5 min; a run of 10 min
+# resets it.
+BACKOFF_FIRST_NS = 10 * 10**9
+BACKOFF_MAX_NS = 300 * 10**9
+BACKOFF_RESET_NS = 600 * 10**9
+
+
+def restart_backoff(restarts: int, ran_ns: int) -> tuple[int, int]:
+    """For a container that ended after ``ran_ns`` of running, ``restarts`` restarts into its chain: the delay
+    before it is replaced, and the restart count its replacement carries."""
+    n = 0 if ran_ns >= BACKOFF_RESET_NS else min(restarts, 16)
+    return min(BACKOFF_FIRST_NS << n, BACKOFF_MAX_NS), n + 1
+
+
+def restarts_on_exit(policy: RestartPolicy, exit_code: int | None, in_service: bool) -> bool:
+    """Whether a container that exited by itself (not asked to stop) is replaced: a service keeps its replica
+    count whatever the policy; a standalone container per its policy (an unknown exit code is a failure)."""
+    if in_service or policy is RestartPolicy.ALWAYS:
+        return True
+    return policy is RestartPolicy.ON_FAILURE and exit_code != 0
+
+
 class Mount(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
     """A host path bind-mounted into the container; a node runs it only if its allow-list covers the source."""
 

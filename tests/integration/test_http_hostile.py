@@ -407,3 +407,13 @@ async def test_401_says_how_to_authenticate_and_405_and_options_say_what_is_allo
     assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "DELETE", "OPTIONS"}
     r = await client.options("/v1/services/0000000000000001", headers=ADMIN)
     assert {m.strip() for m in r.headers["Allow"].split(",")} == {"PATCH", "DELETE", "OPTIONS"}
+
+
+async def test_cordon_uncordon_and_drain_record_a_change_once(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    await register(cp, "n1", ("busybox:latest",))
+    stream = node_stream("n1")
+    for path in ("cordon", "cordon", "uncordon", "uncordon", "drain", "drain"):
+        r = await client.post(f"/v1/nodes/n1/{path}", headers=ADMIN)
+        assert r.status_code == 202, r.text
+    kinds = [type(r.event).__name__ for r in await cp.log.read_stream(stream)]
+    assert kinds == ["NodeRegistered", "NodeCordoned", "NodeUncordoned", "NodeDrained"]

@@ -16,17 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.reconcile import Action, reconcile
+from scheduler.reconcile import Action, next_restart_ns, reconcile
 from store.projections import ClusterState, ContainerState, ContainerView, apply_all
 from tests.builders import cid, registered, scheduled, spec
 from wire import events as ev
 from wire.ids import container_stream
-from wire.spec import ContainerSpec, QoS, RestartPolicy, ServiceSpec
+from wire.spec import ContainerSpec, QoS, RestartPolicy, ServiceSpec, restart_backoff
 
 ALWAYS, ON_FAILURE, NEVER = RestartPolicy.ALWAYS, RestartPolicy.ON_FAILURE, RestartPolicy.NEVER
 ENDED = frozenset({ContainerState.EXITED, ContainerState.STOPPED, ContainerState.LOST})
 FIRST_NEW = 1000  # the first id the reconciler hands out in a unit case: cid(1000), cid(1001), ...
 SCALED_DOWN = "scaled down"
+LATER = 10**19  # a "now" past every back-off in these cases
 SERVICE_DELETED = "its service was deleted"
 NODE_LOST = "node lost"
 
@@ -128,13 +129,21 @@ class World:
 # --- the actions we expect, by what they do -----------------------------------------------------------------------
 
 
-def submit_for(service: int, new: int) -> Action:
-    submitted = ev.ContainerSubmitted(container_id=cid(new), spec=template(service), service_id=sid(service))
+def submit_for(service: int, new: int, replaces: int | None = None, restarts: int = 0) -> Action:
+    submitted = ev.ContainerSubmitted(
+        container_id=cid(new),
+        spec=template(service),
+        service_id=sid(service),
+        replaces=None if replaces is None else cid(replaces),
+        restarts=restarts,
+    )
     return Action(container_stream(cid(new)), submitted)
 
 
-def replace_with(new: int, old: int, restart: RestartPolicy) -> Action:
-    submitted = ev.ContainerSubmitted(container_id=cid(new), spec=standalone(old, restart), replaces=cid(old))
+def replace_with(new: int, old: int, restart: RestartPolicy, restarts: int = 1) -> Action:
+    submitted = ev.ContainerSubmitted(
+        container_id=cid(new), spec=standalone(old, restart), replaces=cid(old), restarts=restarts
+    )
     return Action(container_stream(cid(new)), submitted)
 
 
@@ -162,7 +171,7 @@ def passes(state: ClusterState, new_id: Callable[[], str], limit: int = 5) -> li
     """Reconcile, apply, and again, until a pass asks for nothing; every non-empty pass, in order."""
     result: list[list[Action]] = []
     for _ in range(limit):
-        actions = reconcile(state, new_id)
+        actions = reconcile(state, new_id, LATER)
         if not actions:
             return result
         result.append(actions)
@@ -184,16 +193,16 @@ def live(state: ClusterState, service_id: str) -> list[str]:
 
 def test_a_new_service_submits_its_replicas_from_its_template() -> None:
     state = World().node().service(1, replicas=3).state()
-    assert reconcile(state, new_ids()) == [submit_for(1, 1000), submit_for(1, 1001), submit_for(1, 1002)]
+    assert reconcile(state, new_ids(), LATER) == [submit_for(1, 1000), submit_for(1, 1001), submit_for(1, 1002)]
 
 
 def test_a_service_with_no_replicas_asks_for_nothing() -> None:
-    assert reconcile(World().node().service(1, replicas=0).state(), new_ids()) == []
+    assert reconcile(World().node().service(1, replicas=0).state(), new_ids(), LATER) == []
 
 
 def test_a_partially_running_service_submits_only_the_missing_ones() -> None:
     state = World().node().service(1, replicas=4).running(1, service=1).submit(2, service=1).state()
-    assert reconcile(state, new_ids()) == [submit_for(1, 1000), submit_for(1, 1001)]
+    assert reconcile(state, new_ids(), LATER) == [submit_for(1, 1000), submit_for(1, 1001)]
 
 
 @pytest.mark.parametrize(
@@ -209,20 +218,24 @@ def test_a_service_at_its_replicas_asks_for_nothing(history: Callable[[World, in
     world = World().node().service(1, replicas=2)
     for n in (1, 2):
         history(world, n)
-    assert reconcile(world.state(), new_ids()) == []
+    assert reconcile(world.state(), new_ids(), LATER) == []
 
 
 def test_ended_and_stopping_containers_do_not_count_and_are_replaced_through_the_count() -> None:
     world = World().node().service(1, replicas=4).running(1, service=1).running(2, service=1)
     world.running(3, service=1).exit(3, code=0).running(4, service=1).ask_stop(4)
     world.running(5, service=1).ask_stop(5).stopped(5)
-    # Live: 1 and 2. A service's replacements do not name what they replace: the count does the work.
-    assert reconcile(world.state(), new_ids()) == [submit_for(1, 1000), submit_for(1, 1001)]
+    # Live: 1 and 2. The one that exited by itself is replaced through the count, after its back-off, and
+    # named (its chain's restarts counted); the one asked to stop is not a crash.
+    assert reconcile(world.state(), new_ids(), LATER) == [
+        submit_for(1, 1000, replaces=3, restarts=1),
+        submit_for(1, 1001),
+    ]
 
 
 def test_scaling_up_submits_the_difference() -> None:
     state = World().node().service(1, replicas=1).running(1, service=1).scale(1, to=3).state()
-    assert reconcile(state, new_ids()) == [submit_for(1, 1000), submit_for(1, 1001)]
+    assert reconcile(state, new_ids(), LATER) == [submit_for(1, 1000), submit_for(1, 1001)]
 
 
 def test_scaling_down_stops_pending_ones_first_then_the_newest() -> None:
@@ -230,7 +243,7 @@ def test_scaling_down_stops_pending_ones_first_then_the_newest() -> None:
     world.running(1, service=1).running(2, service=1).submit(3, service=1).running(4, service=1)
     world.submit(5, service=1).scale(1, to=2)
     # Pending 5 and 3 go first (nothing runs), then 4, the newest running one; 1 and 2 stay.
-    assert reconcile(world.state(), new_ids()) == [
+    assert reconcile(world.state(), new_ids(), LATER) == [
         ask_stop(5, SCALED_DOWN),
         ask_stop(3, SCALED_DOWN),
         ask_stop(4, SCALED_DOWN),
@@ -241,21 +254,21 @@ def test_scaling_down_picks_the_newest_by_submitted_position_not_by_id() -> None
     world = World().node().service(1, replicas=3)
     world.running(9, service=1).running(2, service=1).running(5, service=1).scale(1, to=1)
     # Submitted in the order 9, 2, 5: the newest are 5 then 2.
-    assert reconcile(world.state(), new_ids()) == [ask_stop(5, SCALED_DOWN), ask_stop(2, SCALED_DOWN)]
+    assert reconcile(world.state(), new_ids(), LATER) == [ask_stop(5, SCALED_DOWN), ask_stop(2, SCALED_DOWN)]
 
 
 def test_scaling_to_zero_stops_every_live_container_once() -> None:
     world = World().node().service(1, replicas=3).running(1, service=1).submit(2, service=1)
     world.running(3, service=1).ask_stop(3).scale(1, to=0)
     # 3 is already stopping: it is not asked again.
-    assert reconcile(world.state(), new_ids()) == [ask_stop(2, SCALED_DOWN), ask_stop(1, SCALED_DOWN)]
+    assert reconcile(world.state(), new_ids(), LATER) == [ask_stop(2, SCALED_DOWN), ask_stop(1, SCALED_DOWN)]
 
 
 def test_scaling_down_stops_an_unschedulable_container_before_a_running_one() -> None:
     world = World().node().service(1, replicas=2).submit(1, service=1).unschedulable(1)
     world.running(2, service=1).scale(1, to=1)
     # 1 holds nothing on any node, as a pending one does; stopping 2 would leave the service with none running.
-    assert reconcile(world.state(), new_ids()) == [ask_stop(1, SCALED_DOWN)]
+    assert reconcile(world.state(), new_ids(), LATER) == [ask_stop(1, SCALED_DOWN)]
 
 
 def test_scaling_down_then_applying_leaves_exactly_the_replicas_live() -> None:
@@ -263,16 +276,16 @@ def test_scaling_down_then_applying_leaves_exactly_the_replicas_live() -> None:
     for n in (1, 2, 3, 4):
         world.running(n, service=1)
     state = world.scale(1, to=1).state()
-    apply_actions(state, reconcile(state, new_ids()))
+    apply_actions(state, reconcile(state, new_ids(), LATER))
     assert live(state, sid(1)) == [cid(1)]
-    assert reconcile(state, new_ids()) == []
+    assert reconcile(state, new_ids(), LATER) == []
 
 
 def test_a_deleted_service_stops_its_live_containers() -> None:
     world = World().node().service(1, replicas=4).running(1, service=1).submit(2, service=1)
     world.running(3, service=1).ask_stop(3).running(4, service=1).exit(4, code=1).delete(1)
     # 3 is already stopping and 4 has ended: only 1 and 2 are asked, and nothing is submitted.
-    assert reconcile(world.state(), new_ids()) == [ask_stop(1, SERVICE_DELETED), ask_stop(2, SERVICE_DELETED)]
+    assert reconcile(world.state(), new_ids(), LATER) == [ask_stop(1, SERVICE_DELETED), ask_stop(2, SERVICE_DELETED)]
 
 
 def test_a_deleted_service_converges_without_resubmitting() -> None:
@@ -288,7 +301,7 @@ def test_services_are_reconciled_independently() -> None:
     world = World().node().service(1, replicas=2).service(2, replicas=1)
     world.running(1, service=1).running(2, service=2).running(3, service=2).running(4, service=1).delete(1)
     world.service(3, replicas=1)
-    assert reconcile(world.state(), new_ids()) == [
+    assert reconcile(world.state(), new_ids(), LATER) == [
         ask_stop(1, SERVICE_DELETED),
         ask_stop(4, SERVICE_DELETED),
         ask_stop(3, SCALED_DOWN),
@@ -302,7 +315,7 @@ def test_services_are_reconciled_independently() -> None:
 def test_service_containers_on_a_lost_node_are_lost_and_replaced_in_the_same_pass() -> None:
     world = World().node("n1").node("n2").service(1, replicas=3)
     world.running(1, "n1", service=1).running(2, "n2", service=1).running(3, "n1", service=1).lose("n1")
-    assert reconcile(world.state(), new_ids()) == [
+    assert reconcile(world.state(), new_ids(), LATER) == [
         lose(1, "n1"),
         lose(3, "n1"),
         submit_for(1, 1000),
@@ -336,18 +349,18 @@ def test_every_container_on_a_lost_node_is_lost(history: Callable[[World], World
 )
 def test_containers_not_live_on_the_lost_node_are_not_lost(history: Callable[[World], World]) -> None:
     state = history(World().node("n1").node("n2")).lose("n1").state()
-    assert reconcile(state, new_ids()) == []
+    assert reconcile(state, new_ids(), LATER) == []
 
 
 def test_a_recovered_node_loses_nothing() -> None:
     state = World().node().service(1, replicas=1).running(1, service=1).running(2).lose().recover().state()
-    assert reconcile(state, new_ids()) == []
+    assert reconcile(state, new_ids(), LATER) == []
 
 
 def test_a_deleted_service_container_on_a_lost_node_is_lost_not_stopped() -> None:
     world = World().node("n1").node("n2").service(1, replicas=2)
     world.running(1, "n1", service=1).running(2, "n2", service=1).delete(1).lose("n1")
-    assert reconcile(world.state(), new_ids()) == [lose(1, "n1"), ask_stop(2, SERVICE_DELETED)]
+    assert reconcile(world.state(), new_ids(), LATER) == [lose(1, "n1"), ask_stop(2, SERVICE_DELETED)]
 
 
 def test_a_stopping_service_container_on_a_lost_node_is_lost_and_not_replaced_again() -> None:
@@ -361,13 +374,13 @@ def test_a_stopping_service_container_on_a_lost_node_is_lost_and_not_replaced_ag
 @pytest.mark.parametrize("restart", [ALWAYS, ON_FAILURE])
 def test_a_standalone_container_on_a_lost_node_is_lost_and_replaced_in_the_same_pass(restart: RestartPolicy) -> None:
     state = World().node().running(1, restart=restart).lose().state()
-    assert reconcile(state, new_ids()) == [lose(1), replace_with(1000, 1, restart)]
+    assert reconcile(state, new_ids(), LATER) == [lose(1), replace_with(1000, 1, restart, restarts=0)]
 
 
 @pytest.mark.parametrize("restart", [ALWAYS, ON_FAILURE])
 def test_a_standalone_container_on_a_lost_node_is_replaced_exactly_once(restart: RestartPolicy) -> None:
     state = World().node().running(1, restart=restart).lose().state()
-    assert [a for p in passes(state, new_ids()) for a in p] == [lose(1), replace_with(1000, 1, restart)]
+    assert [a for p in passes(state, new_ids()) for a in p] == [lose(1), replace_with(1000, 1, restart, restarts=0)]
 
 
 def test_a_standalone_container_that_never_restarts_is_lost_and_not_replaced() -> None:
@@ -386,22 +399,22 @@ def test_a_standalone_container_asked_to_stop_then_lost_is_not_replaced(restart:
 
 def test_an_exited_container_that_always_restarts_is_replaced_once() -> None:
     state = World().node().running(1, restart=ALWAYS).exit(1, code=0).state()
-    first = reconcile(state, new_ids())
+    first = reconcile(state, new_ids(), LATER)
     assert first == [replace_with(1000, 1, ALWAYS)]
     apply_actions(state, first)
-    assert reconcile(state, new_ids(2000)) == []  # the replacement exists, pending: nothing more
+    assert reconcile(state, new_ids(2000), LATER) == []  # the replacement exists, pending: nothing more
 
 
 def test_a_replacement_is_not_repeated_whatever_became_of_it() -> None:
     world = World().node().running(1, restart=ALWAYS).exit(1, code=1)
     world.submit_replacement(2, of=1, restart=ALWAYS).schedule(2).start(2).ask_stop(2).stopped(2)
     # 2 replaced 1 and was then stopped on purpose: neither is replaced.
-    assert reconcile(world.state(), new_ids()) == []
+    assert reconcile(world.state(), new_ids(), LATER) == []
 
 
 def test_a_replacement_that_ends_is_replaced_in_turn() -> None:
     state = World().node().running(1, restart=ALWAYS).exit(1, code=1).state()
-    apply_actions(state, reconcile(state, new_ids()))
+    apply_actions(state, reconcile(state, new_ids(), LATER))
     apply_all(
         state,
         enumerate(
@@ -413,10 +426,12 @@ def test_a_replacement_that_ends_is_replaced_in_turn() -> None:
             start=state.position + 1,
         ),
     )
-    assert reconcile(state, new_ids(2000)) == [
+    assert reconcile(state, new_ids(2000), LATER) == [
         Action(
             container_stream(cid(2000)),
-            ev.ContainerSubmitted(container_id=cid(2000), spec=standalone(1, ALWAYS), replaces=cid(1000)),
+            ev.ContainerSubmitted(
+                container_id=cid(2000), spec=standalone(1, ALWAYS), replaces=cid(1000), restarts=2
+            ),  # the chain's second restart
         )
     ]
 
@@ -440,7 +455,7 @@ def test_an_exited_container_is_replaced_per_its_restart_policy(
     restart: RestartPolicy, code: int | None, replaced: bool
 ) -> None:
     state = World().node().running(1, restart=restart).exit(1, code=code).state()
-    assert reconcile(state, new_ids()) == ([replace_with(1000, 1, restart)] if replaced else [])
+    assert reconcile(state, new_ids(), LATER) == ([replace_with(1000, 1, restart)] if replaced else [])
 
 
 @pytest.mark.parametrize("restart", [ALWAYS, ON_FAILURE])
@@ -458,7 +473,7 @@ def test_a_container_stopped_on_purpose_is_not_replaced(
 ) -> None:
     state = history(World().node(), restart).state()
     assert state.containers[cid(1)].state is ContainerState.STOPPED
-    assert reconcile(state, new_ids()) == []
+    assert reconcile(state, new_ids(), LATER) == []
 
 
 @pytest.mark.parametrize("restart", list(RestartPolicy))
@@ -475,7 +490,7 @@ def test_a_container_stopped_on_purpose_is_not_replaced(
 def test_a_live_standalone_container_is_left_alone(
     history: Callable[[World, RestartPolicy], World], restart: RestartPolicy
 ) -> None:
-    assert reconcile(history(World().node(), restart).state(), new_ids()) == []
+    assert reconcile(history(World().node(), restart).state(), new_ids(), LATER) == []
 
 
 # --- stops before placement ------------------------------------------------------------------------------------
@@ -496,12 +511,12 @@ def test_a_container_asked_to_stop_before_it_was_placed_is_stopped_at_once(histo
 
 def test_a_service_container_asked_to_stop_before_placement_is_stopped_and_replaced_in_the_same_pass() -> None:
     state = World().node().service(1, replicas=2).running(1, service=1).submit(2, service=1).ask_stop(2).state()
-    assert reconcile(state, new_ids()) == [stop_unplaced(2), submit_for(1, 1000)]
+    assert reconcile(state, new_ids(), LATER) == [stop_unplaced(2), submit_for(1, 1000)]
 
 
 def test_a_container_asked_to_stop_on_its_node_waits_for_the_node() -> None:
     state = World().node().submit(1).schedule(1).ask_stop(1).state()
-    assert reconcile(state, new_ids()) == []
+    assert reconcile(state, new_ids(), LATER) == []
 
 
 # --- purity --------------------------------------------------------------------------------------------------
@@ -518,9 +533,9 @@ def busy_world() -> World:
 def test_reconcile_does_not_change_the_state_and_is_deterministic() -> None:
     world = busy_world()
     state = world.state()
-    first = reconcile(state, new_ids())
+    first = reconcile(state, new_ids(), LATER)
     assert state == world.state()
-    assert reconcile(state, new_ids()) == first
+    assert reconcile(state, new_ids(), LATER) == first
     assert first == [
         lose(1, "n1"),
         lose(5, "n1"),
@@ -609,7 +624,7 @@ class _History:
             case ("submit", service, restart):
                 self.submit(service, restart)
             case ("reconcile",):
-                self.append(*(a.event for a in reconcile(self.state, self.new_id)))
+                self.append(*(a.event for a in reconcile(self.state, self.new_id, LATER)))
             case (kind, pick, *args) if isinstance(pick, int) and self.state.containers:
                 ids = sorted(self.state.containers)
                 self.container_step(kind, self.state.containers[ids[pick % len(ids)]], args)
@@ -671,9 +686,9 @@ def fresh() -> Callable[[], str]:
 @given(histories())
 def test_property_second_pass_asks_for_nothing_already_done(events: list[ev.Event]) -> None:
     state, new_id = fold(events), fresh()
-    first = reconcile(state, new_id)
+    first = reconcile(state, new_id, LATER)
     apply_actions(state, first)
-    second = reconcile(state, new_id)
+    second = reconcile(state, new_id, LATER)
     full = {s.id for s in state.services.values() if len(live(state, s.id)) == s.replicas}
     lost_first = {a.event.container_id for a in first if isinstance(a.event, ev.ContainerLost)}
     replaced_first = {a.event.replaces for a in first if isinstance(a.event, ev.ContainerSubmitted)} - {None}
@@ -691,7 +706,7 @@ def test_property_second_pass_asks_for_nothing_already_done(events: list[ev.Even
 @given(histories())
 def test_property_after_one_pass_every_service_has_exactly_its_replicas_live(events: list[ev.Event]) -> None:
     state = fold(events)
-    apply_actions(state, reconcile(state, fresh()))
+    apply_actions(state, reconcile(state, fresh(), LATER))
     assert {s.id: len(live(state, s.id)) for s in state.services.values()} == {
         s.id: s.replicas for s in state.services.values()
     }
@@ -701,7 +716,7 @@ def test_property_after_one_pass_every_service_has_exactly_its_replicas_live(eve
 @given(histories())
 def test_property_no_action_targets_an_ended_container(events: list[ev.Event]) -> None:
     state = fold(events)
-    actions = reconcile(state, fresh())
+    actions = reconcile(state, fresh(), LATER)
     targets = []
     lost_now = {a.event.container_id for a in actions if isinstance(a.event, ev.ContainerLost)}
     for a in actions:
@@ -722,6 +737,77 @@ def test_property_no_action_targets_an_ended_container(events: list[ev.Event]) -
 @given(histories())
 def test_property_reconciling_converges_and_leaves_the_state_alone(events: list[ev.Event]) -> None:
     state = fold(events)
-    assert reconcile(state, fresh()) == reconcile(state, fresh())
+    assert reconcile(state, fresh(), LATER) == reconcile(state, fresh(), LATER)
     assert state == fold(events)
     passes(state, fresh(), limit=3)  # at most two passes ask for anything: a third asks for nothing
+
+
+# --- restart back-off ---------------------------------------------------------------------------------------------
+
+S = 10**9
+
+
+@pytest.mark.parametrize(
+    ("restarts", "ran_s", "delay_s", "next_restarts"),
+    [
+        (0, 0, 10, 1),
+        (1, 5, 20, 2),
+        (2, 5, 40, 3),
+        (4, 599, 160, 5),
+        (5, 0, 300, 6),  # 320 s capped at 5 min
+        (40, 0, 300, 17),
+        (7, 600, 10, 1),  # ten minutes of running reset it
+    ],
+)
+def test_restart_backoff_doubles_from_10_s_to_5_min_and_resets_after_10_min(
+    restarts: int, ran_s: int, delay_s: int, next_restarts: int
+) -> None:
+    assert restart_backoff(restarts, ran_s * S) == (delay_s * S, next_restarts)
+
+
+def crash(world: World, n: int, started_s: int, exited_s: int, code: int = 1) -> World:
+    world._add(ev.ContainerStarted(container_id=cid(n), node="n1", pid=n, started_ns=started_s * S))
+    return world._add(ev.ContainerExited(container_id=cid(n), node="n1", exit_code=code, exited_ns=exited_s * S))
+
+
+def test_a_crashed_standalone_container_is_replaced_only_after_its_backoff() -> None:
+    world = World().node().submit(1, ALWAYS).schedule(1)
+    state = crash(world, 1, started_s=100, exited_s=101).state()
+    assert state.containers[cid(1)].backoff_until_ns == 111 * S
+    assert reconcile(state, new_ids(), 110 * S) == []
+    assert next_restart_ns(state, 110 * S) == 111 * S
+    assert reconcile(state, new_ids(), 111 * S) == [replace_with(1000, 1, ALWAYS, restarts=1)]
+
+
+def test_a_crashed_replica_holds_its_slot_through_its_backoff() -> None:
+    world = World().node().service(1, replicas=2).running(1, service=1).submit(2, service=1).schedule(2)
+    state = crash(world, 2, started_s=50, exited_s=60).state()
+    assert reconcile(state, new_ids(), 65 * S) == []  # 1 live, 2 waits out its 10 s
+    assert reconcile(state, new_ids(), 70 * S) == [submit_for(1, 1000, replaces=2, restarts=1)]
+    world.scale(1, to=3)  # a new slot is filled at once; the crashed one still waits
+    assert reconcile(world.state(), new_ids(), 65 * S) == [submit_for(1, 1000)]
+
+
+def test_no_backoff_for_what_was_asked_to_stop_or_does_not_restart() -> None:
+    never = crash(World().node().submit(1, NEVER).schedule(1), 1, 1, 2).state()
+    assert never.containers[cid(1)].backoff_until_ns is None
+    ok = crash(World().node().submit(1, ON_FAILURE).schedule(1), 1, 1, 2, code=0).state()
+    assert ok.containers[cid(1)].backoff_until_ns is None
+    world = World().node().submit(1, ALWAYS).schedule(1).ask_stop(1)
+    assert crash(world, 1, 1, 2).state().containers[cid(1)].backoff_until_ns is None
+    assert next_restart_ns(never, 0) is None
+
+
+def test_a_chain_backs_off_longer_each_time() -> None:
+    world = World().node().submit(1, ALWAYS).schedule(1)
+    crash(world, 1, 0, 1)
+    until = 11
+    for n, delay in zip(range(1000, 1004), (20, 40, 80, 160), strict=True):
+        [action] = reconcile(world.state(), new_ids(n), until * S)
+        assert isinstance(action.event, ev.ContainerSubmitted) and action.event.replaces == cid(
+            n - 1 if n > 1000 else 1
+        )
+        world._add(action.event).schedule(n)
+        crash(world, n, until, until + 1)
+        until += 1 + delay
+        assert world.state().containers[cid(n)].backoff_until_ns == until * S

@@ -266,6 +266,30 @@ async def test_unschedulable_is_recorded_once_and_retried_when_capacity_appears(
     assert h.container(big).node == "n2"
 
 
+async def test_the_same_verdict_is_recorded_once_however_often_capacity_changes() -> None:
+    """611 ContainerUnschedulable for one container were seen: every exit elsewhere re-recorded the same fact."""
+    h = Harness()
+    await h.nodes(node("n1", Topology.uniform(1, 1, 1, 2, memory_per_numa=4 * GI)))
+    big = await h.submit(1, lsr(cpus=4))
+    await h.scheduler.round()
+    for n in range(2, 12):  # small containers come and go: capacity changes, the verdict does not
+        small = await h.submit(n, ls(cpu=100, memory=GI // 4))
+        await h.scheduler.round()
+        await h.add(
+            container_stream(small), ev.ContainerExited(container_id=small, node="n1", exit_code=0, exited_ns=n)
+        )
+        await h.scheduler.round()
+    events = await h.log.read_stream(container_stream(big))
+    assert sum(isinstance(r.event, ev.ContainerUnschedulable) for r in events) == 1
+    await h.nodes(node("n2", Topology.uniform(1, 1, 1, 2, memory_per_numa=4 * GI)))  # a new fact: 0/2 nodes
+    await h.scheduler.round()
+    events = await h.log.read_stream(container_stream(big))
+    assert [r.event.message for r in events if isinstance(r.event, ev.ContainerUnschedulable)] == [
+        "0/1 nodes fit: 1 insufficient CPU",
+        "0/2 nodes fit: 2 insufficient CPU",
+    ]
+
+
 async def test_lost_node_replaces_service_replicas() -> None:
     h = Harness()
     await h.nodes(node("n1"), node("n2"))
