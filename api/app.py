@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, patch, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import ResponseHeader
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
@@ -32,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 
 from api.controlplane import ControlPlane
 from api.openapi import BEARER, RefinedJson, errors
+from api.paging import CONTINUE_HEADER, MAX_PAGE, Page, next_headers, page
 from scheduler.stack import Placement, Unschedulable
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed, WrongExpectedVersion
 from store.log import Recorded
@@ -63,6 +65,19 @@ IF_MATCH = {"pattern": '^"?[0-9]{1,19}"?$'}
 LAST_EVENT_ID = {"pattern": "^[0-9]{1,19}$"}
 _ONE_TYPE = "|".join(sorted(EVENT_TYPES))
 EVENT_TYPE_LIST = {"pattern": f"^(?:{_ONE_TYPE})(?:,(?:{_ONE_TYPE}))*$"}
+Limit = Annotated[int | None, QueryParameter(ge=1, le=MAX_PAGE, description="at most this many items")]
+Continue = Annotated[
+    str | None,
+    QueryParameter(name="continue", max_length=256, description="where the page starts: a Corral-Continue value"),
+]
+PAGE_HEADERS = [
+    ResponseHeader(name=CONTINUE_HEADER, documentation_only=True, description="the next page's continue value"),
+    ResponseHeader(name="Link", documentation_only=True, description='the next page, `rel="next"` (RFC 8288)'),
+]
+
+
+def _everything(_: object) -> bool:
+    return True
 
 
 class Tokens(msgspec.Struct, frozen=True):
@@ -200,7 +215,7 @@ def _body_error(_: Request[Any, Any, Any], exc: BodyError) -> Response[Any]:
     return _error(exc.status_code, str(exc.detail), exc.field, exc.reason)
 
 
-_NUMBERS = frozenset({"since", "at", "tail", "grace", "limit"})
+_NOT_NULL = frozenset({"since", "at", "tail", "grace", "limit", "state"})  # optional numbers and enums
 
 
 async def _strict_body(request: Request[Any, Any, Any]) -> None:
@@ -209,8 +224,8 @@ async def _strict_body(request: Request[Any, Any, Any]) -> None:
     unknown fields are refused, and ``Content-Type`` must be ``application/json``. A typed decode also fails
     at the first level that does not match, so no nesting depth reaches a recursion limit."""
     for name, value in request.query_params.multi_items():
-        if value == "null" and name in _NUMBERS:  # Litestar reads "null" as None for an optional number
-            raise BodyError(422, "expected a number", name)
+        if value == "null" and name in _NOT_NULL:  # Litestar reads "null" as None for these
+            raise BodyError(422, "not a valid value", name)
     body_type = request.route_handler.opt.get("body")
     if body_type is None:
         return
@@ -357,17 +372,26 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         event = ev.ContainerSubmitted(container_id=cid, spec=data, idempotency_key=idempotency_key)
         return await _create_once(cid, container_stream(cid), event)
 
-    @get("/v1/containers", guards=[authorize], responses=errors(401, 422))
+    def _paged(request: Request[Any, Any, Any], found: Page[Any]) -> Response[Any]:
+        query = {k: v for k, v in request.query_params.items() if k != "continue"}
+        return Response(found.items, headers=next_headers(request.url.path, query, found.next))
+
+    @get("/v1/containers", guards=[authorize], responses=errors(401, 422), response_headers=PAGE_HEADERS)
     async def list_containers(
+        request: Request[Any, Any, Any],
         node: FromQuery[str | None] = None,
         state_: Annotated[ContainerState | None, QueryParameter(name="state")] = None,
-    ) -> list[ContainerView]:
+        limit: Limit = None,
+        start: Continue = None,
+    ) -> Response[list[ContainerView]]:
+        """Containers in id order; with ``limit``, a page at a time (the next one named by ``Corral-Continue``
+        and ``Link``)."""
         s = await state()
-        return [
-            c
-            for c in s.containers.values()
-            if (node is None or c.node == node) and (state_ is None or c.state == state_)
-        ]
+
+        def keep(c: ContainerView) -> bool:
+            return (node is None or c.node == node) and (state_ is None or c.state == state_)
+
+        return _paged(request, page(s.containers, keep, limit, start))
 
     async def _container(cid: FromPath[str]) -> ContainerView:
         c = (await state()).containers.get(cid)
@@ -406,9 +430,12 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             for r in await cp.log.read_stream(container_stream(cid))
         ]
 
-    @get("/v1/nodes", guards=[authorize], responses=errors(401))
-    async def list_nodes() -> list[NodeView]:
-        return list((await state()).nodes.values())
+    @get("/v1/nodes", guards=[authorize], responses=errors(401, 422), response_headers=PAGE_HEADERS)
+    async def list_nodes(
+        request: Request[Any, Any, Any], limit: Limit = None, start: Continue = None
+    ) -> Response[list[NodeView]]:
+        """Nodes in name order, paged as containers are."""
+        return _paged(request, page((await state()).nodes, _everything, limit, start))
 
     @post(
         "/v1/plan",
@@ -485,9 +512,12 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         sid = _id_for("corral-svc", idempotency_key) or new_service_id()
         return await _create_once(sid, service_stream(sid), ev.ServiceCreated(service_id=sid, spec=data))
 
-    @get("/v1/services", guards=[authorize], responses=errors(401))
-    async def list_services() -> list[ServiceView]:
-        return list((await state()).services.values())
+    @get("/v1/services", guards=[authorize], responses=errors(401, 422), response_headers=PAGE_HEADERS)
+    async def list_services(
+        request: Request[Any, Any, Any], limit: Limit = None, start: Continue = None
+    ) -> Response[list[ServiceView]]:
+        """Services in id order, paged as containers are."""
+        return _paged(request, page((await state()).services, _everything, limit, start))
 
     async def _service(sid: str) -> ServiceView:
         svc = (await state()).services.get(sid)

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,10 +60,9 @@ def client(timeout: float | None = 30) -> httpx.Client:
     return httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
 
-def call(method: str, path: str, **kw: Any) -> Any:
+def _send(c: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
     try:
-        with client() as c:
-            r = c.request(method, path, **kw)
+        r = c.request(method, path, **kw)
     except httpx.HTTPError as e:
         raise Failed(f"cannot reach the API at {_defaults()[0]}: {e}") from None
     if r.status_code >= 400:
@@ -72,7 +72,29 @@ def call(method: str, path: str, **kw: Any) -> Any:
             raise Failed(f"{r.status_code} {body.get('error', r.text)}{field}")
         except ValueError:
             raise Failed(f"{r.status_code} {r.text}") from None
+    return r
+
+
+def call(method: str, path: str, **kw: Any) -> Any:
+    with client() as c:
+        r = _send(c, method, path, **kw)
     return r.json() if r.content else None
+
+
+PAGE = 500  # items per list request, as kubectl's --chunk-size
+
+
+def listing(path: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """Every item of a list endpoint, a page at a time."""
+    items: list[Any] = []
+    query = {**(params or {}), "limit": PAGE}
+    with client() as c:
+        while True:
+            r = _send(c, "GET", path, params=query)
+            items += r.json()
+            if "Corral-Continue" not in r.headers:
+                return items
+            query["continue"] = r.headers["Corral-Continue"]
 
 
 def _fail(e: Exception) -> typer.Exit:
@@ -83,9 +105,9 @@ def _fail(e: Exception) -> typer.Exit:
 Output = Annotated[str, typer.Option("-o", "--output", help="table, wide or json")]
 
 
-def _fetch(path: str, **kw: Any) -> Any:
+def _fetch(path: str, params: dict[str, Any] | None = None) -> list[Any]:
     try:
-        return call("GET", path, **kw)
+        return listing(path, params)
     except Failed as e:
         raise _fail(e) from None
 
@@ -607,6 +629,28 @@ def env_() -> None:
     print(_export_line(cluster.env()))
 
 
+def _stop_all(deadline: float) -> None:
+    """Delete the services (the control plane stops their replicas) and stop the other containers, then wait for
+    all to end, until ``deadline``; what is left then is reaped with runc."""
+
+    def live() -> list[dict[str, Any]]:
+        return [c for c in listing("/v1/containers") if c["state"] not in ENDED]
+
+    pool = ThreadPoolExecutor(16)
+    try:
+        with client() as api, console.status("stopping containers ..."):
+            list(pool.map(lambda s: _send(api, "DELETE", f"/v1/services/{s['id']}"), listing("/v1/services")))
+            running = live()
+            for c in running:
+                if c.get("service_id") is None:
+                    pool.submit(_send, api, "DELETE", f"/v1/containers/{c['id']}", params={"grace": 2})
+            while running and time.monotonic() < deadline:
+                time.sleep(0.5)
+                running = live()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 @app.command()
 def down() -> None:
     """Stop the local cluster cleanly: stop its containers, then the nodelets, the control plane and NATS."""
@@ -615,18 +659,11 @@ def down() -> None:
         err.print("no local cluster is up")
         raise typer.Exit(0)
     try:
-        running = [c["id"] for c in call("GET", "/v1/containers") if c["state"] not in ENDED]
-        for cid in running:
-            call("DELETE", f"/v1/containers/{cid}", params={"grace": 2})  # already stopping: unchanged
-        deadline = time.monotonic() + 30
-        with console.status(f"stopping {len(running)} containers ..."):
-            while running and time.monotonic() < deadline:
-                states = {c["id"]: c["state"] for c in call("GET", "/v1/containers")}
-                running = [cid for cid in running if states.get(cid) not in ENDED]
-                time.sleep(0.2)
+        _stop_all(time.monotonic() + 30)
     except Failed as e:
         err.print(f"could not stop containers through the API: {e}")
     cluster.stop_processes()
+    cluster.reap_containers()  # any the API could not stop in time
     for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{LOCAL.name}/**/"), reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()

@@ -181,6 +181,20 @@ class LocalCluster:
             raise
         return {"addr": api, "token": admin}
 
+    def reap_containers(self) -> None:
+        """Kill and delete, with runc, every container the nodes left (call once the nodelets are stopped)."""
+        for runc_root in self.home.glob("node-*/rt/runc"):
+            listed = subprocess.run(
+                ["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True, check=False
+            )
+            for cid in listed.stdout.split():
+                subprocess.run(
+                    ["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False
+                )
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for target in sorted((m for m in mounts if m.startswith(f"{self.home}/")), reverse=True):
+            subprocess.run(["umount", target], capture_output=True, check=False)  # their roots
+
     def stop_processes(self) -> None:
         """Stop the nodelets, then the control plane, then NATS (containers outlive the nodelets)."""
         pids: dict[str, int] = json.loads(self.pids_file.read_text())

@@ -241,6 +241,13 @@ async def test_a_body_that_is_not_declared_json_is_415(
     assert ok.status_code == 201, ok.text
 
 
+async def test_null_is_not_a_value_of_a_number_or_an_enum(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/containers", params={"state": "null"}, headers=READER)
+    assert r.status_code == 422 and r.json()["field"] == "state", r.text
+    r = await client.get("/v1/containers", params={"state": "running"}, headers=READER)
+    assert r.status_code == 200
+
+
 @pytest.mark.parametrize("tail", ["-1", str(10**30), "100001", "x"])
 async def test_bad_log_tail_is_422(client: httpx.AsyncClient, tail: str) -> None:
     cid = await submit(client)
@@ -393,6 +400,13 @@ async def test_the_document_says_what_the_api_does(client: httpx.AsyncClient) ->
     assert at["schema"]["type"] == "integer" and at["schema"]["minimum"] == 0  # absent or a number, never null
     events = doc["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
     assert list(events) == ["text/event-stream"]
+    listed = doc["paths"]["/v1/containers"]["get"]
+    assert {"Corral-Continue", "Link"} <= set(listed["responses"]["200"]["headers"])
+    assert listed["responses"]["200"]["content"]["application/json"]["schema"]["items"] == {
+        "$ref": "#/components/schemas/ContainerView"
+    }
+    limit = next(p for p in listed["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["type"], limit["schema"]["minimum"], limit["schema"]["maximum"]) == ("integer", 1, 5000)
 
 
 async def test_401_says_how_to_authenticate_and_405_and_options_say_what_is_allowed(
@@ -417,3 +431,31 @@ async def test_cordon_uncordon_and_drain_record_a_change_once(client: httpx.Asyn
         assert r.status_code == 202, r.text
     kinds = [type(r.event).__name__ for r in await cp.log.read_stream(stream)]
     assert kinds == ["NodeRegistered", "NodeCordoned", "NodeUncordoned", "NodeDrained"]
+
+
+async def test_lists_page_with_limit_and_a_continue_token(client: httpx.AsyncClient) -> None:
+    ids = sorted([await submit(client) for _ in range(7)])
+    got: list[str] = []
+    url: str | None = "/v1/containers?limit=3"
+    pages = 0
+    while url is not None and pages < 10:
+        r = await client.get(url, headers=READER)
+        assert r.status_code == 200, r.text
+        got += [c["id"] for c in r.json()]
+        pages += 1
+        link = r.headers.get("link")
+        assert (link is None) == ("corral-continue" not in r.headers)
+        url = link[1 : link.index(">")] if link else None
+    assert pages == 3 and got == ids
+    r = await client.get("/v1/containers", params={"limit": 3, "continue": ids[5]}, headers=READER)
+    assert [c["id"] for c in r.json()] == ids[5:] and "link" not in r.headers
+    assert len((await client.get("/v1/containers", headers=READER)).json()) == 7  # no limit: all of them
+    for path in ("/v1/nodes", "/v1/services"):
+        assert (await client.get(path, params={"limit": 1}, headers=READER)).status_code == 200
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "5001", "x", "null"])
+async def test_a_bad_limit_is_422(client: httpx.AsyncClient, limit: str) -> None:
+    for path in ("/v1/containers", "/v1/nodes", "/v1/services"):
+        r = await client.get(path, params={"limit": limit}, headers=READER)
+        assert r.status_code == 422 and r.json()["field"] == "limit", (path, r.text)
