@@ -262,11 +262,12 @@ class NodeService:
                 await self.runtime.wait(c.id, 10)
         with contextlib.suppress(RuntimeError_):
             await self.runtime.delete(c.id)
-        self._release(c)
+        await asyncio.to_thread(self._release, c)
         self._forget(c)
 
     def _release(self, c: _Container) -> None:
-        """Unmount the root and remove the cgroup (kept: the bundle with its command and the logs)."""
+        """Unmount the root and remove the cgroup (kept: the bundle with its command and the logs, and the
+        node's own cgroup, which starts create theirs in: removing it when empty raced with a start)."""
         try:
             unmount_overlay(c.bundle)
         except OSError as e:
@@ -275,7 +276,7 @@ class NodeService:
         shutil.rmtree(c.bundle / "work", ignore_errors=True)
         if self.cgroups is not None:
             try:
-                self.cgroups.remove(c.cgroup, root=self.config.cgroup_root)
+                self.cgroups.remove(c.cgroup, root=f"{self.config.cgroup_root}/{self.config.node}")
             except CgroupError as e:
                 log.warning("container %s: %s", c.id, e)
 
@@ -408,7 +409,7 @@ class NodeService:
             self._rebalance()  # its CPUs return to the pools
         with contextlib.suppress(RuntimeError_):
             await self.runtime.delete(c.id)
-        self._release(c)
+        await asyncio.to_thread(self._release, c)  # umount and rmdir may wait on the kernel
         await self.emit(
             ev.ContainerExited(
                 container_id=c.id,

@@ -135,6 +135,8 @@ async def test_run_to_exit_with_its_code(node: Node) -> None:
     assert isinstance(exited, ev.ContainerExited)
     assert (exited.container_id, exited.exit_code, exited.signal) == (cmd.container_id, 7, None)
     assert node.cgroup_dirs() == []
+    for mount in detect_layout().mounts:  # the node's own cgroup stays: the next start makes its cgroup in it
+        assert Path(mount, node.cgroup_root.strip("/"), "n1").is_dir(), mount
     logs = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id, tail=10))
     assert isinstance(logs, LogsReply)
     assert [line.split(" ", 3)[3] for line in logs.lines] == ["hi"]
@@ -358,3 +360,32 @@ async def test_follow_logs_with_a_line_cursor_across_rotations(node: Node) -> No
     everything = await read(0)
     assert (texts(everything), everything.truncated) == (["3", "4"], True)
     assert texts(await read(None, tail=1)) == ["4"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_200_concurrent_starts_and_exits_all_succeed(node: Node) -> None:
+    """Containers that end at once remove their cgroups while others are being created beside them: no start
+    may lose its parent cgroup to a removal (it did: mkdir .../blkio/<root>/n1/<id>: no such file)."""
+    cmds = [node.start(spec("t", command=("true",), cpu_request_millis=1)) for _ in range(200)]
+    window = asyncio.Semaphore(4)  # few at a time, so that the node's cgroup empties again and again
+
+    async def start(c: StartContainer) -> object:
+        async with window:
+            return await node.service.handle(c)
+
+    replies = await asyncio.gather(*(start(c) for c in cmds))
+    refused = [r for r in replies if not isinstance(r, CommandAccepted)]
+    assert refused == [], refused[:3]
+    exited: dict[str, int | None] = {}
+    async with asyncio.timeout(300):
+        while len(exited) < len(cmds):
+            e = await node.next_event(timeout_s=300)
+            if isinstance(e, ev.ContainerExited):
+                exited[e.container_id] = e.exit_code
+    assert set(exited.values()) == {0}
+    removes = [RemoveContainer(command_id=new_command_id(), epoch=1, container_id=c.container_id) for c in cmds]
+    removed = await asyncio.gather(*(node.service.handle(r) for r in removes))
+    assert all(isinstance(r, CommandAccepted) for r in removed)
+    assert node.cgroup_dirs() == []
+    assert list((node.root / "data" / "containers").iterdir()) == []
