@@ -5,7 +5,8 @@ a read-only token on a write, 404 for an unknown id, 413 for a body over the lim
 not validate (the field and the reason named), 410 for an event position truncated away. Bodies are strict:
 ``application/json`` only (415), malformed or empty is 400, no type is coerced. A POST with an
 ``Idempotency-Key`` answers a retry with the first answer and never makes a second container; the same key
-with another body is 422, and 409 once what it made was removed.
+with another body is 422, and 409 once what it made was removed. A read-only token sees environment names,
+not values. Lists page with ``limit`` and ``continue``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, patch, post
@@ -34,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from api.controlplane import ControlPlane
 from api.openapi import BEARER, RefinedJson, errors
 from api.paging import CONTINUE_HEADER, MAX_PAGE, Page, next_headers, page
+from api.redact import redact
 from scheduler.stack import Placement, Unschedulable
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed, WrongExpectedVersion
 from store.log import Recorded
@@ -56,6 +58,7 @@ from wire.events import EVENT_TYPES
 from wire.ids import container_stream, new_container_id, new_service_id, node_stream, service_stream
 from wire.spec import ContainerSpec, ServiceSpec, host_mount_allowed, image_name
 
+T = TypeVar("T")
 MAX_BODY = 256 * 1024
 MAX_POSITION = 2**62  # log positions are SQLite integers
 MAX_TAIL = 100_000  # as GetLogs bounds it
@@ -251,7 +254,9 @@ def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error(500, "internal error", reason=type(exc).__name__)
 
 
-async def _sse(records: AsyncIterator[Recorded], head: int, wanted: set[str] | None) -> AsyncIterator[bytes]:
+async def _sse(
+    records: AsyncIterator[Recorded], head: int, wanted: set[str] | None, redacting: bool
+) -> AsyncIterator[bytes]:
     """Encode a subscription as server-sent events. The pending read is kept across heartbeats: cancelling
     it would end the subscription (an async generator does not survive a cancelled ``__anext__``)."""
     it = records.__aiter__()
@@ -272,6 +277,8 @@ async def _sse(records: AsyncIterator[Recorded], head: int, wanted: set[str] | N
             pending = asyncio.ensure_future(it.__anext__())
             name = type(rec.event).__name__
             if wanted is None or name in wanted:
+                if redacting:
+                    rec = redact(rec)
                 yield b"id: %d\nevent: %s\ndata: %s\n\n" % (rec.position, name.encode(), encode_json(rec))
             if not caught_up and rec.position >= head:
                 caught_up = True
@@ -308,6 +315,13 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             "a bearer token is required (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": 'Bearer realm="corral"'},
         )
+
+    def reads_only(request: Request[Any, Any, Any]) -> bool:
+        return request.headers.get("authorization", "")[7:] not in tokens.admin
+
+    def shown(request: Request[Any, Any, Any], value: T) -> T:
+        """``value`` as the caller may see it: a read-only token sees environment names, not values."""
+        return redact(value) if reads_only(request) else value
 
     async def _create_once(entity_id: str, stream: str, event: ev.ContainerSubmitted | ev.ServiceCreated) -> Submitted:
         """Append the event that creates a new stream; if the stream exists (a retry with the same
@@ -374,7 +388,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     def _paged(request: Request[Any, Any, Any], found: Page[Any]) -> Response[Any]:
         query = {k: v for k, v in request.query_params.items() if k != "continue"}
-        return Response(found.items, headers=next_headers(request.url.path, query, found.next))
+        return Response(shown(request, found.items), headers=next_headers(request.url.path, query, found.next))
 
     @get("/v1/containers", guards=[authorize], responses=errors(401, 422), response_headers=PAGE_HEADERS)
     async def list_containers(
@@ -400,8 +414,8 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         return c  # type: ignore[no-any-return]
 
     @get("/v1/containers/{cid:str}", guards=[authorize], responses=errors(401, 404))
-    async def get_container(cid: FromPath[str]) -> ContainerView:
-        return await _container(cid)
+    async def get_container(request: Request[Any, Any, Any], cid: FromPath[str]) -> ContainerView:
+        return shown(request, await _container(cid))
 
     @delete("/v1/containers/{cid:str}", status_code=202, guards=[authorize], responses=errors(401, 403, 404, 422))
     async def stop_container(
@@ -423,10 +437,10 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         return StopAccepted(id=cid, state="removed")
 
     @get("/v1/containers/{cid:str}/history", guards=[authorize], responses=errors(401, 404))
-    async def history(cid: FromPath[str]) -> list[HistoryEntry]:
+    async def history(request: Request[Any, Any, Any], cid: FromPath[str]) -> list[HistoryEntry]:
         await _container(cid)
         return [
-            HistoryEntry(r.position, r.version, r.recorded_ns, r.event)
+            HistoryEntry(r.position, r.version, r.recorded_ns, shown(request, r.event))
             for r in await cp.log.read_stream(container_stream(cid))
         ]
 
@@ -461,6 +475,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     @get("/v1/events", guards=[authorize], responses=errors(401, 410, 422), media_type="text/event-stream")
     async def events(
+        request: Request[Any, Any, Any],
         since: Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION, schema_extra=FROM_ZERO)] = None,
         type_: Annotated[str | None, QueryParameter(name="type", max_length=4096, schema_extra=EVENT_TYPE_LIST)] = None,
         last_event_id: Annotated[
@@ -490,7 +505,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
                 f"position {start} was truncated away; the oldest position still kept is {oldest}",
             )
         return Stream(
-            _sse(cp.log.subscribe(start), head, wanted),
+            _sse(cp.log.subscribe(start), head, wanted, reads_only(request)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -656,12 +671,13 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     @get("/v1/state", guards=[authorize], responses=errors(401, 404, 410, 422))
     async def state_at(
+        request: Request[Any, Any, Any],
         at: Annotated[int | None, QueryParameter(ge=0, le=MAX_POSITION, schema_extra=FROM_ZERO)] = None,
     ) -> ClusterState:
         """The cluster as it was at log position ``at`` (replayed; 0 is before the first event), or now.
         422 past the head; 410 before the oldest position the log can still rebuild."""
         if at is None:
-            return await state()  # type: ignore[no-any-return]
+            return shown(request, await state())  # type: ignore[no-any-return]
         head = await cp.recorder.head()
         if at > head:
             raise BodyError(404, f"position {at} is past the head of the log ({head})", "at")
@@ -671,7 +687,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
             if not rows:
                 break
             apply_all(past, ((r.position, r.event) for r in rows))
-        return past
+        return shown(request, past)
 
     @get("/healthz")
     async def healthz() -> dict[str, str]:

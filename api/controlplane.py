@@ -56,6 +56,7 @@ from wire.commands import (
     SyncReply,
     SyncRequest,
 )
+from wire.files import private_dir
 from wire.ids import container_stream, node_stream
 
 log = logging.getLogger("corral.controlplane")
@@ -146,7 +147,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         self.recorder = await SqliteRecorder.open(self.data_dir / "corral.db")
         self.log = EventLog(self.recorder)
         auth: dict[str, Any] = {}

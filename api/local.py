@@ -26,25 +26,11 @@ import httpx
 import nkeys  # type: ignore[import-untyped]
 
 from wire import subjects
+from wire.files import private_dir, write_private
 
 
 class UpFailed(Exception):
     pass
-
-
-def private_dir(path: Path) -> Path:
-    """A directory only its owner may enter (0700), made so from the start."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)  # an existing one too
-    return path
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret into a fresh 0600 file: created with that mode, never widened, never a followed link."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def new_nkey(seed_file: Path) -> str:

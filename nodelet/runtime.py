@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import msgspec
 
 from wire.checks import hex_id
+from wire.files import private_dir, write_private
 
 
 class RuntimeError_(Exception):
@@ -120,7 +121,7 @@ class RuncRuntime:
         self.runc = _binary(runc)
         self.conmon = _binary(conmon)
         for d in paths.all():
-            d.mkdir(parents=True, exist_ok=True)
+            private_dir(d)
         # Socket paths are limited to 108 bytes; conmon's attach socket lives under this directory.
         self._bundles: dict[str, Path] = {}
 
@@ -145,7 +146,7 @@ class RuncRuntime:
         hex_id("container_id", container_id)
         if (bundle / "conmon.pid").exists():
             raise RuntimeError_(f"container {container_id} has a monitor already")  # never two conmons for one id
-        (bundle / "config.json").write_text(json.dumps(config))
+        write_private(bundle / "config.json", json.dumps(config).encode())  # holds the environment
         persist = self.paths.persist / container_id
         persist.mkdir(parents=True, exist_ok=True)
         sync_r, sync_w = os.pipe()

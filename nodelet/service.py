@@ -43,6 +43,7 @@ from wire.commands import (
     StopContainer,
     UpdateResources,
 )
+from wire.files import private_dir, write_private
 from wire.spec import QoS, host_mount_allowed
 
 log = logging.getLogger("corral.nodelet")
@@ -107,8 +108,7 @@ class NodeService:
         self.containers: dict[str, _Container] = {}
         self._replies: collections.OrderedDict[uuid.UUID, Reply] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.root = Path(config.data_dir) / "containers"
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(private_dir(Path(config.data_dir)) / "containers")
 
     # --- commands ------------------------------------------------------------------------------------------
 
@@ -220,8 +220,8 @@ class NodeService:
         c.settings = settings
         c.cpus = self._own_cpus(cmd)
         try:
-            bundle.mkdir(parents=True)
-            (bundle / "command.json").write_bytes(msgspec.json.encode(cmd))
+            bundle.mkdir(mode=0o700)
+            write_private(bundle / "command.json", msgspec.json.encode(cmd))  # the spec holds env values
             rootfs = mount_overlay(lower, bundle) if self.config.mount_roots else bundle / "rootfs"
             config = oci_config(
                 cmd.spec,

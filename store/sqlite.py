@@ -39,6 +39,7 @@ from store.recorder import (
     plan_batch,
     validate_append,
 )
+from wire.files import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -203,6 +204,11 @@ class SqliteRecorder(RecorderBase):
         loop = asyncio.get_running_loop()
 
         def setup() -> tuple[sqlite3.Connection, int]:
+            # Events hold container specs and their environment: 0600, and SQLite gives its WAL and shared
+            # memory files the database's mode.
+            for f in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
+                if f == Path(path) or f.exists():
+                    private_file(f)
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -363,6 +364,23 @@ class TestSqliteRecorder(RecorderContract):
         yield r
         with contextlib.suppress(Exception):
             await r.close()
+
+    async def test_the_database_and_its_wal_are_0600(self, tmp_path: Path) -> None:
+        old = os.umask(0o022)
+        try:
+            for f in ("old.db", "old.db-wal"):
+                (tmp_path / f).touch(mode=0o644)  # made by a version before this rule: narrowed on open
+            for name in ("new.db", "old.db"):
+                r = await SqliteRecorder.open(tmp_path / name, clock=clock)
+                try:
+                    await r.append("s", [new_event()], ANY)
+                    files = [f for f in tmp_path.iterdir() if f.name.startswith(name) and "lock" not in f.name]
+                    assert {f.name for f in files} == {name, f"{name}-wal", f"{name}-shm"}
+                    assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}
+                finally:
+                    await r.close()
+        finally:
+            os.umask(old)
 
     async def test_reopen_keeps_everything(self, tmp_path: Path) -> None:
         path = tmp_path / "re.db"

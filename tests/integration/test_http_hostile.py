@@ -459,3 +459,35 @@ async def test_a_bad_limit_is_422(client: httpx.AsyncClient, limit: str) -> None
     for path in ("/v1/containers", "/v1/nodes", "/v1/services"):
         r = await client.get(path, params={"limit": limit}, headers=READER)
         assert r.status_code == 422 and r.json()["field"] == "limit", (path, r.text)
+
+
+async def test_a_read_only_token_sees_env_names_not_values(client: httpx.AsyncClient) -> None:
+    body = {**GOOD, "env": {"DB_PASSWORD": "hunter2"}}
+    r = await client.post("/v1/containers", json=body, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    svc = {"name": "api", "replicas": 1, "template": body}
+    assert (await client.post("/v1/services", json=svc, headers=ADMIN)).status_code == 201
+
+    async def seen(headers: dict[str, str]) -> str:
+        texts = [
+            (await client.get(path, headers=headers)).text
+            for path in (
+                "/v1/containers",
+                f"/v1/containers/{cid}",
+                f"/v1/containers/{cid}/history",
+                "/v1/services",
+                "/v1/state",
+                "/v1/state?at=2",
+            )
+        ]
+        async with asyncio.timeout(10), client.stream("GET", "/v1/events?since=1", headers=headers) as s:
+            async for line in s.aiter_lines():
+                texts.append(line)
+                if line == ": caught-up":
+                    break
+        return "\n".join(texts)
+
+    reader, admin = await seen(READER), await seen(ADMIN)
+    assert "hunter2" not in reader and reader.count("DB_PASSWORD") >= 8
+    assert admin.count("hunter2") >= 8

@@ -142,6 +142,21 @@ async def test_run_to_exit_with_its_code(node: Node) -> None:
     assert [line.split(" ", 3)[3] for line in logs.lines] == ["hi"]
 
 
+async def test_files_that_hold_the_environment_are_the_owners_alone(node: Node) -> None:
+    old = os.umask(0o022)  # the usual umask: files would be 0644 unless made private
+    try:
+        cmd = node.start(spec("t", command=("sleep", "60"), env={"TOKEN": "hunter2"}))
+        assert isinstance(await node.service.handle(cmd), CommandAccepted)
+    finally:
+        os.umask(old)
+    bundle = node.root / "data" / "containers" / cmd.container_id
+    for f in ("command.json", "config.json"):
+        assert b"hunter2" in (bundle / f).read_bytes()
+        assert oct((bundle / f).stat().st_mode & 0o777) == "0o600", f
+    for d in (node.root / "data", node.root / "data" / "containers", bundle, *node.service.runtime.paths.all()):
+        assert oct(d.stat().st_mode & 0o777) == "0o700", d
+
+
 async def test_stop_and_cgroup_values(node: Node) -> None:
     cmd = node.start(
         spec("t", command=("sleep", "60"), cpu_request_millis=250, cpu_limit_millis=500, memory_limit_bytes=64 << 20)
