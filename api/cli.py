@@ -636,9 +636,9 @@ def _stop_all(deadline: float) -> None:
     def live() -> list[dict[str, Any]]:
         return [c for c in listing("/v1/containers") if c["state"] not in ENDED]
 
-    pool = ThreadPoolExecutor(16)
-    try:
-        with client() as api, console.status("stopping containers ..."):
+    with client() as api, console.status("stopping containers ..."):
+        pool = ThreadPoolExecutor(16)
+        try:
             list(pool.map(lambda s: _send(api, "DELETE", f"/v1/services/{s['id']}"), listing("/v1/services")))
             running = live()
             for c in running:
@@ -647,8 +647,8 @@ def _stop_all(deadline: float) -> None:
             while running and time.monotonic() < deadline:
                 time.sleep(0.5)
                 running = live()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # before the client they share is closed
 
 
 @app.command()
