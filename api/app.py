@@ -65,7 +65,7 @@ MAX_TAIL = 100_000  # as GetLogs bounds it
 HEARTBEAT_S = 15.0
 FROM_ZERO: dict[str, Any] = {"minimum": 0}  # Litestar drops a bound of 0 from the document
 IF_MATCH = {"pattern": '^"?[0-9]{1,19}"?$'}
-LAST_EVENT_ID = {"pattern": "^[0-9]{1,19}$"}
+LAST_EVENT_ID = {"pattern": "^[0-9]{1,18}$"}  # every 18-digit position is at most MAX_POSITION
 _ONE_TYPE = "|".join(sorted(EVENT_TYPES))
 EVENT_TYPE_LIST = {"pattern": f"^(?:{_ONE_TYPE})(?:,(?:{_ONE_TYPE}))*$"}
 Limit = Annotated[int | None, QueryParameter(ge=1, le=MAX_PAGE, description="at most this many items")]
