@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 import uuid
@@ -255,6 +256,7 @@ def _volume(item: str) -> dict[str, Any]:
 
 def _attach(cid: str, stop_timeout: float) -> int:
     """Stream the container's output until it ends; its exit code (docker run's). Ctrl-C stops it: 130."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it (as docker run does)
     try:
         c = _wait(cid, lambda c: c["state"] not in ("pending", "scheduled"), 300)
         if c["state"] == "unschedulable":
