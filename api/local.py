@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import nkeys  # type: ignore[import-untyped]
 
+from nodelet.purge import reap_containers
 from wire import subjects
 from wire.files import private_dir, write_private
 
@@ -169,17 +170,8 @@ class LocalCluster:
 
     def reap_containers(self) -> None:
         """Kill and delete, with runc, every container the nodes left (call once the nodelets are stopped)."""
-        for runc_root in self.home.glob("node-*/rt/runc"):
-            listed = subprocess.run(
-                ["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True, check=False
-            )
-            for cid in listed.stdout.split():
-                subprocess.run(
-                    ["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False
-                )
-        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-        for target in sorted((m for m in mounts if m.startswith(f"{self.home}/")), reverse=True):
-            subprocess.run(["umount", target], capture_output=True, check=False)  # their roots
+        for node in self.home.glob("node-*"):
+            reap_containers(node)
 
     def stop_processes(self) -> None:
         """Stop the nodelets, then the control plane, then NATS (containers outlive the nodelets)."""

@@ -11,17 +11,22 @@ import subprocess
 from pathlib import Path
 
 
-def purge_node(data: Path, cgroup_root: str | None) -> None:
-    """Clear a nodelet's state under ``data``; with ``cgroup_root`` (which nodes may share: pass it for the last
-    node cleared), remove the cgroups under it too."""
+def reap_containers(data: Path) -> None:
+    """Kill and delete, with runc, every container a stopped nodelet under ``data`` left, and unmount their
+    roots (deepest first)."""
     runc_root = data / "rt" / "runc"
     if runc_root.exists():
         for cid in os.listdir(runc_root):
             subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False)
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        target = line.split()[1]
-        if target.startswith(str(data)):
-            subprocess.run(["umount", target], check=False)
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for target in sorted((m for m in mounts if m.startswith(f"{data}/")), reverse=True):
+        subprocess.run(["umount", target], capture_output=True, check=False)
+
+
+def purge_node(data: Path, cgroup_root: str | None) -> None:
+    """Clear a nodelet's state under ``data``; with ``cgroup_root`` (which nodes may share: pass it for the last
+    node cleared), remove the cgroups under it too."""
+    reap_containers(data)
     shutil.rmtree(data, ignore_errors=True)
     if cgroup_root is not None:
         for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{cgroup_root.strip('/')}/**/"), reverse=True):
