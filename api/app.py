@@ -79,6 +79,11 @@ PAGE_HEADERS = [
 ]
 
 
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    header = connection.headers.get("authorization", "")
+    return header[7:] if header.lower().startswith("bearer ") else ""
+
+
 def _everything(_: object) -> bool:
     return True
 
@@ -303,8 +308,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
     nodes_gauge = Gauge("corral_nodes", "Registered nodes", ["status"], registry=registry)
 
     def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        header = connection.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
+        token = _bearer(connection)
         if token in tokens.admin:
             return
         if token in tokens.read_only:
@@ -317,7 +321,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         )
 
     def reads_only(request: Request[Any, Any, Any]) -> bool:
-        return request.headers.get("authorization", "")[7:] not in tokens.admin
+        return _bearer(request) not in tokens.admin
 
     def shown(request: Request[Any, Any, Any], value: T) -> T:
         """``value`` as the caller may see it: a read-only token sees environment names, not values."""
