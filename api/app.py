@@ -427,7 +427,8 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
     ) -> StopAccepted:
         """Stop a container: TERM, then KILL after ``grace`` seconds (0 to 3600)."""
         c = await _container(cid)
-        if not c.state.terminal and c.state is not ContainerState.STOPPING:
+        # An ended container waiting out its restart back-off is stopped too: it must not come back.
+        if (not c.state.terminal and c.state is not ContainerState.STOPPING) or c.backoff_until_ns is not None:
             await cp.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=grace)])
         return StopAccepted(id=cid, state=str((await _container(cid)).state))
 

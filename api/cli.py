@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -632,25 +633,42 @@ def env_() -> None:
 
 
 def _stop_all(deadline: float) -> None:
-    """Delete the services (the control plane stops their replicas) and stop the other containers, then wait for
-    all to end, until ``deadline``; what is left then is reaped with runc."""
+    """Delete the services (the control plane stops their replicas) and stop the other containers, including
+    those waiting out a restart back-off and any that appear meanwhile, until all have ended or ``deadline``
+    passes; what is left then is reaped with runc. One failed request never ends the attempt early."""
+    failures: list[str] = []
 
-    def live() -> list[dict[str, Any]]:
-        return [c for c in listing("/v1/containers") if c["state"] not in ENDED]
-
-    with client() as api, console.status("stopping containers ..."):
-        pool = ThreadPoolExecutor(16)
+    def send(method: str, path: str, **kw: Any) -> None:
         try:
-            list(pool.map(lambda s: _send(api, "DELETE", f"/v1/services/{s['id']}"), listing("/v1/services")))
-            running = live()
-            for c in running:
-                if c.get("service_id") is None:
-                    pool.submit(_send, api, "DELETE", f"/v1/containers/{c['id']}", params={"grace": 2})
-            while running and time.monotonic() < deadline:
+            _send(api, method, path, **kw)
+        except Failed as e:
+            failures.append(f"{method} {path}: {e}")
+
+    def pending() -> list[dict[str, Any]]:
+        return [c for c in listing("/v1/containers") if c["state"] not in ENDED or c.get("backoff_until_ns")]
+
+    left = max(0.0, deadline - time.monotonic())
+    with client(timeout=min(30.0, left)) as api, console.status("stopping containers ..."):
+        pool = ThreadPoolExecutor(16)
+        asked: set[str] = set()
+        try:
+            futures_wait(
+                [pool.submit(send, "DELETE", f"/v1/services/{s['id']}") for s in listing("/v1/services")],
+                timeout=left,
+            )
+            while time.monotonic() < deadline:
+                running = pending()
+                if not running:
+                    break
+                for c in running:
+                    if c.get("service_id") is None and c["id"] not in asked:
+                        asked.add(c["id"])
+                        pool.submit(send, "DELETE", f"/v1/containers/{c['id']}", params={"grace": 2})
                 time.sleep(0.5)
-                running = live()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # before the client they share is closed
+    for f in failures[:5]:
+        err.print(f"could not stop: {f}")
 
 
 @app.command()

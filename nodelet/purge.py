@@ -11,16 +11,25 @@ import subprocess
 from pathlib import Path
 
 
-def reap_containers(data: Path) -> None:
+def reap_containers(data: Path, timeout_s: float = 10.0) -> None:
     """Kill and delete, with runc, every container a stopped nodelet under ``data`` left, and unmount their
-    roots (deepest first)."""
+    roots (deepest first). Each command is bounded by ``timeout_s``; a root that will not unmount (busy, or the
+    command hung) is detached lazily so nothing stays mounted."""
     runc_root = data / "rt" / "runc"
     if runc_root.exists():
         for cid in os.listdir(runc_root):
-            subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid], capture_output=True, check=False)
+            _run(["runc", "--root", str(runc_root), "delete", "-f", cid], timeout_s)
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     for target in sorted((m for m in mounts if m.startswith(f"{data}/")), reverse=True):
-        subprocess.run(["umount", target], capture_output=True, check=False)
+        if not _run(["umount", target], timeout_s):
+            _run(["umount", "-l", target], timeout_s)
+
+
+def _run(argv: list[str], timeout_s: float) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, check=False, timeout=timeout_s).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def purge_node(data: Path, cgroup_root: str | None) -> None:

@@ -75,6 +75,7 @@ class _Container:
         self.cpus: tuple[int, ...] = ()  # real CPUs it holds exclusively (LSE/LSR)
         self.pid = 0
         self.watcher: asyncio.Task[None] | None = None
+        self.released: asyncio.Future[None] | None = None  # its root unmounted and cgroup removed, once ended
 
     @property
     def id(self) -> str:
@@ -126,7 +127,7 @@ class NodeService:
                 case StopContainer():
                     reply = self._stop(command)
                 case RemoveContainer():
-                    reply = self._remove(command)
+                    reply = await self._remove(command)
                 case UpdateResources():
                     reply = await self._update(command)
                 case GetLogs():
@@ -263,7 +264,12 @@ class NodeService:
         with contextlib.suppress(RuntimeError_):
             await self.runtime.delete(c.id)
         await asyncio.to_thread(self._release, c)
-        self._forget(c)
+        await asyncio.to_thread(self._forget, c)
+
+    async def _teardown(self, c: _Container) -> None:
+        with contextlib.suppress(RuntimeError_):
+            await self.runtime.delete(c.id)
+        await asyncio.to_thread(self._release, c)  # umount and rmdir may wait on the kernel
 
     def _release(self, c: _Container) -> None:
         """Unmount the root and remove the cgroup (kept: the bundle with its command and the logs, and the
@@ -292,7 +298,7 @@ class NodeService:
             self._spawn(self._stop_in_background(c, cmd.grace_s))
         return CommandAccepted(command_id=cmd.command_id)
 
-    def _remove(self, cmd: RemoveContainer) -> Reply:
+    async def _remove(self, cmd: RemoveContainer) -> Reply:
         c = self.containers.get(cmd.container_id)
         if c is None:
             if (self.root / cmd.container_id).exists() or self.runtime.logs(cmd.container_id).exists():
@@ -309,7 +315,9 @@ class NodeService:
         except IllegalTransition as e:
             raise Rejected("illegal_state", str(e)) from None
         self.containers.pop(c.id, None)
-        self._forget(c)
+        if c.released is not None:
+            await asyncio.shield(c.released)  # an exit still being handled: never delete a mounted root
+        await asyncio.to_thread(self._forget, c)
         return CommandAccepted(command_id=cmd.command_id)
 
     def _forget(self, c: _Container) -> None:
@@ -407,9 +415,8 @@ class NodeService:
         c.state = lifecycle.transition(c.state, Op.EXIT)
         if (c.command.spec.qos or QoS.LS).exclusive:
             self._rebalance()  # its CPUs return to the pools
-        with contextlib.suppress(RuntimeError_):
-            await self.runtime.delete(c.id)
-        await asyncio.to_thread(self._release, c)  # umount and rmdir may wait on the kernel
+        c.released = asyncio.ensure_future(self._teardown(c))  # before any await: a remove waits for it
+        await c.released
         await self.emit(
             ev.ContainerExited(
                 container_id=c.id,
@@ -420,7 +427,8 @@ class NodeService:
                 oom_killed=status.oom_killed,
             )
         )
-        (c.bundle / "exit.reported").touch()
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+            (c.bundle / "exit.reported").touch()
 
     # --- restart safety -------------------------------------------------------------------------------------------
 

@@ -252,6 +252,13 @@ def _exited(v: ContainerView, e: ev.ContainerExited, _: int) -> ContainerView:
     )
 
 
+def _stop_requested(v: ContainerView, e: ev.ContainerStopRequested, _: int) -> ContainerView:
+    if v.state in TERMINAL:
+        # Ended, maybe waiting out a restart back-off: a stop now means it is not to be restarted.
+        return v if v.backoff_until_ns is None else replace(v, stop_requested=True, backoff_until_ns=None)
+    return replace(v, state=STOPPING, stop_requested=True)
+
+
 def _stopped(v: ContainerView, e: ev.ContainerStopped, _: int) -> ContainerView:
     code = e.exit_code if e.exit_code is not None else v.exit_code
     return replace(v, state=STOPPED, exit_code=code, finished_ns=e.stopped_ns or v.finished_ns, throttled=False)
@@ -263,9 +270,7 @@ _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.ContainerUnschedulable: _unschedulable,
     ev.ContainerStarted: _started,
     ev.ContainerExited: _exited,
-    ev.ContainerStopRequested: lambda v, e, _: (
-        v if v.state in TERMINAL else replace(v, state=STOPPING, stop_requested=True)
-    ),
+    ev.ContainerStopRequested: _stop_requested,
     ev.ContainerStopped: _stopped,
     ev.ContainerLost: lambda v, e, _: replace(v, state=LOST, throttled=False),
     ev.ContainerThrottled: lambda v, e, _: replace(v, throttled=True, throttled_ratio=e.throttled_ratio),

@@ -346,6 +346,35 @@ async def test_remove_drops_what_was_kept(node: Node) -> None:
     assert await node.service.handle(again) == CommandAccepted(command_id=again.command_id)
 
 
+async def test_a_remove_during_an_exit_waits_until_the_root_is_unmounted(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, go = asyncio.Event(), asyncio.Event()
+    real_delete = node.service.runtime.delete
+
+    async def held_delete(container_id: str) -> None:  # the real runc delete, held at the gate
+        entered.set()
+        await go.wait()
+        await real_delete(container_id)
+
+    monkeypatch.setattr(node.service.runtime, "delete", held_delete)
+    cmd = node.start(spec("t", command=("true",)))
+    assert isinstance(await node.service.handle(cmd), CommandAccepted)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    async with asyncio.timeout(15):
+        await entered.wait()  # the exit is being handled: the root is still mounted
+    remove = RemoveContainer(command_id=new_command_id(), epoch=1, container_id=cmd.container_id)
+    removing = asyncio.ensure_future(node.service.handle(remove))
+    await asyncio.sleep(0.3)
+    assert not removing.done()
+    assert (node.root / "data" / "containers" / cmd.container_id / "upper").exists()
+    go.set()
+    assert await removing == CommandAccepted(command_id=remove.command_id)
+    assert isinstance(await node.next_event(), ev.ContainerExited)
+    assert node.leftovers(cmd.container_id) == []
+    assert str(node.root) not in Path("/proc/self/mounts").read_text()
+
+
 async def test_follow_logs_with_a_line_cursor_across_rotations(node: Node) -> None:
     cmd = node.start(spec("t", command=("sh", "-c", "echo 1; echo 2; sleep 0.4; echo 3; sleep 0.4; echo 4; sleep 60")))
     assert isinstance(await node.service.handle(cmd), CommandAccepted)

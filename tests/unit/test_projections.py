@@ -221,6 +221,12 @@ CONTAINER_CASES = [
     pytest.param(STOPPED, started(1, pid=7, at=999), STOPPED, id="stopped-then-started-is-ignored"),
     pytest.param(LOST, started(1, pid=7, at=999), LOST, id="lost-then-started-is-ignored"),
     pytest.param(EXITED, stop(1), EXITED, id="exited-then-stop-requested-is-ignored"),
+    pytest.param(
+        replace(EXITED, backoff_until_ns=900),
+        stop(1),
+        replace(EXITED, stop_requested=True),
+        id="stop-requested-in-restart-backoff-ends-the-backoff",
+    ),
     pytest.param(LOST, stop(1), LOST, id="lost-then-stop-requested-is-ignored"),
     # CPU
     pytest.param(

@@ -798,6 +798,21 @@ def test_no_backoff_for_what_was_asked_to_stop_or_does_not_restart() -> None:
     assert next_restart_ns(never, 0) is None
 
 
+def test_a_container_stopped_in_its_backoff_is_never_restarted() -> None:
+    world = crash(World().node().submit(1, ALWAYS).schedule(1), 1, started_s=100, exited_s=101)
+    state = world.ask_stop(1).state()
+    assert state.containers[cid(1)].state is ContainerState.EXITED
+    assert state.containers[cid(1)].backoff_until_ns is None
+    assert reconcile(state, new_ids(), 10_000 * S) == []
+    assert next_restart_ns(state, 0) is None
+
+
+def test_a_replica_stopped_in_its_backoff_gives_its_slot_to_a_fresh_one_at_once() -> None:
+    world = World().node().service(1, replicas=1).submit(2, service=1).schedule(2)
+    state = crash(world, 2, started_s=50, exited_s=60).ask_stop(2).state()
+    assert reconcile(state, new_ids(), 61 * S) == [submit_for(1, 1000)]  # no back-off, no chain
+
+
 def test_a_chain_backs_off_longer_each_time() -> None:
     world = World().node().submit(1, ALWAYS).schedule(1)
     crash(world, 1, 0, 1)
