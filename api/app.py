@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -31,6 +31,8 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from litestar.response import Stream
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from api.controlplane import ControlPlane
 from api.openapi import BEARER, RefinedJson, errors
@@ -302,10 +304,28 @@ def _id_for(kind: str, idempotency_key: str | None) -> str | None:
     return hashlib.sha256(f"{kind}/{idempotency_key}".encode()).hexdigest()[:16] if idempotency_key else None
 
 
+class _RefusedReports(Collector):
+    """corral_node_reports_refused_total: what nodes reported and the control plane refused, by node and reason."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "corral_node_reports_refused",
+            "Reports refused: about another node's container, from an older epoch, or about an ended container",
+            labels=["node", "reason"],
+        )
+        for (node, reason), count in sorted(self.cp.refused_reports.items()):
+            family.add_metric([node, reason], count)
+        yield family
+
+
 def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
     registry = CollectorRegistry()
     containers_gauge = Gauge("corral_containers", "Containers by state", ["state"], registry=registry)
     nodes_gauge = Gauge("corral_nodes", "Registered nodes", ["status"], registry=registry)
+    registry.register(_RefusedReports(cp))
 
     def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         token = _bearer(connection)

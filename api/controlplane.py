@@ -15,11 +15,12 @@ NATS wiring, per the architecture page:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from api.leases import LeaseTable
 from scheduler.service import Scheduler
+from store.errors import StoreClosed
 from store.log import EventLog
-from store.projections import ContainerState
+from store.projections import ClusterState, ContainerState
 from store.recorder import ANY
 from store.sqlite import SqliteRecorder
 from store.telemetry import TelemetryTable
@@ -40,15 +43,16 @@ from wire import events as ev
 from wire import subjects
 from wire.codec import encode, node_message_decoder, reply_decoder
 from wire.commands import (
-    CommandAccepted,
     CommandRejected,
     EventAck,
     GetLogs,
     Heartbeat,
+    HeartbeatReply,
     LogsReply,
     NodeEvent,
     Register,
     Registered,
+    Reject,
     RemoveContainer,
     StartContainer,
     StatsSample,
@@ -57,7 +61,7 @@ from wire.commands import (
     SyncRequest,
 )
 from wire.files import private_dir
-from wire.ids import container_stream, node_stream
+from wire.ids import command_id, container_stream, node_stream
 
 log = logging.getLogger("corral.controlplane")
 
@@ -78,9 +82,15 @@ class NatsPublisher:
     """Sends commands to nodelets as requests, each in its own task (the scheduler never waits on a node);
     retries until the node answers or the command can no longer matter."""
 
-    def __init__(self, nc: Client, on_rejected: Callable[[str, StartContainer, CommandRejected], object]) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        on_rejected: Callable[[str, StartContainer, CommandRejected], Awaitable[None]],
+        on_absent: Callable[[str, StopContainer], Awaitable[None]],
+    ) -> None:
         self.nc = nc
         self.on_rejected = on_rejected
+        self.on_absent = on_absent
         self.tasks: set[asyncio.Task[None]] = set()
         self.attempts = 10
 
@@ -96,24 +106,35 @@ class NatsPublisher:
         task.add_done_callback(self.tasks.discard)
 
     async def _send(self, node: str, command: StartContainer | StopContainer) -> None:
+        """Send until answered; a refusal that may pass later (another epoch a moment ahead, CPUs still held by a
+        container being killed) is retried too, and only a final one, or the last, ends a start."""
         delay = 0.1
-        for _ in range(self.attempts):
+        reply: object = None
+        for attempt in range(self.attempts):
+            if attempt:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
             try:
                 msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=30)
                 reply = reply_decoder.decode(msg.data)
-            except (NatsTimeout, NoRespondersError) as e:
+            except (NatsTimeout, NoRespondersError, msgspec.DecodeError, msgspec.ValidationError) as e:
                 log.info("%s to %s: %r; retrying", type(command).__name__, node, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
                 continue
-            if isinstance(reply, CommandRejected) and isinstance(command, StartContainer):
-                result = self.on_rejected(node, command, reply)
-                if asyncio.iscoroutine(result):
-                    await result
-            elif not isinstance(reply, CommandAccepted):
-                log.warning("%s to %s: %s", type(command).__name__, node, reply)
+            if isinstance(reply, CommandRejected) and reply.code.retryable and attempt < self.attempts - 1:
+                log.info("%s to %s: %s; retrying", type(command).__name__, node, reply.message)
+                continue
+            break
+        else:
+            log.warning("%s to %s: no answer; the node's next sync will settle it", type(command).__name__, node)
             return
-        log.warning("%s to %s: no answer; the node's next sync will settle it", type(command).__name__, node)
+        if not isinstance(reply, CommandRejected):
+            return
+        if isinstance(command, StartContainer) and reply.code is not Reject.DUPLICATE_ID:  # duplicate: it is there
+            await self.on_rejected(node, command, reply)
+        elif isinstance(command, StopContainer) and reply.code is Reject.UNKNOWN_CONTAINER:
+            await self.on_absent(node, command)
+        elif reply.code is not Reject.DUPLICATE_ID:
+            log.warning("%s to %s: %s", type(command).__name__, node, reply)
 
     async def close(self) -> None:
         for t in list(self.tasks):
@@ -140,7 +161,8 @@ class ControlPlane:
         self.nkey_seed = nkey_seed
         self.lease_s = lease_s
         self.clock = clock
-        self.leases: dict[str, int] = {}  # node → monotonic ns of its last heartbeat
+        self.leases = LeaseTable(int(lease_s * 1e9))
+        self.refused_reports: collections.Counter[tuple[str, str]] = collections.Counter()  # (node, reason)
         self.telemetry = TelemetryTable()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,14 +177,21 @@ class ControlPlane:
             auth = {"nkeys_seed": self.nkey_seed}
         elif self.user is not None:
             auth = {"user": self.user, "password": self.password}
-        self.nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, **auth)
-        self.publisher = NatsPublisher(self.nc, self._refused)
+        self.nc = await nats.connect(
+            self.nats_url,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            **auth,
+        )
+        self.publisher = NatsPublisher(self.nc, self._refused, self._absent)
         self.scheduler = Scheduler(self.log, self.publisher)
         await self.scheduler._catch_up()
         now = time.monotonic_ns()
+        self.leases.hear(now)  # leases count from now: a restart of the control plane loses no node
         for name, view in self.scheduler.state.nodes.items():
-            if not view.lost:
-                self.leases[name] = now  # a grace period after a restart of the control plane
+            self.leases.load(name, view.epoch, view.lost, now)
         await self.nc.subscribe("corral.register.*", cb=self._on_register)
         await self.nc.subscribe("corral.lease.*", cb=self._on_heartbeat)
         await self.nc.subscribe("corral.evt.*", cb=self._on_event)
@@ -184,6 +213,14 @@ class ControlPlane:
         log.error("the %s loop failed: %s", task.get_name(), error)
         if not self.failed.done():
             self.failed.set_result(error)
+
+    async def _on_disconnected(self) -> None:
+        self.leases.deaf()  # what cannot be heard is not judged
+        log.warning("disconnected from NATS: leases are not judged until it is back")
+
+    async def _on_reconnected(self) -> None:
+        self.leases.hear(time.monotonic_ns())
+        log.info("reconnected to NATS: every lease counts from now")
 
     async def stop(self) -> None:
         """Stop what ``start`` started, also after a ``start`` that failed half-way."""
@@ -209,13 +246,15 @@ class ControlPlane:
         try:
             reg = node_message_decoder.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
-            await msg.respond(encode(CommandRejected(command_id=None, code="invalid_register", message=str(e))))
+            await msg.respond(encode(CommandRejected(command_id=None, code=Reject.INVALID_REGISTER, message=str(e))))
             return
         if not isinstance(reg, Register) or reg.node != self._node_of(msg):
             await msg.respond(
                 encode(
                     CommandRejected(
-                        command_id=None, code="invalid_register", message="a node registers itself, on its own subject"
+                        command_id=None,
+                        code=Reject.INVALID_REGISTER,
+                        message="a node registers itself, on its own subject",
                     )
                 )
             )
@@ -223,7 +262,7 @@ class ControlPlane:
         await self.scheduler._catch_up()
         view = self.scheduler.state.nodes.get(reg.node)
         epoch = (view.epoch + 1) if view is not None else 1
-        event = ev.NodeRegistered(
+        registered = ev.NodeRegistered(
             node=reg.node,
             topology=reg.topology,
             capacity=reg.capacity,
@@ -233,34 +272,47 @@ class ControlPlane:
             images=reg.images,
             host_mounts=reg.host_mounts,
         )
-        await self.log.append(node_stream(reg.node), [event], ANY)
-        self.leases[reg.node] = time.monotonic_ns()
+        events: list[ev.Event] = [registered]
+        if view is not None and view.lost:
+            events.append(ev.NodeRecovered(node=reg.node, epoch=epoch))  # back, under a new epoch
+        await self.log.append(node_stream(reg.node), events, ANY)
+        self.leases.registered(reg.node, epoch, time.monotonic_ns())
         await msg.respond(encode(Registered(node=reg.node, epoch=epoch, lease_s=self.lease_s)))
-        log.info("node %s registered, epoch %d", reg.node, epoch)
+        log.info("node %s registered, epoch %d%s", reg.node, epoch, " (recovered)" if len(events) > 1 else "")
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+        """Renew the node's lease; the answer tells a node that cannot renew to register again."""
+        try:
             beat = node_message_decoder.decode(msg.data)
-            if isinstance(beat, Heartbeat) and beat.node == self._node_of(msg):
-                view = self.scheduler.state.nodes.get(beat.node)
-                if view is not None and beat.epoch == view.epoch:  # an older incarnation renews nothing
-                    self.leases[beat.node] = time.monotonic_ns()
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return
+        if not isinstance(beat, Heartbeat) or beat.node != self._node_of(msg):
+            return
+        status = self.leases.heartbeat(beat.node, beat.epoch, time.monotonic_ns())
+        if msg.reply:
+            lease = self.leases.leases.get(beat.node)
+            epoch = lease.epoch if lease is not None else 0
+            with contextlib.suppress(nats.errors.Error):  # the node asks again at its next beat
+                await msg.respond(encode(HeartbeatReply(node=beat.node, epoch=epoch, status=status)))
 
     async def _watch_leases(self) -> None:
         while True:
             await asyncio.sleep(min(0.25, self.lease_s / 4))
-            now = time.monotonic_ns()
-            for node, last in list(self.leases.items()):
-                if now - last > self.lease_s * 1e9:
-                    view = self.scheduler.state.nodes.get(node)
-                    del self.leases[node]
-                    if view is not None and not view.lost:
-                        await self.log.append(
-                            node_stream(node),
-                            [ev.NodeLost(node=node, epoch=view.epoch, last_seen_ns=self.clock())],
-                            ANY,
-                        )
-                        log.warning("node %s lost: no heartbeat for %.1f s", node, self.lease_s)
+            for node, epoch in self.leases.expire(time.monotonic_ns()):
+                view = self.scheduler.state.nodes.get(node)
+                if view is None or view.lost or view.epoch != epoch:
+                    continue
+                try:
+                    await self.log.append(
+                        node_stream(node), [ev.NodeLost(node=node, epoch=epoch, last_seen_ns=self.clock())], ANY
+                    )
+                except StoreClosed:
+                    return
+                except Exception:  # recorded next time: the loop must not die with the node unjudged
+                    log.exception("node %s: cannot record its loss", node)
+                    self.leases.unlose(node)
+                    continue
+                log.warning("node %s lost: no heartbeat for %.1f s", node, self.lease_s)
 
     async def _on_event(self, msg: Msg) -> None:
         node = self._node_of(msg)
@@ -272,8 +324,13 @@ class ControlPlane:
         if not isinstance(m, NodeEvent) or m.node != node or not isinstance(m.event, REPORTABLE):
             return
         event = m.event
-        if getattr(event, "node", node) != node:
-            await msg.respond(encode(EventAck(event_id=m.event_id)))  # not its to report: dropped
+        await self.scheduler._catch_up()
+        refusal = report_refusal(self.scheduler.state, node, m.epoch, event)
+        if refusal is not None:
+            self.refused_reports[(node, refusal.split(":", 1)[0])] += 1
+            log.warning("report %s from %s refused: %s", type(event).__name__, node, refusal)
+            reply = CommandRejected(command_id=None, code=Reject.NOT_OWNER, message=refusal)
+            await msg.respond(encode(reply))
             return
         stream = node_stream(node) if isinstance(event, ev.NodeImagesChanged) else container_stream(event.container_id)
         await self.log.append(stream, [event], ANY, event_ids=[m.event_id])
@@ -297,10 +354,15 @@ class ControlPlane:
         await self.scheduler._catch_up()
         state = self.scheduler.state
         view = state.nodes.get(node)
-        epoch = view.epoch if view is not None else 0
+        if view is None or view.lost or req.epoch != view.epoch:
+            # Not the node's current incarnation (or lost): it registers again before it acts on anything.
+            why = "lost" if view is not None and view.lost else f"epoch {req.epoch} is not current"
+            await msg.respond(encode(CommandRejected(command_id=None, code=Reject.STALE_EPOCH, message=why)))
+            return
+        epoch = view.epoch
         desired = tuple(
             StartContainer(
-                command_id=_sync_command_id(c.id, epoch),
+                command_id=command_id(c.id, epoch, "start"),
                 epoch=epoch,
                 container_id=c.id,
                 spec=c.spec,
@@ -310,7 +372,14 @@ class ControlPlane:
             for c in state.containers.values()
             if c.node == node and c.state in (ContainerState.SCHEDULED, ContainerState.RUNNING)
         )
-        await msg.respond(encode(SyncReply(node=node, epoch=epoch, desired=desired)))
+        stopping = tuple(
+            StopContainer(
+                command_id=command_id(c.id, epoch, "stop"), epoch=epoch, container_id=c.id, grace_s=c.stop_grace_s
+            )
+            for c in state.containers.values()
+            if c.node == node and c.state is ContainerState.STOPPING
+        )
+        await msg.respond(encode(SyncReply(node=node, epoch=epoch, desired=desired, stopping=stopping)))
 
     async def remove(self, container_id: str) -> None:
         """Forget an ended container: its node drops what it kept (best effort), then ``ContainerRemoved``."""
@@ -331,12 +400,25 @@ class ControlPlane:
         try:
             msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=10)
         except (NatsTimeout, NoRespondersError) as e:
-            return CommandRejected(command_id=command.command_id, code="node_unreachable", message=repr(e))
+            return CommandRejected(command_id=command.command_id, code=Reject.NODE_UNREACHABLE, message=repr(e))
         reply = reply_decoder.decode(msg.data)
         return (
             reply
             if isinstance(reply, LogsReply | CommandRejected)
-            else CommandRejected(command_id=command.command_id, code="unexpected_reply", message=str(reply))
+            else CommandRejected(command_id=command.command_id, code=Reject.UNEXPECTED_REPLY, message=str(reply))
+        )
+
+    async def _absent(self, node: str, command: StopContainer) -> None:
+        """A node that never had a container was asked to stop it (its start was lost): nothing ran, it is
+        stopped — if it is still on that node and stopping (anything else it reports itself)."""
+        await self.scheduler._catch_up()
+        view = self.scheduler.state.containers.get(command.container_id)
+        if view is None or view.node != node or view.state is not ContainerState.STOPPING:
+            return
+        await self.log.append(
+            container_stream(command.container_id),
+            [ev.ContainerStopped(container_id=command.container_id, node=node, stopped_ns=self.clock())],
+            ANY,
         )
 
     async def _refused(self, node: str, command: StartContainer, reply: CommandRejected) -> None:
@@ -351,6 +433,22 @@ class ControlPlane:
         await self.log.append(container_stream(command.container_id), [event], ANY)
 
 
-def _sync_command_id(container_id: str, epoch: int) -> uuid.UUID:
-    """A stable command id for a sync's start of a container at an epoch, so a repeated sync is deduplicated."""
-    return uuid.uuid5(uuid.NAMESPACE_OID, f"corral-sync/{container_id}/{epoch}")
+def report_refusal(state: ClusterState, node: str, epoch: int, event: ev.Event) -> str | None:
+    """Why a node's report is not accepted, or None: a node speaks only for itself, in its current epoch, and
+    only about containers placed on it that have not ended (a container lost with its node is no longer its)."""
+    view = state.nodes.get(node)
+    if view is None:
+        return "unknown_node: not registered"
+    if view.lost or epoch != view.epoch:
+        return f"stale_epoch: sent at epoch {epoch}, the node is {'lost' if view.lost else f'at {view.epoch}'}"
+    if getattr(event, "node", node) != node:
+        return f"other_node: the event names node {getattr(event, 'node', '')}"
+    cid = getattr(event, "container_id", None)
+    if cid is None:
+        return None
+    c = state.containers.get(cid)
+    if c is None or c.node != node:
+        return f"not_placed_here: container {cid} is not placed on {node}"
+    if c.state.terminal:
+        return f"ended: container {cid} is {c.state}"
+    return None

@@ -33,9 +33,11 @@ from wire.commands import (
     CommandRejected,
     EventAck,
     Heartbeat,
+    HeartbeatReply,
     NodeEvent,
     Register,
     Registered,
+    Reject,
     StopContainer,
     SyncReply,
     SyncRequest,
@@ -63,6 +65,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     request_timeout_s: float = 2.0
     retry_max_s: float = 2.0
     images_s: float = 2.0  # how often the image store is looked at for imports
+    sync_s: float = 10.0  # level-triggered reconciliation with the control plane, also after every reconnect
 
 
 class Agent:
@@ -77,20 +80,32 @@ class Agent:
         self._heartbeats = 0
         self._pending: set[asyncio.Future[None]] = set()
         self._images: tuple[str, ...] = ()  # as last reported
+        self._resync = asyncio.Event()  # sync now (reconnected, or told to register again)
+        self._rejoin = False  # the control plane does not hold this incarnation: register again first
 
     async def emit(self, event: ev.Event) -> None:
-        """Report one event; returns once the control plane has acked it (retrying with the same id)."""
-        message = NodeEvent(node=self.config.node, event_id=new_event_id(), occurred_ns=self.clock(), event=event)
-        payload = encode(message)
+        """Report one event; returns once the control plane has acked it (retrying with the same id) or refused
+        it for good (the container is not this node's, in its current epoch: nothing to retry)."""
+        event_id, occurred = new_event_id(), self.clock()
         delay = 0.05
         while True:
             await self.registered.wait()
             assert self.nc is not None
+            message = NodeEvent(
+                node=self.config.node, event_id=event_id, occurred_ns=occurred, event=event, epoch=self.service.epoch
+            )
             try:
                 reply = control_reply_decoder.decode(
-                    (await self.nc.request(subjects.evt(self.config.node), payload, self.config.request_timeout_s)).data
+                    (
+                        await self.nc.request(
+                            subjects.evt(self.config.node), encode(message), self.config.request_timeout_s
+                        )
+                    ).data
                 )
                 if isinstance(reply, EventAck) and reply.event_id == message.event_id:
+                    return
+                if isinstance(reply, CommandRejected) and reply.code is Reject.NOT_OWNER:
+                    log.warning("event %s refused: %s", type(event).__name__, reply.message)
                     return
                 log.warning("event %s not acked: %s", message.event_id, reply)
             except (NatsTimeout, NoRespondersError, msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -109,7 +124,7 @@ class Agent:
             options |= {"nkeys_seed": self.config.nkey_seed}
         elif self.config.user is not None:
             options |= {"user": self.config.user, "password": self.config.password}
-        self.nc = await nats.connect(self.config.nats_url, **options)
+        self.nc = await nats.connect(self.config.nats_url, reconnected_cb=self._on_reconnected, **options)
         try:
             await self.nc.subscribe(subjects.cmd(self.config.node), cb=self._on_command)
             await self._register()
@@ -118,6 +133,7 @@ class Agent:
             await self._sync()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat())
+                tg.create_task(self._reconcile())
                 tg.create_task(self._telemetry())
                 tg.create_task(self._watch_images())
                 await self._stopping.wait()
@@ -178,27 +194,64 @@ class Agent:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.retry_max_s)
 
+    async def _on_reconnected(self) -> None:
+        self._resync.set()
+
+    async def _reconcile(self) -> None:
+        """Sync every ``sync_s``, after every reconnect, and at once when told to register again."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.sync_s):
+                    await self._resync.wait()
+            self._resync.clear()
+            if self._rejoin:
+                await self._register()
+                self._rejoin = False
+            await self._sync()
+
     async def _sync(self) -> None:
-        """Level-triggered reconciliation: stop what this node should not run, start what it should."""
+        """Level-triggered reconciliation: kill at once what this node ran but no longer owns, start what it
+        should run. Only what ran when it asked is judged: a start that arrives meanwhile is newer than the
+        answer."""
         assert self.nc is not None
-        request = encode(SyncRequest(node=self.config.node, epoch=self.service.epoch, running=self.service.running()))
+        running = self.service.running()
+        request = encode(SyncRequest(node=self.config.node, epoch=self.service.epoch, running=running))
         try:
             msg = await self.nc.request(subjects.sync(self.config.node), request, self.config.request_timeout_s)
             reply = control_reply_decoder.decode(msg.data)
-        except (NatsTimeout, NoRespondersError) as e:
+        except (NatsTimeout, NoRespondersError, msgspec.DecodeError, msgspec.ValidationError) as e:
             log.warning("sync failed: %r", e)
             return
-        if not isinstance(reply, SyncReply):
+        if isinstance(reply, CommandRejected) and reply.code is Reject.STALE_EPOCH:
+            log.warning("sync: %s; registering again", reply.message)
+            self._rejoin = True
+            self._resync.set()
+            return
+        if not isinstance(reply, SyncReply) or reply.epoch != self.service.epoch:
             log.warning("sync refused: %s", reply)
             return
         desired = {d.container_id: d for d in reply.desired}
-        for cid in self.service.running():
-            if cid not in desired:
-                stop = StopContainer(command_id=new_command_id(), epoch=self.service.epoch, container_id=cid)
+        stopping = {s.container_id: s for s in reply.stopping}
+        for cid in running:
+            if cid not in desired and cid not in stopping:
+                log.warning("container %s is no longer this node's: killing it", cid)
+                stop = StopContainer(command_id=new_command_id(), epoch=self.service.epoch, container_id=cid, grace_s=0)
                 await self.service.handle(stop)
+        for cid, stop in stopping.items():
+            if cid in running:
+                await self.service.handle(stop)  # the same id as the control plane's own: carried out once
+            elif cid not in self.service.containers and not self.service.kept(cid):
+                # Asked to stop, and never here (its start was lost): it is stopped, and nothing ran.
+                self._report(ev.ContainerStopped(container_id=cid, node=self.config.node))
         for cid, start in desired.items():
             if cid not in self.service.containers:
-                await self.service.handle(msgspec.structs.replace(start, epoch=self.service.epoch))
+                await self.service.handle(start)
+
+    def _report(self, event: ev.Event) -> None:
+        """Emit in the background (retried until acked or refused)."""
+        task = asyncio.ensure_future(self.emit(event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _on_command(self, msg: Msg) -> None:
         await self.ready.wait()  # not before the epoch is known and earlier containers are re-adopted
@@ -208,25 +261,45 @@ class Agent:
             command_id = None
             with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
                 command_id = _command_id.decode(msg.data).command_id  # so the caller can match the error
-            await msg.respond(encode(CommandRejected(command_id=command_id, code="invalid_command", message=str(e))))
+            await msg.respond(
+                encode(CommandRejected(command_id=command_id, code=Reject.INVALID_COMMAND, message=str(e)))
+            )
             return
         try:
             reply = await self.service.handle(command)
         except Exception as e:  # a bug must still answer, and must not kill the subscription
             log.exception("command %s failed", command.command_id)
-            reply = CommandRejected(command_id=command.command_id, code="internal", message=repr(e))
+            reply = CommandRejected(command_id=command.command_id, code=Reject.INTERNAL, message=repr(e))
         await msg.respond(encode(reply))
 
     async def _heartbeat(self) -> None:
+        """Beat every ``heartbeat_s``, each beat its own task: a slow answer never delays the next beat. An
+        answer that the lease was not renewed (lost, or another epoch) makes the node register again."""
         assert self.nc is not None
+        beats: set[asyncio.Task[None]] = set()
         while True:
             self._heartbeats += 1
             beat = Heartbeat(
                 node=self.config.node, epoch=self.service.epoch, seq=self._heartbeats, sent_ns=self.clock()
             )
-            with contextlib.suppress(Exception):
-                await self.nc.publish(subjects.lease(self.config.node), encode(beat))
+            task = asyncio.ensure_future(self._beat(beat))
+            beats.add(task)
+            task.add_done_callback(beats.discard)
             await asyncio.sleep(self.config.heartbeat_s)
+
+    async def _beat(self, beat: Heartbeat) -> None:
+        assert self.nc is not None
+        try:
+            msg = await self.nc.request(subjects.lease(self.config.node), encode(beat), self.config.heartbeat_s * 2)
+            reply = control_reply_decoder.decode(msg.data)
+        except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.debug("heartbeat %d: %r", beat.seq, e)  # no control plane to hear it: beat on
+            return
+        if isinstance(reply, HeartbeatReply) and reply.status.reregister and beat.epoch == self.service.epoch:
+            if not self._rejoin:
+                log.warning("heartbeat: %s at epoch %d; registering again", reply.status, beat.epoch)
+            self._rejoin = True
+            self._resync.set()
 
     async def _telemetry(self) -> None:
         """Sweep the running containers' cgroups: samples go to the stats subject (fire and forget);
@@ -251,10 +324,7 @@ class Agent:
                 with contextlib.suppress(Exception):
                     await self.nc.publish(subjects.stats(self.config.node), encode(sample))
                 for cid, transition in detector.feed_all(sweep).items():
-                    event = throttle_event(self.config.node, cid, transition)
-                    task = asyncio.ensure_future(self.emit(event))
-                    self._pending.add(task)
-                    task.add_done_callback(self._pending.discard)
+                    self._report(throttle_event(self.config.node, cid, transition))
                 self.service.rotate_logs(self.config.log_max_bytes)
                 await asyncio.sleep(self.config.stats_s)
 

@@ -37,6 +37,7 @@ from wire.commands import (
     CommandRejected,
     GetLogs,
     LogsReply,
+    Reject,
     RemoveContainer,
     Reply,
     StartContainer,
@@ -83,7 +84,7 @@ class _Container:
 
 
 class Rejected(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Reject, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -120,7 +121,7 @@ class NodeService:
             return msgspec.structs.replace(seen, duplicate=True) if isinstance(seen, CommandAccepted) else seen
         try:
             if not isinstance(command, GetLogs) and command.epoch != self.epoch:
-                raise Rejected("stale_epoch", f"command for epoch {command.epoch}; this node is at {self.epoch}")
+                raise Rejected(Reject.STALE_EPOCH, f"command for epoch {command.epoch}; this node is at {self.epoch}")
             match command:
                 case StartContainer():
                     reply: Reply = await self._start(command)
@@ -134,8 +135,8 @@ class NodeService:
                     reply = self._logs(command)
         except Rejected as r:
             reply = CommandRejected(command_id=command.command_id, code=r.code, message=str(r))
-        if not isinstance(command, GetLogs):
-            self._remember(command.command_id, reply)
+        if not isinstance(command, GetLogs) and not (isinstance(reply, CommandRejected) and reply.code.retryable):
+            self._remember(command.command_id, reply)  # a refusal that may pass later is not the final answer
         return reply
 
     def _remember(self, command_id: uuid.UUID, reply: Reply) -> None:
@@ -180,37 +181,39 @@ class NodeService:
     def _check(self, cmd: StartContainer) -> tuple[list[Path], CpuSettings]:
         """Everything that can be checked before the host is touched."""
         if cmd.container_id in self.containers or (self.root / cmd.container_id).exists():
-            raise Rejected("duplicate_id", f"container {cmd.container_id} already exists on node {self.config.node}")
+            raise Rejected(
+                Reject.DUPLICATE_ID, f"container {cmd.container_id} already exists on node {self.config.node}"
+            )
         try:
             lower = self.images.lowerdirs(cmd.spec.image)
         except UnknownImage as e:
-            raise Rejected("unknown_image", str(e)) from None
+            raise Rejected(Reject.UNKNOWN_IMAGE, str(e)) from None
         try:
             cpus = real_cpuset(self.config.cpu_map, cmd.cpuset) if cmd.cpuset else ()
         except ValueError as e:
-            raise Rejected("impossible_cpuset", f"cpuset: {e}") from None
+            raise Rejected(Reject.IMPOSSIBLE_CPUSET, f"cpuset: {e}") from None
         missing = sorted(set(cpus) - set(self.config.cpus)) if self.config.cpus else []
         if missing:
-            raise Rejected("impossible_cpuset", f"cpuset: CPUs {missing} do not exist on node {self.config.node}")
+            raise Rejected(Reject.IMPOSSIBLE_CPUSET, f"cpuset: CPUs {missing} do not exist on node {self.config.node}")
         qos = cmd.spec.qos or QoS.LS
         if qos.exclusive and not self.config.cpu_map:  # a declared topology maps many CPUs onto few: no check
             held = {cpu: c.id for c in self._live() if (c.command.spec.qos or QoS.LS).exclusive for cpu in c.cpus}
             taken = sorted(cpu for cpu in cpus if cpu in held)
             if taken:
                 raise Rejected(
-                    "impossible_cpuset", f"cpuset: CPUs {taken} are held exclusively by container {held[taken[0]]}"
+                    Reject.IMPOSSIBLE_CPUSET, f"cpuset: CPUs {taken} are held exclusively by container {held[taken[0]]}"
                 )
         mems = () if self.config.cpu_map else cmd.numa_nodes
         try:
             settings, _ = settings_for(cmd.spec, () if self.config.cpu_map else cpus, mems, self.config.pids_limit)
         except ValueError as e:
-            raise Rejected("invalid_spec", str(e)) from None
+            raise Rejected(Reject.INVALID_SPEC, str(e)) from None
         if self.config.cpus:  # pin to the pool (or own CPUs); without a CPU list, inherit the parent's
             pool = self._pools(extra=[(qos, cpus)] if qos.exclusive else [])
             settings = msgspec.structs.replace(settings, cpus=format_cpulist(cpuset_for(qos, cpus, pool)))
         for m in cmd.spec.mounts:
             if not host_mount_allowed(m.source, self.config.allowed_host_mounts):
-                raise Rejected("mount_not_allowed", f"mounts: host path {m.source!r} is not allowed on this node")
+                raise Rejected(Reject.MOUNT_NOT_ALLOWED, f"mounts: host path {m.source!r} is not allowed on this node")
         return lower, settings
 
     async def _start(self, cmd: StartContainer) -> Reply:
@@ -243,7 +246,7 @@ class NodeService:
             await self.runtime.start(cmd.container_id)
         except (RuntimeError_, CgroupError, MountNotAllowed, OSError) as e:
             await self._undo(c)
-            code = "mount_not_allowed" if isinstance(e, MountNotAllowed) else "start_failed"
+            code = Reject.MOUNT_NOT_ALLOWED if isinstance(e, MountNotAllowed) else Reject.START_FAILED
             raise Rejected(code, f"container {cmd.container_id}: {e}") from None
         c.state = lifecycle.transition(c.state, Op.START)
         self.containers[c.id] = c
@@ -289,11 +292,11 @@ class NodeService:
     def _stop(self, cmd: StopContainer) -> Reply:
         c = self.containers.get(cmd.container_id)
         if c is None:
-            raise Rejected("unknown_container", f"container {cmd.container_id} is not on node {self.config.node}")
+            raise Rejected(Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id} is not on node {self.config.node}")
         try:
             before, c.state = c.state, lifecycle.transition(c.state, Op.STOP)
         except IllegalTransition as e:
-            raise Rejected("illegal_state", str(e)) from None
+            raise Rejected(Reject.ILLEGAL_STATE, str(e)) from None
         if before in (State.RUNNING, State.CREATED):
             self._spawn(self._stop_in_background(c, cmd.grace_s))
         return CommandAccepted(command_id=cmd.command_id)
@@ -313,7 +316,7 @@ class NodeService:
         try:
             c.state = lifecycle.transition(c.state, Op.REMOVE)
         except IllegalTransition as e:
-            raise Rejected("illegal_state", str(e)) from None
+            raise Rejected(Reject.ILLEGAL_STATE, str(e)) from None
         self.containers.pop(c.id, None)
         if c.released is not None:
             await asyncio.shield(c.released)  # an exit still being handled: never delete a mounted root
@@ -337,9 +340,9 @@ class NodeService:
     async def _update(self, cmd: UpdateResources) -> Reply:
         c = self.containers.get(cmd.container_id)
         if c is None or c.settings is None:
-            raise Rejected("unknown_container", f"container {cmd.container_id} is not on node {self.config.node}")
+            raise Rejected(Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id} is not on node {self.config.node}")
         if c.state is not State.RUNNING:
-            raise Rejected("illegal_state", f"cannot update container in state {c.state}")
+            raise Rejected(Reject.ILLEGAL_STATE, f"cannot update container in state {c.state}")
         old = c.settings
         changes: dict[str, object] = {}
         if cmd.cpu_limit_millis is not None:
@@ -351,12 +354,12 @@ class NodeService:
         try:
             new = msgspec.structs.replace(old, **changes)
         except ValueError as e:
-            raise Rejected("invalid_update", str(e)) from None
+            raise Rejected(Reject.INVALID_UPDATE, str(e)) from None
         if self.cgroups is not None:
             try:
                 self.cgroups.apply(c.cgroup, new, old)
             except CgroupError as e:
-                raise Rejected("update_failed", str(e)) from None
+                raise Rejected(Reject.UPDATE_FAILED, str(e)) from None
         c.settings = new
         if new.burst_us != old.burst_us:
             await self.emit(ev.CpuBurstSet(container_id=c.id, node=self.config.node, burst_us=new.burst_us))
@@ -375,7 +378,7 @@ class NodeService:
     def _logs(self, cmd: GetLogs) -> Reply:
         path = self.runtime.logs(cmd.container_id)
         if cmd.container_id not in self.containers and not path.exists():
-            raise Rejected("unknown_container", f"container {cmd.container_id} is not on node {self.config.node}")
+            raise Rejected(Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id} is not on node {self.config.node}")
         lines: list[str] = []
         for f in (path.with_name(path.name + ".1"), path):  # the rotated file first
             with contextlib.suppress(FileNotFoundError):
@@ -493,6 +496,10 @@ class NodeService:
         return {
             cid: self.cgroups.stats_paths(c.cgroup) for cid, c in self.containers.items() if c.state is State.RUNNING
         }
+
+    def kept(self, container_id: str) -> bool:
+        """Whether anything of the container is on this node (a bundle: running, ended or being set up)."""
+        return (self.root / container_id).exists()
 
     def running(self) -> tuple[str, ...]:
         return tuple(sorted(cid for cid, c in self.containers.items() if c.state not in lifecycle.TERMINAL))

@@ -30,7 +30,7 @@ from store.projections import ClusterState, ContainerState, apply
 from store.recorder import ANY
 from wire import events as ev
 from wire.commands import StartContainer, StopContainer
-from wire.ids import container_stream, new_command_id, new_container_id
+from wire.ids import command_id, container_stream, new_container_id
 from wire.spec import ContainerSpec
 
 log = logging.getLogger("corral.scheduler")
@@ -232,7 +232,7 @@ class Scheduler:
         specs = {c: self.state.containers[c].spec for c in (p.container_id for p in result.accepted)}
         for p in result.accepted:
             command = StartContainer(
-                command_id=new_command_id(),
+                command_id=command_id(p.container_id, p.epoch, "start"),
                 epoch=p.epoch,
                 container_id=p.container_id,
                 spec=specs[p.container_id],
@@ -250,7 +250,10 @@ class Scheduler:
             if view is None or view.lost:
                 continue  # nothing to reach; the reconciler declares its containers lost
             command = StopContainer(
-                command_id=new_command_id(), epoch=view.epoch, container_id=container_id, grace_s=grace_s
+                command_id=command_id(container_id, view.epoch, "stop"),
+                epoch=view.epoch,
+                container_id=container_id,
+                grace_s=grace_s,
             )
             with contextlib.suppress(Exception):
                 await self.publisher.stop(node, command)

@@ -105,6 +105,7 @@ class ContainerView(msgspec.Struct, frozen=True, gc=False):
     cfs_quota_us: int | None = None
     burst_policy: str | None = None
     stop_requested: bool = False  # kept when it then ends some other way (lost): it was not meant to run on
+    stop_grace_s: float = 10.0  # the grace of the stop asked for, if one was
     message: str = ""  # why it ended, when it never ran (e.g. its node refused to start it)
     restarts: int = 0  # restarts in its chain before it
     backoff_until_ns: int | None = None  # ended and to be replaced: not before this time
@@ -237,6 +238,8 @@ def _backoff_until(v: ContainerView, e: ev.ContainerExited) -> int | None:
 
 
 def _exited(v: ContainerView, e: ev.ContainerExited, _: int) -> ContainerView:
+    if v.state in TERMINAL:
+        return v  # an end is final: a late report (the kill of a container lost with its node) changes nothing
     backoff_until = _backoff_until(v, e)
     state = STOPPED if v.state is STOPPING else EXITED
     return replace(
@@ -256,10 +259,12 @@ def _stop_requested(v: ContainerView, e: ev.ContainerStopRequested, _: int) -> C
     if v.state in TERMINAL:
         # Ended, maybe waiting out a restart back-off: a stop now means it is not to be restarted.
         return v if v.backoff_until_ns is None else replace(v, stop_requested=True, backoff_until_ns=None)
-    return replace(v, state=STOPPING, stop_requested=True)
+    return replace(v, state=STOPPING, stop_requested=True, stop_grace_s=e.grace_s)
 
 
 def _stopped(v: ContainerView, e: ev.ContainerStopped, _: int) -> ContainerView:
+    if v.state in TERMINAL:
+        return v
     code = e.exit_code if e.exit_code is not None else v.exit_code
     return replace(v, state=STOPPED, exit_code=code, finished_ns=e.stopped_ns or v.finished_ns, throttled=False)
 
@@ -272,7 +277,7 @@ _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.ContainerExited: _exited,
     ev.ContainerStopRequested: _stop_requested,
     ev.ContainerStopped: _stopped,
-    ev.ContainerLost: lambda v, e, _: replace(v, state=LOST, throttled=False),
+    ev.ContainerLost: lambda v, e, _: v if v.state in TERMINAL else replace(v, state=LOST, throttled=False),
     ev.ContainerThrottled: lambda v, e, _: replace(v, throttled=True, throttled_ratio=e.throttled_ratio),
     ev.ContainerUnthrottled: lambda v, e, _: replace(v, throttled=False, throttled_ratio=e.throttled_ratio),
     ev.CpuBurstSet: lambda v, e, _: replace(v, burst_us=e.burst_us),

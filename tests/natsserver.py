@@ -29,31 +29,50 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def nats_server(tmp: Path, config: dict[str, Any] | None = None) -> Iterator[str]:
-    """Start nats-server with ``config`` (nats-server accepts JSON), yield its URL, stop it."""
-    port = free_port()
-    conf = {"host": "127.0.0.1", "port": port, **(config or {})}
-    path = tmp / f"nats-{port}.conf"
-    path.write_text(json.dumps(conf))
-    log = (tmp / f"nats-{port}.log").open("wb")
-    proc = subprocess.Popen([nats_server_binary(), "-c", str(path)], stdout=log, stderr=subprocess.STDOUT)
-    try:
+class NatsServer:
+    """A real nats-server with ``config`` (nats-server accepts JSON) on a fixed free port: it can be stopped
+    and started again on the same port (an outage, as its clients see it)."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        self.conf = tmp / f"nats-{self.port}.conf"
+        self.conf.write_text(json.dumps({"host": "127.0.0.1", "port": self.port, **(config or {})}))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log_path = self.tmp / f"nats-{self.port}.log"
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen([nats_server_binary(), "-c", str(self.conf)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nats-server did not start: {(tmp / f'nats-{port}.log').read_text()}") from None
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nats-server did not start: {log_path.read_text()}") from None
                 time.sleep(0.02)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(timeout=5)
+            self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@contextmanager
+def nats_server(tmp: Path, config: dict[str, Any] | None = None) -> Iterator[str]:
+    """Start nats-server with ``config``, yield its URL, stop it."""
+    server = NatsServer(tmp, config)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

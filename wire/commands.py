@@ -6,6 +6,7 @@ was sent to: a nodelet that re-registered under a newer epoch rejects commands o
 
 from __future__ import annotations
 
+import enum
 import functools
 import uuid
 from typing import Annotated
@@ -76,9 +77,39 @@ class CommandAccepted(_Message, frozen=True, tag=True):
     duplicate: bool = False  # the command id was seen before; this is the first answer again
 
 
+class Reject(enum.StrEnum):
+    """Why a command, a registration or a report was refused; one vocabulary for nodelet and control plane."""
+
+    STALE_EPOCH = "stale_epoch"  # sent for another epoch of the node: send again with the current one
+    DUPLICATE_ID = "duplicate_id"  # the container is on the node already
+    UNKNOWN_IMAGE = "unknown_image"
+    IMPOSSIBLE_CPUSET = "impossible_cpuset"  # its CPUs are held (maybe by a container being killed) or absent
+    INVALID_SPEC = "invalid_spec"
+    MOUNT_NOT_ALLOWED = "mount_not_allowed"
+    START_FAILED = "start_failed"
+    UNKNOWN_CONTAINER = "unknown_container"  # the node does not have it
+    ILLEGAL_STATE = "illegal_state"
+    INVALID_UPDATE = "invalid_update"
+    UPDATE_FAILED = "update_failed"
+    INVALID_COMMAND = "invalid_command"
+    INTERNAL = "internal"
+    INVALID_REGISTER = "invalid_register"
+    NODE_UNREACHABLE = "node_unreachable"
+    UNEXPECTED_REPLY = "unexpected_reply"
+    NOT_OWNER = "not_owner"  # a report about a container the node does not hold in its current epoch
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later, unchanged or at the node's current epoch."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset({Reject.STALE_EPOCH, Reject.IMPOSSIBLE_CPUSET, Reject.INTERNAL, Reject.NODE_UNREACHABLE})
+
+
 class CommandRejected(_Message, frozen=True, tag=True):
     command_id: uuid.UUID | None
-    code: str  # machine-readable: stale_epoch, unknown_image, invalid_spec, ...
+    code: Reject
     message: str
 
 
@@ -112,10 +143,29 @@ class Registered(_Message, frozen=True, tag=True):
 
 
 class Heartbeat(_Message, frozen=True, tag=True):
+    """Sent as a request: the answer (``HeartbeatReply``) says whether it renewed the node's lease."""
+
     node: NodeName
     epoch: Epoch
     seq: int
     sent_ns: int
+
+
+class LeaseStatus(enum.StrEnum):
+    RENEWED = "renewed"
+    LOST = "lost"  # the node was declared lost: register again, kill what it no longer owns
+    STALE = "stale"  # an older epoch than the registered one: register again
+    UNKNOWN = "unknown"  # not registered with this control plane: register
+
+    @property
+    def reregister(self) -> bool:
+        return self is not LeaseStatus.RENEWED
+
+
+class HeartbeatReply(_Message, frozen=True, tag=True):
+    node: NodeName
+    epoch: Epoch  # the node's epoch as the control plane knows it
+    status: LeaseStatus
 
 
 class SyncRequest(_Message, frozen=True, tag=True):
@@ -125,9 +175,13 @@ class SyncRequest(_Message, frozen=True, tag=True):
 
 
 class SyncReply(_Message, frozen=True, tag=True):
+    """What the node must run (``desired``), and what it must stop, with its grace (``stopping``: a stop the
+    node never got is carried out now); anything else it ran when it asked, it no longer owns."""
+
     node: NodeName
     epoch: Epoch
     desired: tuple[StartContainer, ...] = ()
+    stopping: tuple[StopContainer, ...] = ()
 
 
 class ContainerSample(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -159,6 +213,7 @@ class NodeEvent(_Message, frozen=True, tag=True):
     event_id: uuid.UUID
     occurred_ns: int
     event: Event
+    epoch: Epoch = 0  # the node's epoch when it sent it: a report of an older incarnation is refused
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -177,4 +232,4 @@ def _id_checks(cls: type) -> checks.IdChecks:
     return checks.id_checks(cls)
 
 
-ControlReply = Registered | SyncReply | EventAck | CommandRejected
+ControlReply = Registered | HeartbeatReply | SyncReply | EventAck | CommandRejected

@@ -51,6 +51,12 @@ def new_command_id() -> uuid.UUID:
     return uuid7()
 
 
+def command_id(container_id: str, epoch: int, operation: str) -> uuid.UUID:
+    """A command's id derived from what it does (container, the node's epoch, operation): sent again, by a sync
+    or a retry, it is the same command, and the node answers it once."""
+    return uuid.uuid5(uuid.NAMESPACE_OID, f"corral/{container_id}/{epoch}/{operation}")
+
+
 def new_container_id() -> str:
     return os.urandom(8).hex()
 

@@ -4,6 +4,7 @@ scheduler, NATS wiring), and a real ``python -m nodelet`` running real runc cont
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -62,7 +63,7 @@ class Nodelets:
         self.nats_url, self.tag, self.logs = nats_url, tag, logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, node: str) -> None:
+    def start(self, node: str, *extra: str) -> None:
         with (self.logs / f"{node}.log").open("ab") as out:
             self.procs[node] = subprocess.Popen(
                 [
@@ -81,12 +82,24 @@ class Nodelets:
                     f"/corral-cp-{self.tag}",
                     "--heartbeat",
                     "0.2",
+                    *extra,
                 ],
                 cwd=ROOT,
                 env={**os.environ, "CORRAL_NATS_PASSWORD": f"p-{node}"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+
+    def running(self, node: str) -> set[str]:
+        """Ground truth: the ids of the containers runc says run on ``node`` (never Corral's own state)."""
+        root = Path(f"/run/corral-cp-{self.tag}-{node}/rt/runc")
+        if not root.exists():
+            return set()
+        out = subprocess.run(["runc", "--root", str(root), "list", "-f", "json"], capture_output=True, check=True)
+        return {c["id"] for c in json.loads(out.stdout or b"null") or [] if c["status"] == "running"}
+
+    def signal(self, node: str, sig: signal.Signals) -> None:
+        self.procs[node].send_signal(sig)
 
     def kill9(self, node: str) -> None:
         self.procs[node].send_signal(signal.SIGKILL)
@@ -95,6 +108,7 @@ class Nodelets:
     def cleanup(self) -> None:
         for p in self.procs.values():
             if p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a paused one could not take its TERM
                 p.terminate()
                 try:
                     p.wait(timeout=10)

@@ -228,6 +228,10 @@ CONTAINER_CASES = [
         id="stop-requested-in-restart-backoff-ends-the-backoff",
     ),
     pytest.param(LOST, stop(1), LOST, id="lost-then-stop-requested-is-ignored"),
+    pytest.param(LOST, exited(1, code=137, at=400, signal=9), LOST, id="lost-then-exited-stays-lost"),
+    pytest.param(LOST, stopped(1, code=137, at=400), LOST, id="lost-then-stopped-stays-lost"),
+    pytest.param(EXITED, exited(1, code=0, at=500), EXITED, id="an-end-is-final"),
+    pytest.param(STOPPED, ev.ContainerLost(container_id=cid(1), node="n1"), STOPPED, id="stopped-then-lost-stays"),
     # CPU
     pytest.param(
         RUNNING,
