@@ -254,6 +254,13 @@ class Agent:
         task.add_done_callback(self._pending.discard)
 
     async def _on_command(self, msg: Msg) -> None:
+        """Each command in its own task: a slow start never holds up the node's other commands (the service
+        keeps one container's commands in order)."""
+        task = asyncio.ensure_future(self._serve(msg))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _serve(self, msg: Msg) -> None:
         await self.ready.wait()  # not before the epoch is known and earlier containers are re-adopted
         try:
             command = command_decoder.decode(msg.data)

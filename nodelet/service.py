@@ -77,6 +77,7 @@ class _Container:
         self.pid = 0
         self.watcher: asyncio.Task[None] | None = None
         self.released: asyncio.Future[None] | None = None  # its root unmounted and cgroup removed, once ended
+        self.started_report: asyncio.Future[None] | None = None  # ContainerStarted, until the control plane acks
 
     @property
     def id(self) -> str:
@@ -110,12 +111,26 @@ class NodeService:
         self.containers: dict[str, _Container] = {}
         self._replies: collections.OrderedDict[uuid.UUID, Reply] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._starting: dict[str, _Container] = {}  # being started: their CPUs are held already
+        self._locks: dict[str, asyncio.Lock] = {}  # one command at a time per container, in arrival order
         self.root = private_dir(private_dir(Path(config.data_dir)) / "containers")
 
     # --- commands ------------------------------------------------------------------------------------------
 
     async def handle(self, command: Command) -> Reply:
-        """Answer one command; a command id seen before gets its first answer again."""
+        """Answer one command; a command id seen before gets its first answer again. Commands for different
+        containers run side by side; those for one container, one at a time in the order they came."""
+        if isinstance(command, GetLogs):
+            return await self._handle(command)
+        lock = self._locks.setdefault(command.container_id, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._handle(command)
+        finally:
+            if not lock.locked() and self._locks.get(command.container_id) is lock:
+                del self._locks[command.container_id]
+
+    async def _handle(self, command: Command) -> Reply:
         seen = self._replies.get(command.command_id)
         if seen is not None:
             return msgspec.structs.replace(seen, duplicate=True) if isinstance(seen, CommandAccepted) else seen
@@ -132,7 +147,7 @@ class NodeService:
                 case UpdateResources():
                     reply = await self._update(command)
                 case GetLogs():
-                    reply = self._logs(command)
+                    reply = await asyncio.to_thread(self._logs, command)  # whole files: never on the loop
         except Rejected as r:
             reply = CommandRejected(command_id=command.command_id, code=r.code, message=str(r))
         if not isinstance(command, GetLogs) and not (isinstance(reply, CommandRejected) and reply.code.retryable):
@@ -150,7 +165,8 @@ class NodeService:
         return real_cpuset(self.config.cpu_map, cmd.cpuset)
 
     def _live(self) -> list[_Container]:
-        return [c for c in self.containers.values() if c.state not in lifecycle.TERMINAL]
+        live = [c for c in self.containers.values() if c.state not in lifecycle.TERMINAL]
+        return live + [c for c in self._starting.values() if c.id not in self.containers]
 
     def _pools(self, extra: Sequence[tuple[QoS, tuple[int, ...]]] = ()) -> Pools:
         held = [
@@ -223,10 +239,22 @@ class NodeService:
         c = _Container(cmd, bundle, cgroup)
         c.settings = settings
         c.cpus = self._own_cpus(cmd)
+        self._starting[c.id] = c  # checked and holding its CPUs from here on, across the awaits below
         try:
-            bundle.mkdir(mode=0o700)
-            write_private(bundle / "command.json", msgspec.json.encode(cmd))  # the spec holds env values
-            rootfs = mount_overlay(lower, bundle) if self.config.mount_roots else bundle / "rootfs"
+            return await self._create_and_start(c, lower, settings)
+        finally:
+            del self._starting[c.id]
+
+    def _prepare(self, c: _Container, lower: list[Path]) -> Path:
+        """The bundle and its root (mkdir, files, the overlay mount: on a worker thread)."""
+        c.bundle.mkdir(mode=0o700)
+        write_private(c.bundle / "command.json", msgspec.json.encode(c.command))  # the spec holds env values
+        return mount_overlay(lower, c.bundle) if self.config.mount_roots else c.bundle / "rootfs"
+
+    async def _create_and_start(self, c: _Container, lower: list[Path], settings: CpuSettings) -> Reply:
+        cmd, bundle, cgroup = c.command, c.bundle, c.cgroup
+        try:
+            rootfs = await asyncio.to_thread(self._prepare, c, lower)
             config = oci_config(
                 cmd.spec,
                 container_id=cmd.container_id,
@@ -242,7 +270,7 @@ class NodeService:
             )
             c.pid = await self.runtime.create(cmd.container_id, bundle, config)
             if self.cgroups is not None:
-                self.cgroups.apply(cgroup, settings)  # burst goes in between create and start
+                await asyncio.to_thread(self.cgroups.apply, cgroup, settings)  # burst: between create and start
             await self.runtime.start(cmd.container_id)
         except (RuntimeError_, CgroupError, MountNotAllowed, OSError) as e:
             await self._undo(c)
@@ -252,9 +280,11 @@ class NodeService:
         self.containers[c.id] = c
         if (cmd.spec.qos or QoS.LS).exclusive:
             self._rebalance()
-        await self.emit(
-            ev.ContainerStarted(container_id=c.id, node=self.config.node, pid=c.pid, started_ns=self.clock())
-        )
+        # Reported in the background (the answer does not wait for the control plane); its exit after it.
+        started = ev.ContainerStarted(container_id=c.id, node=self.config.node, pid=c.pid, started_ns=self.clock())
+        c.started_report = asyncio.ensure_future(self.emit(started))
+        self._tasks.add(c.started_report)
+        c.started_report.add_done_callback(self._tasks.discard)
         self._watch(c)
         return CommandAccepted(command_id=cmd.command_id)
 
@@ -420,6 +450,8 @@ class NodeService:
             self._rebalance()  # its CPUs return to the pools
         c.released = asyncio.ensure_future(self._teardown(c))  # before any await: a remove waits for it
         await c.released
+        if c.started_report is not None:
+            await asyncio.shield(c.started_report)  # reported in order: started, then exited
         await self.emit(
             ev.ContainerExited(
                 container_id=c.id,

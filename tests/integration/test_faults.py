@@ -202,3 +202,25 @@ async def test_a_node_cannot_end_another_nodes_container(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cp") as c:
         text = (await c.get("/metrics", headers={"Authorization": "Bearer t"})).text
     assert 'corral_node_reports_refused_total{node="n1",reason="other_node"} 7.0' in text, text
+
+
+async def test_a_mass_stop_never_starves_the_nodes_heartbeats(control: ControlPlane, nodelets: Nodelets) -> None:
+    from tests.integration.test_control_plane import submit
+    from wire.ids import container_stream
+
+    nodelets.start("n1")
+    await until(control, lambda: "n1" in control.scheduler.state.nodes)
+    ids = [await submit(control, spec(f"s{i}", command=("sleep", "600"))) for i in range(60)]
+
+    def states() -> set[ContainerState]:
+        return {control.scheduler.state.containers[c].state for c in ids}
+
+    await until(control, lambda: states() == {ContainerState.RUNNING}, timeout_s=120)
+    position = control.scheduler.state.position
+    await asyncio.gather(
+        *(control.log.append(container_stream(c), [ev.ContainerStopRequested(container_id=c, grace_s=5)]) for c in ids)
+    )
+    await until(control, lambda: states() == {ContainerState.STOPPED}, timeout_s=60)
+    since = [type(r.event).__name__ for r in await control.log.read_all(position + 1, limit=10_000)]
+    assert "NodeLost" not in since
+    assert nodelets.running("n1") == set()
