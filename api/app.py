@@ -366,8 +366,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         return Submitted(id=entity_id, position=position)
 
     async def state() -> Any:
-        await cp.scheduler._catch_up()
-        return cp.scheduler.state
+        return await cp.projection.catch_up()
 
     async def _runnable_somewhere(spec: ContainerSpec, prefix: str = "") -> None:
         """Refuse what every registered node would refuse: an image none holds, a host path none allows (with

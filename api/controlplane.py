@@ -35,6 +35,7 @@ from api.leases import LeaseTable
 from scheduler.service import Scheduler
 from store.errors import StoreClosed
 from store.log import EventLog
+from store.projection import Projection
 from store.projections import ClusterState, ContainerState
 from store.recorder import ANY
 from store.sqlite import SqliteRecorder
@@ -186,11 +187,11 @@ class ControlPlane:
             **auth,
         )
         self.publisher = NatsPublisher(self.nc, self._refused, self._absent)
-        self.scheduler = Scheduler(self.log, self.publisher)
-        await self.scheduler._catch_up()
+        self.projection = await Projection.load(self.recorder)  # the one owner of the cluster state
+        self.scheduler = Scheduler(self.log, self.publisher, projection=self.projection)
         now = time.monotonic_ns()
         self.leases.hear(now)  # leases count from now: a restart of the control plane loses no node
-        for name, view in self.scheduler.state.nodes.items():
+        for name, view in self.projection.state.nodes.items():
             self.leases.load(name, view.epoch, view.lost, now)
         await self.nc.subscribe("corral.register.*", cb=self._on_register)
         await self.nc.subscribe("corral.lease.*", cb=self._on_heartbeat)
@@ -259,8 +260,8 @@ class ControlPlane:
                 )
             )
             return
-        await self.scheduler._catch_up()
-        view = self.scheduler.state.nodes.get(reg.node)
+        await self.projection.catch_up()
+        view = self.projection.state.nodes.get(reg.node)
         epoch = (view.epoch + 1) if view is not None else 1
         registered = ev.NodeRegistered(
             node=reg.node,
@@ -299,7 +300,7 @@ class ControlPlane:
         while True:
             await asyncio.sleep(min(0.25, self.lease_s / 4))
             for node, epoch in self.leases.expire(time.monotonic_ns()):
-                view = self.scheduler.state.nodes.get(node)
+                view = self.projection.state.nodes.get(node)
                 if view is None or view.lost or view.epoch != epoch:
                     continue
                 try:
@@ -324,8 +325,8 @@ class ControlPlane:
         if not isinstance(m, NodeEvent) or m.node != node or not isinstance(m.event, REPORTABLE):
             return
         event = m.event
-        await self.scheduler._catch_up()
-        refusal = report_refusal(self.scheduler.state, node, m.epoch, event)
+        await self.projection.catch_up()
+        refusal = report_refusal(self.projection.state, node, m.epoch, event)
         if refusal is not None:
             self.refused_reports[(node, refusal.split(":", 1)[0])] += 1
             log.warning("report %s from %s refused: %s", type(event).__name__, node, refusal)
@@ -351,8 +352,8 @@ class ControlPlane:
             return
         if not isinstance(req, SyncRequest) or req.node != node:
             return
-        await self.scheduler._catch_up()
-        state = self.scheduler.state
+        await self.projection.catch_up()
+        state = self.projection.state
         view = state.nodes.get(node)
         if view is None or view.lost or req.epoch != view.epoch:
             # Not the node's current incarnation (or lost): it registers again before it acts on anything.
@@ -383,9 +384,9 @@ class ControlPlane:
 
     async def remove(self, container_id: str) -> None:
         """Forget an ended container: its node drops what it kept (best effort), then ``ContainerRemoved``."""
-        await self.scheduler._catch_up()
-        view = self.scheduler.state.containers.get(container_id)
-        node = self.scheduler.state.nodes.get(view.node) if view is not None and view.node else None
+        await self.projection.catch_up()
+        view = self.projection.state.containers.get(container_id)
+        node = self.projection.state.nodes.get(view.node) if view is not None and view.node else None
         if node is not None and not node.lost:
             command = RemoveContainer(command_id=uuid.uuid4(), epoch=node.epoch, container_id=container_id)
             with contextlib.suppress(NatsTimeout, NoRespondersError):
@@ -411,8 +412,8 @@ class ControlPlane:
     async def _absent(self, node: str, command: StopContainer) -> None:
         """A node that never had a container was asked to stop it (its start was lost): nothing ran, it is
         stopped — if it is still on that node and stopping (anything else it reports itself)."""
-        await self.scheduler._catch_up()
-        view = self.scheduler.state.containers.get(command.container_id)
+        await self.projection.catch_up()
+        view = self.projection.state.containers.get(command.container_id)
         if view is None or view.node != node or view.state is not ContainerState.STOPPING:
             return
         await self.log.append(

@@ -104,7 +104,7 @@ async def run(nodes: int, containers: int, directory: Path) -> dict[str, float]:
             )
         )
     scheduler = Scheduler(log, Discard(), batch=1024)
-    await scheduler._catch_up()  # setup: the scheduler starts from a caught-up state
+    await scheduler.projection.catch_up()  # setup: the scheduler starts from a caught-up state
 
     decisions: list[float] = []
     scheduler.decision_ms = decisions

@@ -25,8 +25,9 @@ from scheduler.reconcile import next_restart_ns, reconcile
 from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
 from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
 from store.errors import StoreClosed, UndecodableEvent
-from store.log import EventLog, decode_batch
-from store.projections import ClusterState, ContainerState, apply
+from store.log import EventLog
+from store.projection import Projection
+from store.projections import ClusterState, ContainerState, ContainerView
 from store.recorder import ANY
 from wire import events as ev
 from wire.commands import StartContainer, StopContainer
@@ -98,6 +99,7 @@ class Scheduler:
         batch: int = 512,
         new_id: Callable[[], str] = new_container_id,
         clock: Callable[[], int] = time.time_ns,
+        projection: Projection | None = None,
     ) -> None:
         self.log = log_
         self.publisher = publisher
@@ -105,27 +107,29 @@ class Scheduler:
         self.batch = batch
         self.new_id = new_id
         self.clock = clock
-        self.state = ClusterState()
+        self.projection = projection if projection is not None else Projection(log_.recorder)
+        self.projection.observers.append(self._observe)
         self.applier = PlanApplier(log_, self._latest)
         self._nodes: dict[str, NodeSnap] = {}
-        self._dirty_nodes: set[str] = set()
+        self._dirty_nodes: set[str] = set(self.state.nodes)  # a loaded state: every node needs its snapshot
         self._unschedulable_at: dict[str, int] = {}  # container → node-set version when it last did not fit
         self._cluster_version = 0
         self.placed = 0
         self.decision_ms: list[float] | None = None  # set to a list to record each decision's time (benchmarks)
         self.live = False  # set once caught up: only stops asked from then on are sent (sync covers the rest)
         self._stops: list[tuple[str, str, float]] = []
-        self._folding = asyncio.Lock()
         self.seen = 0  # the position the last round started from: later events need a round
 
     # --- state ------------------------------------------------------------------------------------------------
 
-    def _fold(self, position: int, event: ev.Event) -> None:
-        """Apply one event, marking the nodes whose snapshot it changes: the node it names, and the node its
-        container was on (an exit releases CPUs there whatever node the event names)."""
-        cid = getattr(event, "container_id", None)
-        before = self.state.containers.get(cid) if isinstance(cid, str) else None
-        apply(self.state, position, event)
+    @property
+    def state(self) -> ClusterState:
+        """The projection's state (the scheduler owns none of its own)."""
+        return self.projection.state
+
+    def _observe(self, position: int, event: ev.Event, before: ContainerView | None) -> None:
+        """Mark the nodes whose snapshot an event folded by the projection changes: the node it names, and the
+        node its container was on (an exit releases CPUs there whatever node the event names)."""
         node = getattr(event, "node", None)
         if isinstance(node, str):
             self._dirty_nodes.add(node)
@@ -153,11 +157,11 @@ class Scheduler:
 
     async def round(self) -> int:
         """Reconcile, then schedule everything pending; returns how many containers were placed."""
-        await self._catch_up()
+        await self.projection.catch_up()
         self.seen = self.state.position
         for action in reconcile(self.state, self.new_id, self.clock()):
             await self.log.append(action.stream, [action.event], ANY)
-        await self._catch_up()
+        await self.projection.catch_up()
         pending = [
             c
             for c in self.state.containers.values()
@@ -174,20 +178,7 @@ class Scheduler:
         return placed
 
     async def _latest(self) -> ClusterState:
-        await self._catch_up()
-        return self.state
-
-    async def _catch_up(self) -> None:
-        """Fold what the log holds beyond the state, marking the nodes each event touches. One fold at a time
-        (others — the API, the control plane — call this too, and the fold runs on a worker thread)."""
-
-        def fold(first: int, payloads: list[bytes]) -> None:
-            events = decode_batch(first, payloads)
-            for position, event in zip(range(first, first + len(events)), events, strict=True):
-                self._fold(position, event)
-
-        async with self._folding:
-            await self.log.recorder.replay(self.state.position + 1, fold)
+        return await self.projection.catch_up()
 
     async def _schedule(self, requests: list[Request]) -> int:
         eval_id = uuid.uuid4()
@@ -228,7 +219,7 @@ class Scheduler:
             )
             verdicts.append(self.log.append(container_stream(u.container_id), [event], ANY, correlation=eval_id))
         await asyncio.gather(*verdicts)  # one group commit for the batch
-        await self._catch_up()
+        await self.projection.catch_up()
         specs = {c: self.state.containers[c].spec for c in (p.container_id for p in result.accepted)}
         for p in result.accepted:
             command = StartContainer(
@@ -261,7 +252,7 @@ class Scheduler:
     async def dry_run(self, spec: ContainerSpec, service_id: str | None = None) -> DryRun:
         """Where a container with ``spec`` would go now, and why (or why not), without changing anything; the
         position lets a caller submit only if nothing changed since (Nomad's ``job plan`` / ``-check-index``)."""
-        await self._catch_up()
+        await self.projection.catch_up()
         eval_id = uuid.uuid4()
         probe = new_container_id()
         decision = place(self.snapshot(), request_of(probe, spec, service_id), seed_of(eval_id, probe), self.config)
@@ -269,7 +260,7 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule whenever the log moves, until ``stop`` is set."""
-        await self._catch_up()
+        await self.projection.catch_up()
         self.live = True
         while not stop.is_set():
             try:

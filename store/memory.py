@@ -67,9 +67,13 @@ class MemoryRecorder(RecorderBase):
         i = start - self._oldest
         return self._events[i : i + limit]
 
-    async def replay(self, from_position: int, fold: ReplayFold, batch: int = 10_000) -> int:
+    async def replay(
+        self, from_position: int, fold: ReplayFold, batch: int = 10_000, to_position: int | None = None
+    ) -> int:
         position = max(from_position, 1)
-        while rows := await self.read_all(position, batch):
+        while (to_position is None or position <= to_position) and (rows := await self.read_all(position, batch)):
+            if to_position is not None:
+                rows = rows[: to_position - position + 1]
             fold(position, [r.payload for r in rows])
             position = rows[-1].position + 1
         return position - 1

@@ -230,11 +230,14 @@ class Recorder(Protocol):
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]: ...
 
-    async def replay(self, from_position: int, fold: ReplayFold, batch: int = 10_000) -> int:
-        """Hand every event from ``from_position`` to the head to ``fold``, in order, as batches of payloads at
-        consecutive positions (``fold(first_position, payloads)``); return the last position handed over
-        (``from_position - 1`` if none). ``fold`` may run on another thread: it must touch only what the caller
-        does not use until ``replay`` returns. Raises ``PositionTooOld`` like ``read_all``."""
+    async def replay(
+        self, from_position: int, fold: ReplayFold, batch: int = 10_000, to_position: int | None = None
+    ) -> int:
+        """Hand every event from ``from_position`` to the head (or to ``to_position``, if lower) to ``fold``, in
+        order, as batches of payloads at consecutive positions (``fold(first_position, payloads)``); return the
+        last position handed over (``from_position - 1`` if none). ``fold`` may run on another thread: it must
+        touch only what the caller does not use until ``replay`` returns. Raises ``PositionTooOld`` like
+        ``read_all``."""
         ...
 
     def subscribe(self, from_position: int = 1, batch: int = 1000) -> AsyncIterator[StoredEvent]: ...

@@ -354,7 +354,9 @@ class SqliteRecorder(RecorderBase):
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
         return [StoredEvent(*r) for r in await self._read_from(COLUMNS, from_position, limit)]
 
-    async def replay(self, from_position: int, fold: ReplayFold, batch: int = 10_000) -> int:
+    async def replay(
+        self, from_position: int, fold: ReplayFold, batch: int = 10_000, to_position: int | None = None
+    ) -> int:
         """Read and fold on one worker thread with a connection of its own: no hop between threads per batch,
         and the event loop stays free while a large log replays.
 
@@ -379,6 +381,8 @@ class SqliteRecorder(RecorderBase):
                         if start < oldest:
                             raise PositionTooOld(start, oldest)
                         end = min(start + batch - 1, last if last is not None else 0)
+                        if to_position is not None:
+                            end = min(end, to_position)
                         if end < start:
                             break
                         payloads = [

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from store.bench import realistic_log
 from store.errors import (
     DuplicateEventId,
     InvalidAppend,
@@ -18,7 +19,11 @@ from store.errors import (
     StoreClosed,
     WrongExpectedVersion,
 )
+from store.log import EventLog
 from store.memory import MemoryRecorder
+from store.projection import Projection
+from store.projections import ContainerState
+from store.projector import load_state
 from store.recorder import ANY, MAX_PAYLOAD_BYTES, NO_STREAM, STREAM_EXISTS, Recorder, StoredEvent
 from store.sqlite import SqliteRecorder
 from tests.builders import new_event
@@ -246,9 +251,42 @@ class RecorderContract:
         assert batches == [(2, [r.payload for r in full[:4]]), (6, [r.payload for r in full[4:]])]
         assert await recorder.replay(8, fold) == 7
         assert len(batches) == 2
+        batches.clear()
+        assert await recorder.replay(2, fold, batch=2, to_position=4) == 4  # stops at to_position
+        assert batches == [(2, [r.payload for r in full[:2]]), (4, [full[2].payload])]
+        assert await recorder.replay(5, fold, to_position=4) == 4
         await recorder.truncate_before(3)
         with pytest.raises(PositionTooOld):
             await recorder.replay(1, fold)
+
+    async def test_the_projection_folds_on_the_loop_while_readers_read(self, recorder: Recorder) -> None:
+        """One owner of state: a catch-up of a realistic log while readers iterate the state, yielding between
+        reads. No reader sees a dictionary change under it; each sees a growing prefix; the end equals a fresh
+        replay."""
+        log = EventLog(recorder)
+        events = realistic_log(12_000)
+        await asyncio.gather(*(log.append(stream, [e]) for stream, e in events[:10]))  # a few first
+        projection = Projection(recorder)
+        await projection.catch_up()
+        for i in range(10, len(events), 500):
+            await asyncio.gather(*(log.append(stream, [e]) for stream, e in events[i : i + 500]))
+        seen: list[int] = []
+        catching_up = asyncio.ensure_future(projection.catch_up())
+
+        async def reader() -> None:
+            while not catching_up.done():
+                state = projection.state
+                before = state.position
+                running = sum(1 for c in state.containers.values() if c.state is ContainerState.RUNNING)
+                held = sum(len(n.allocations) for n in state.nodes.values())
+                assert state.position == before, "the state changed while a reader read it"
+                assert running <= held + len(state.containers)
+                seen.append(before)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(catching_up, reader(), reader())
+        assert seen == sorted(seen) and len(set(seen)) > 1, "the readers saw the catch-up advance"
+        assert projection.state == await load_state(recorder)
 
     # --- subscriptions -------------------------------------------------------------------------------------------
 

@@ -131,14 +131,14 @@ async def until(cp: ControlPlane, check: object, timeout_s: float = 20) -> None:
     """Wait for the control plane's state to satisfy ``check``, waking on each new event (no sleeps)."""
     async with asyncio.timeout(timeout_s):
         while True:
-            await cp.scheduler._catch_up()
+            await cp.projection.catch_up()
             if check():  # type: ignore[operator]
                 return
-            await cp.recorder.wait_beyond(cp.scheduler.state.position)
+            await cp.recorder.wait_beyond(cp.projection.state.position)
 
 
 def view(cp: ControlPlane, cid: str) -> ContainerView | None:
-    return cp.scheduler.state.containers.get(cid)
+    return cp.projection.state.containers.get(cid)
 
 
 async def submit(cp: ControlPlane, s: ContainerSpec) -> str:
@@ -150,7 +150,7 @@ async def submit(cp: ControlPlane, s: ContainerSpec) -> str:
 @pytest.mark.slow
 async def test_submit_runs_exits_with_its_code(control: ControlPlane, nodelets: Nodelets) -> None:
     nodelets.start("n1")
-    await until(control, lambda: "n1" in control.scheduler.state.nodes)
+    await until(control, lambda: "n1" in control.projection.state.nodes)
     cid = await submit(control, spec("hello", command=("sh", "-c", "echo hi; sleep 0.3; exit 42")))
     await until(control, lambda: (v := view(control, cid)) is not None and v.state is ContainerState.EXITED)
     v = view(control, cid)
@@ -169,7 +169,7 @@ async def test_a_dead_node_is_lost_and_its_service_replicas_run_elsewhere(
 
     nodelets.start("n1")
     nodelets.start("n2")
-    await until(control, lambda: {"n1", "n2"} <= set(control.scheduler.state.nodes))
+    await until(control, lambda: {"n1", "n2"} <= set(control.projection.state.nodes))
     svc = "00000000000000aa"
     await control.log.append(
         service_stream(svc),
@@ -183,7 +183,7 @@ async def test_a_dead_node_is_lost_and_its_service_replicas_run_elsewhere(
     def running() -> list[ContainerView]:
         return [
             c
-            for c in control.scheduler.state.containers.values()
+            for c in control.projection.state.containers.values()
             if c.service_id == svc and c.state is ContainerState.RUNNING
         ]
 
@@ -192,11 +192,11 @@ async def test_a_dead_node_is_lost_and_its_service_replicas_run_elsewhere(
     loop = asyncio.get_running_loop()
     killed_at = loop.time()
     nodelets.kill9("n1")
-    await until(control, lambda: control.scheduler.state.nodes["n1"].lost)
+    await until(control, lambda: control.projection.state.nodes["n1"].lost)
     detected = loop.time() - killed_at
     await until(control, lambda: len(running()) == 2 and all(c.node == "n2" for c in running()))
     recovered = loop.time() - killed_at
-    lost = [c for c in control.scheduler.state.containers.values() if c.state is ContainerState.LOST]
+    lost = [c for c in control.projection.state.containers.values() if c.state is ContainerState.LOST]
     assert len(lost) == 1
     print(f"node lost detected after {detected:.2f} s; replicas running elsewhere after {recovered:.2f} s")
 
@@ -209,7 +209,7 @@ async def test_restarting_the_control_plane_rebuilds_state_and_leaves_containers
     cp = ControlPlane(data, nats_url, user="control", password="cp", lease_s=1.5)
     await cp.start()
     nodelets.start("n1")
-    await until(cp, lambda: "n1" in cp.scheduler.state.nodes)
+    await until(cp, lambda: "n1" in cp.projection.state.nodes)
     cid = await submit(cp, spec("long", command=("sleep", "600")))
     await until(cp, lambda: (v := view(cp, cid)) is not None and v.state is ContainerState.RUNNING)
     before = view(cp, cid)
@@ -224,8 +224,8 @@ async def test_restarting_the_control_plane_rebuilds_state_and_leaves_containers
         assert Path(f"/proc/{before.pid}").exists(), "the container kept running"
         # Heartbeats keep the node: after two lease periods it is still there, the container still running.
         await asyncio.sleep(3.2)
-        await again.scheduler._catch_up()
-        assert not again.scheduler.state.nodes["n1"].lost
+        await again.projection.catch_up()
+        assert not again.projection.state.nodes["n1"].lost
         assert view(again, cid) == before
         recent, _ = again.telemetry.container(cid)  # samples flow to the bounded table, not the log
         assert recent and recent[-1].nr_periods >= 0 and recent[-1].memory_bytes > 0
@@ -249,7 +249,7 @@ async def test_over_http_a_service_spreads_and_stop_and_remove_release_cpus(
 
     for n in ("n1", "n2", "n3"):
         nodelets.start(n)
-    await until(control, lambda: {"n1", "n2", "n3"} <= set(control.scheduler.state.nodes))
+    await until(control, lambda: {"n1", "n2", "n3"} <= set(control.projection.state.nodes))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -274,7 +274,7 @@ async def test_over_http_a_service_spreads_and_stop_and_remove_release_cpus(
             def replicas() -> list[ContainerView]:
                 return [
                     v
-                    for v in control.scheduler.state.containers.values()
+                    for v in control.projection.state.containers.values()
                     if v.service_id == sid and v.state is ContainerState.RUNNING
                 ]
 
@@ -295,11 +295,11 @@ async def test_over_http_a_service_spreads_and_stop_and_remove_release_cpus(
             await until(control, lambda: (v := view(control, cid)) is not None and v.state is ContainerState.RUNNING)
             placed = view(control, cid)
             assert placed is not None and placed.node is not None and len(placed.cpuset) == 1
-            node = control.scheduler.state.nodes[placed.node]
+            node = control.projection.state.nodes[placed.node]
             assert node.exclusive_cpus == {placed.cpuset[0]: cid}
             assert (await c.delete(f"/v1/containers/{cid}", params={"grace": 0})).status_code == 202
             await until(control, lambda: (v := view(control, cid)) is not None and v.state is ContainerState.STOPPED)
-            assert control.scheduler.state.nodes[placed.node].exclusive_cpus == {}
+            assert control.projection.state.nodes[placed.node].exclusive_cpus == {}
             assert (await c.post(f"/v1/containers/{cid}/remove")).status_code == 202
             assert (await c.get(f"/v1/containers/{cid}")).status_code == 404
             history = [type(r.event).__name__ for r in await control.log.read_stream(container_stream(cid))]

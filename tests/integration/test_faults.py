@@ -71,14 +71,14 @@ async def a_service_on_every_node(control: ControlPlane, nodelets: Nodelets, *no
     """Start the nodelets, then a service with a replica on each; return its id."""
     for n in NODES:
         nodelets.start(n, *nodelet_args)
-    await until(control, lambda: set(NODES) <= set(control.scheduler.state.nodes))
+    await until(control, lambda: set(NODES) <= set(control.projection.state.nodes))
     sid = await service(control, len(NODES))
     await until(control, lambda: len(replicas(control, sid)) == len(NODES))
     return sid
 
 
 def replicas(cp: ControlPlane, sid: str, state: ContainerState = ContainerState.RUNNING) -> list[ContainerView]:
-    return [c for c in cp.scheduler.state.containers.values() if c.service_id == sid and c.state is state]
+    return [c for c in cp.projection.state.containers.values() if c.service_id == sid and c.state is state]
 
 
 def running_everywhere(nodelets: Nodelets) -> dict[str, set[str]]:
@@ -100,25 +100,25 @@ async def test_a_node_paused_past_its_lease_comes_back_and_kills_what_it_no_long
 ) -> None:
     sid = await a_service_on_every_node(control, nodelets, "--sync", "2")
     [old] = [c for c in replicas(control, sid) if c.node == "n1"]
-    epoch = control.scheduler.state.nodes["n1"].epoch
+    epoch = control.projection.state.nodes["n1"].epoch
 
     nodelets.signal("n1", signal.SIGSTOP)
     try:
-        await until(control, lambda: control.scheduler.state.nodes["n1"].lost, timeout_s=10)
+        await until(control, lambda: control.projection.state.nodes["n1"].lost, timeout_s=10)
         await until(control, lambda: len([c for c in replicas(control, sid) if c.node == "n2"]) == 2, timeout_s=20)
     finally:
         nodelets.signal("n1", signal.SIGCONT)
 
     # Told it was lost, n1 registers again (a new epoch), is recovered and kills the replica it no longer owns.
-    await until(control, lambda: not control.scheduler.state.nodes["n1"].lost, timeout_s=10)
-    assert control.scheduler.state.nodes["n1"].epoch > epoch
+    await until(control, lambda: not control.projection.state.nodes["n1"].lost, timeout_s=10)
+    assert control.projection.state.nodes["n1"].epoch > epoch
     want = {"n1": set(), "n2": {c.id for c in replicas(control, sid)}}
     took = await converge(nodelets, want, timeout_s=15)
     print(f"the paused node's old replica killed {took:.2f} s after its recovery")
     history = [type(r.event).__name__ for r in await control.log.read_stream(node_stream("n1"))]
     assert history[-2:] == ["NodeRegistered", "NodeRecovered"], history
-    await control.scheduler._catch_up()
-    assert control.scheduler.state.containers[old.id].state is ContainerState.LOST  # never rewritten to exited
+    await control.projection.catch_up()
+    assert control.projection.state.containers[old.id].state is ContainerState.LOST  # never rewritten to exited
 
     # Deleting the service stops every replica, counted by runc.
     await control.log.append(service_stream(sid), [ev.ServiceDeleted(service_id=sid)])
@@ -142,7 +142,7 @@ async def test_a_nats_outage_longer_than_the_lease_loses_no_node(
 ) -> None:
     sid = await a_service_on_every_node(control, nodelets, "--sync", "2")
     before = {c.id for c in replicas(control, sid)}
-    position = control.scheduler.state.position
+    position = control.projection.state.position
 
     nats.stop()
     await asyncio.sleep(LEASE_S * 3)  # an outage of three leases
@@ -150,10 +150,10 @@ async def test_a_nats_outage_longer_than_the_lease_loses_no_node(
 
     # The nodes come back to a control plane that never judged them while it could not hear them.
     await asyncio.sleep(LEASE_S * 2)
-    await control.scheduler._catch_up()
+    await control.projection.catch_up()
     since = [type(r.event).__name__ for r in await control.log.read_all(position + 1)]
     assert not {"NodeLost", "ContainerLost"} & set(since), since
-    assert not any(v.lost for v in control.scheduler.state.nodes.values())
+    assert not any(v.lost for v in control.projection.state.nodes.values())
     assert {c.id for c in replicas(control, sid)} == before
     want = {n: {c.id for c in replicas(control, sid) if c.node == n} for n in NODES}
     await converge(nodelets, want, timeout_s=10)
@@ -175,7 +175,7 @@ async def test_a_node_cannot_end_another_nodes_container(
     sid = await a_service_on_every_node(control, nodelets)
     [victim] = [c for c in replicas(control, sid) if c.node == "n2"]
     head = await control.recorder.head()
-    n1_epoch = control.scheduler.state.nodes["n1"].epoch
+    n1_epoch = control.projection.state.nodes["n1"].epoch
 
     # n1's own credentials, on n1's own subject, about n2's container: every reportable kind, both ways of naming.
     nc = await nats_py.connect(nats.url, user="n1", password="p-n1", inbox_prefix=subjects.inbox_prefix("n1").encode())
@@ -209,14 +209,14 @@ async def test_a_mass_stop_never_starves_the_nodes_heartbeats(control: ControlPl
     from wire.ids import container_stream
 
     nodelets.start("n1")
-    await until(control, lambda: "n1" in control.scheduler.state.nodes)
+    await until(control, lambda: "n1" in control.projection.state.nodes)
     ids = [await submit(control, spec(f"s{i}", command=("sleep", "600"))) for i in range(60)]
 
     def states() -> set[ContainerState]:
-        return {control.scheduler.state.containers[c].state for c in ids}
+        return {control.projection.state.containers[c].state for c in ids}
 
     await until(control, lambda: states() == {ContainerState.RUNNING}, timeout_s=120)
-    position = control.scheduler.state.position
+    position = control.projection.state.position
     await asyncio.gather(
         *(control.log.append(container_stream(c), [ev.ContainerStopRequested(container_id=c, grace_s=5)]) for c in ids)
     )

@@ -26,8 +26,12 @@ async def test_submit_get_list_stop(client: httpx.AsyncClient) -> None:
     cid = r.json()["id"]
     r = await client.get(f"/v1/containers/{cid}", headers=READER)
     assert (r.status_code, r.json()["spec"]["name"]) == (200, "web")
-    state = r.json()["state"]  # pending, or unschedulable once the scheduler saw there is no node
-    assert [c["id"] for c in (await client.get(f"/v1/containers?state={state}", headers=READER)).json()] == [cid]
+    async with asyncio.timeout(10):  # pending until the scheduler sees there is no node: then it stays put
+        while (await client.get(f"/v1/containers/{cid}", headers=READER)).json()["state"] != "unschedulable":  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    listed = (await client.get("/v1/containers?state=unschedulable", headers=READER)).json()
+    assert [c["id"] for c in listed] == [cid]
+    assert (await client.get("/v1/containers?state=pending", headers=READER)).json() == []
     r = await client.delete(f"/v1/containers/{cid}", headers=ADMIN)
     assert r.status_code == 202
     history = [h["event"]["type"] for h in (await client.get(f"/v1/containers/{cid}/history", headers=READER)).json()]
@@ -197,10 +201,10 @@ async def test_metrics_and_openapi(client: httpx.AsyncClient) -> None:
 async def until(cp: ControlPlane, check: Any, timeout_s: float = 10) -> None:
     async with asyncio.timeout(timeout_s):
         while True:
-            await cp.scheduler._catch_up()
+            await cp.projection.catch_up()
             if check():
                 return
-            await cp.recorder.wait_beyond(cp.scheduler.state.position)
+            await cp.recorder.wait_beyond(cp.projection.state.position)
 
 
 async def test_services_create_scale_delete(client: httpx.AsyncClient, cp: ControlPlane) -> None:
@@ -212,7 +216,7 @@ async def test_services_create_scale_delete(client: httpx.AsyncClient, cp: Contr
     def replicas() -> int:
         return sum(
             1
-            for c in cp.scheduler.state.containers.values()
+            for c in cp.projection.state.containers.values()
             if c.service_id == sid and not c.state.terminal and c.state != "stopping"
         )
 
@@ -268,7 +272,7 @@ async def test_remove_an_ended_container(client: httpx.AsyncClient, cp: ControlP
     assert r.status_code == 409
     assert "stop it first" in r.json()["error"]
     await client.delete(f"/v1/containers/{cid}", headers=ADMIN)  # never placed: the reconciler stops it at once
-    await until(cp, lambda: cp.scheduler.state.containers[cid].state == "stopped")
+    await until(cp, lambda: cp.projection.state.containers[cid].state == "stopped")
     assert (await client.post(f"/v1/containers/{cid}/remove", headers=ADMIN)).status_code == 202
     assert (await client.get(f"/v1/containers/{cid}", headers=READER)).status_code == 404
     history = await cp.log.read_stream(f"container-{cid}")
