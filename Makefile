@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system lint test bench up down clean
+.PHONY: setup system lint test bench chaos up down clean
 
 setup: system $(VENV)/.installed
 
@@ -37,6 +37,10 @@ bench: setup
 	$(PY) -m store.bench --quick
 	$(PY) -m scheduler.bench --quick
 	$(PY) -m nodelet.bench --quick
+
+# The long chaos run: 100 faults into a local cluster of its own, judged from runc and cgroups.
+chaos: setup
+	$(VENV)/bin/corral chaos --cycles 100 --seed $${SEED:-1}
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

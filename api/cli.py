@@ -703,6 +703,23 @@ def bench_submit(quick: Annotated[bool, typer.Option(help="30 containers instead
 
 
 @app.command()
+def chaos(
+    cycles: Annotated[int, typer.Option(help="faults to inject, one a cycle")] = 10,
+    seed: Annotated[int, typer.Option(help="seed of the fault sequence")] = 1,
+    nodes_: Annotated[int, typer.Option("--nodes", help="nodelets in the cluster")] = 3,
+    converge_s: Annotated[float, typer.Option("--converge", help="bound on convergence after a heal, s")] = 30.0,
+) -> None:
+    """Inject faults into a local cluster of its own and check, from runc and cgroups, that nothing is lost,
+    doubled, stuck or overlapping; prints a line ``chaos: ...`` with the counts and times."""
+    from api.chaos import run as run_chaos  # noqa: PLC0415 -- only this command needs it
+
+    result = run_chaos(cycles, seed, nodes_, converge_s)
+    c = result.counts
+    if c["lost"] or c["doubled"] or c["stuck"] or c["gaps"] or c["overlaps"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     console.print("corral 0.1.0")

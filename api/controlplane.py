@@ -152,7 +152,7 @@ class ControlPlane:
         user: str | None = None,
         password: str | None = None,
         nkey_seed: str | None = None,
-        lease_s: float = 3.0,
+        lease_s: float = 2.5,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.data_dir = Path(data_dir)

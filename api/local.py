@@ -101,6 +101,7 @@ class LocalCluster:
         self.home = home
         self.pids_file = home / "pids.json"
         self.env_file = home / "env.json"
+        self.commands_file = home / "commands.json"  # how each process was started (no secrets: those are files)
 
     def is_up(self) -> bool:
         return self.pids_file.exists()
@@ -147,6 +148,7 @@ class LocalCluster:
             ]  # fmt: skip
             if declared_topology:
                 commands[n] += ["--declared-topology", declared_topology]
+        write_private(self.commands_file, json.dumps(commands).encode())
         procs: dict[str, subprocess.Popen[bytes]] = {}
         try:
             procs["nats"] = self._spawn(commands.pop("nats"), home / "nats.log")
@@ -167,6 +169,25 @@ class LocalCluster:
             self.env_file.unlink(missing_ok=True)
             raise
         return {"addr": api, "token": admin}
+
+    def pids(self) -> dict[str, int]:
+        return dict(json.loads(self.pids_file.read_text()))
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        """Send ``sig`` to one of the cluster's processes (``nats``, ``control``, ``node-N``)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pids()[name], sig)
+
+    def start(self, name: str) -> None:
+        """Start one of the cluster's processes again, as ``up`` did (after it was killed or stopped)."""
+        pids = self.pids()
+        if alive(pids[name]):
+            terminate(pids[name], grace_s=5)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pids[name], os.WNOHANG)
+        args = json.loads(self.commands_file.read_text())[name]
+        pids[name] = self._spawn(args, self.home / f"{name}.log").pid
+        self.pids_file.write_text(json.dumps(pids))
 
     def reap_containers(self) -> None:
         """Kill and delete, with runc, every container the nodes left (call once the nodelets are stopped)."""

@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--tokens", required=True, help='a JSON file {"admin": [...], "read_only": [...]}')
-    p.add_argument("--lease", type=float, default=3.0, help="seconds without a heartbeat before a node is lost")
+    p.add_argument("--lease", type=float, default=2.5, help="seconds without a heartbeat before a node is lost")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 

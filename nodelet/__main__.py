@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--allow-host-mount", action="append", default=[], metavar="PATH")
-    p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
     p.add_argument("--sync", type=float, default=10.0, help="seconds between reconciliations with the control plane")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)

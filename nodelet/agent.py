@@ -59,7 +59,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     user: str | None = None
     password: str | None = None
     nkey_seed: str | None = None  # path of an nkey seed file; preferred to a password
-    heartbeat_s: float = 1.0
+    heartbeat_s: float = 0.5
     stats_s: float = 1.0  # telemetry sweep period
     log_max_bytes: int = 10 << 20  # a container's log is rotated past this (one old file kept)
     request_timeout_s: float = 2.0
@@ -232,7 +232,10 @@ class Agent:
             return
         desired = {d.container_id: d for d in reply.desired}
         stopping = {s.container_id: s for s in reply.stopping}
-        for cid in running:
+        # What ran when it asked, and what a command of an older epoch (one queued while this node was paused or
+        # cut off, say) started meanwhile: not in the answer, so not this node's.
+        await self.service.settle()
+        for cid in sorted(set(running) | self.service.older_than(reply.epoch)):
             if cid not in desired and cid not in stopping:
                 log.warning("container %s is no longer this node's: killing it", cid)
                 stop = StopContainer(command_id=new_command_id(), epoch=self.service.epoch, container_id=cid, grace_s=0)

@@ -529,6 +529,16 @@ class NodeService:
             cid: self.cgroups.stats_paths(c.cgroup) for cid, c in self.containers.items() if c.state is State.RUNNING
         }
 
+    async def settle(self) -> None:
+        """Wait until the commands under way now are done (later ones are not waited for)."""
+        for lock in list(self._locks.values()):
+            async with lock:
+                pass
+
+    def older_than(self, epoch: int) -> set[str]:
+        """The live containers started by a command of an epoch before ``epoch``."""
+        return {c.id for c in self._live() if c.command.epoch < epoch}
+
     def kept(self, container_id: str) -> bool:
         """Whether anything of the container is on this node (a bundle: running, ended or being set up)."""
         return (self.root / container_id).exists()

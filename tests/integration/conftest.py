@@ -85,5 +85,7 @@ def home() -> Iterator[dict[str, str]]:
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
-def corral(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CORRAL, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+def corral(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CORRAL, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
