@@ -29,6 +29,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -386,6 +387,7 @@ class Chaos:
         self.counts["faults"] += 1
         for key in ("lost", "doubled", "stuck", "overlaps"):
             self.counts[key] += len(getattr(verdict, key))
+        self.counts["stuck"] += len(verdict.short)  # a replica that never came back is stuck too
         self.counts["gaps"] += len(gaps)
         if fault not in NODE_FAULTS:
             self.counts["flaps"] += self._lost_events() - nodes_lost_before
@@ -448,6 +450,8 @@ def run(cycles: int, seed: int, nodes: int = 3, converge_s: float = 30.0, say: C
     """Bring up a cluster, run ``cycles`` faults, print the report, take everything down."""
     home = Path(f"/run/corral-chaos-{uuid.uuid4().hex[:6]}")
     chaos = Chaos(home, nodes, seed, say)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM still takes everything down
     try:
         chaos.up()
         say(f"chaos: {cycles} cycles, seed {seed}, {nodes} nodes, cluster in {home}")

@@ -133,6 +133,7 @@ def _show(
 
 
 ENDED = ("exited", "stopped", "lost")  # the terminal container states
+AT_MOST_ONE = "never two copies: its node stops it when cut off from the control plane, before it can be replaced"
 
 # Exit codes as docker run's: the container's own, 125 when Corral could not run it, 128+n for a signal.
 CANNOT_RUN = 125
@@ -160,6 +161,7 @@ def run(
     detach: Annotated[bool, typer.Option("-d", "--detach", help="print the id and return")] = False,
     rm_: Annotated[bool, typer.Option("--rm", help="remove it once it has ended")] = False,
     stop_timeout: Annotated[float, typer.Option(help="on Ctrl-C: seconds between TERM and KILL")] = 10.0,
+    at_most_one: Annotated[bool, typer.Option("--at-most-one", help=AT_MOST_ONE)] = False,
 ) -> None:
     """Run a container, attached: its output streams here and its exit code is this command's (125 when Corral
     could not run it; -d detaches). corral run --cpu 500m busybox -- sh -c 'echo hi'"""
@@ -168,6 +170,7 @@ def run(
             image, command, name, env or [], env_file or [], label or [], volume or [], cpu, cpu_limit, memory, qos
         )
         spec["restart_policy"] = restart
+        spec["at_most_one"] = at_most_one
         if cpuset_policy is not None:
             spec["cpu_bind_policy"] = cpuset_policy
         if numa_policy is not None:
@@ -534,6 +537,7 @@ def service_create(
     replicas: Annotated[int, typer.Option(help="how many")] = 1,
     cpu: Annotated[str | None, typer.Option()] = None,
     memory: Annotated[str | None, typer.Option()] = None,
+    at_most_one: Annotated[bool, typer.Option("--at-most-one", help=AT_MOST_ONE)] = False,
 ) -> None:
     """Create a service: corral service create web busybox --replicas 3 -- sleep 3600."""
     template: dict[str, Any] = {
@@ -541,6 +545,7 @@ def service_create(
         "image": image,
         "command": [a for a in (command or []) if a != "--"],
         "restart_policy": "Always",
+        "at_most_one": at_most_one,
     }
     if cpu is not None:
         template["cpu_request_millis"] = parse_cpu(cpu)

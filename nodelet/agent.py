@@ -34,6 +34,7 @@ from wire.commands import (
     EventAck,
     Heartbeat,
     HeartbeatReply,
+    LeaseStatus,
     NodeEvent,
     Register,
     Registered,
@@ -81,6 +82,8 @@ class Agent:
         self._pending: set[asyncio.Future[None]] = set()
         self._images: tuple[str, ...] = ()  # as last reported
         self._resync = asyncio.Event()  # sync now (reconnected, or told to register again)
+        self._renewed = time.monotonic()  # when the control plane last renewed this node's lease
+        self._lease_s = 0.0  # as the control plane said at registration
         self._rejoin = False  # the control plane does not hold this incarnation: register again first
 
     async def emit(self, event: ev.Event) -> None:
@@ -133,6 +136,7 @@ class Agent:
             await self._sync()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat())
+                tg.create_task(self._fence())
                 tg.create_task(self._reconcile())
                 tg.create_task(self._telemetry())
                 tg.create_task(self._watch_images())
@@ -185,6 +189,8 @@ class Agent:
                 reply = control_reply_decoder.decode(msg.data)
                 if isinstance(reply, Registered):
                     self.service.epoch = reply.epoch
+                    self._lease_s = reply.lease_s
+                    self._renewed = time.monotonic()
                     self.registered.set()
                     log.info("registered as %s, epoch %d", self.config.node, reply.epoch)
                     return
@@ -297,6 +303,28 @@ class Agent:
             task.add_done_callback(beats.discard)
             await asyncio.sleep(self.config.heartbeat_s)
 
+    def fence_after_s(self) -> float:
+        """How long this node may go unheard before it stops its at-most-one containers: the lease less a margin
+        (two heartbeats, at least a fifth of the lease), so they end before the control plane can call the node
+        lost and start replacements."""
+        return self._lease_s - max(2 * self.config.heartbeat_s, self._lease_s / 5)
+
+    async def _fence(self) -> None:
+        """Self-fencing: cut off for longer than ``fence_after_s``, kill the containers that ask for at most one
+        copy (a partition must never leave two running)."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s / 2)
+            if self._lease_s <= 0 or time.monotonic() - self._renewed <= self.fence_after_s():
+                continue
+            for cid in self.service.at_most_one():
+                log.warning(
+                    "cut off from the control plane for %.1f s: stopping %s (at most one copy)",
+                    time.monotonic() - self._renewed,
+                    cid,
+                )
+                stop = StopContainer(command_id=new_command_id(), epoch=self.service.epoch, container_id=cid, grace_s=0)
+                await self.service.handle(stop)
+
     async def _beat(self, beat: Heartbeat) -> None:
         assert self.nc is not None
         try:
@@ -305,6 +333,8 @@ class Agent:
         except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
             log.debug("heartbeat %d: %r", beat.seq, e)  # no control plane to hear it: beat on
             return
+        if isinstance(reply, HeartbeatReply) and reply.status is LeaseStatus.RENEWED:
+            self._renewed = max(self._renewed, time.monotonic() - (self.clock() - beat.sent_ns) / 1e9)
         if isinstance(reply, HeartbeatReply) and reply.status.reregister and beat.epoch == self.service.epoch:
             if not self._rejoin:
                 log.warning("heartbeat: %s at epoch %d; registering again", reply.status, beat.epoch)

@@ -539,6 +539,10 @@ class NodeService:
         """The live containers started by a command of an epoch before ``epoch``."""
         return {c.id for c in self._live() if c.command.epoch < epoch}
 
+    def at_most_one(self) -> list[str]:
+        """The running containers whose spec asks for at most one copy."""
+        return [c.id for c in self._live() if c.command.spec.at_most_one and c.state is State.RUNNING]
+
     def kept(self, container_id: str) -> bool:
         """Whether anything of the container is on this node (a bundle: running, ended or being set up)."""
         return (self.root / container_id).exists()

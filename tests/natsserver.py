@@ -33,12 +33,13 @@ class NatsServer:
     """A real nats-server with ``config`` (nats-server accepts JSON) on a fixed free port: it can be stopped
     and started again on the same port (an outage, as its clients see it)."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, tmp: Path, config: dict[str, Any] | None = None, host: str = "127.0.0.1") -> None:
         self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.host = host
+        self.url = f"nats://{host}:{self.port}"
         self.tmp = tmp
         self.conf = tmp / f"nats-{self.port}.conf"
-        self.conf.write_text(json.dumps({"host": "127.0.0.1", "port": self.port, **(config or {})}))
+        self.conf.write_text(json.dumps({"host": host, "port": self.port, **(config or {})}))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -48,7 +49,7 @@ class NatsServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:

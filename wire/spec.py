@@ -152,6 +152,9 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     labels: Labels = {}
     read_only_root: bool = False
     mounts: Annotated[tuple[Mount, ...], msgspec.Meta(max_length=64)] = ()
+    # Never two copies at once (Nomad's stop_after_client_disconnect): its node stops it when cut off from the
+    # control plane for longer than it can be sure to keep its lease, before a replacement can start elsewhere.
+    at_most_one: bool = False
 
     def __post_init__(self) -> None:
         if checks.is_trusted():

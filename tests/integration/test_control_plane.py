@@ -63,10 +63,12 @@ class Nodelets:
         self.nats_url, self.tag, self.logs = nats_url, tag, logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, node: str, *extra: str) -> None:
+    def start(self, node: str, *extra: str, wrap: tuple[str, ...] = ()) -> None:
+        """Start ``node``'s nodelet (``wrap``: a command it runs under, e.g. nsenter into a network namespace)."""
         with (self.logs / f"{node}.log").open("ab") as out:
             self.procs[node] = subprocess.Popen(
                 [
+                    *wrap,
                     sys.executable,
                     "-m",
                     "nodelet",
