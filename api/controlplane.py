@@ -36,7 +36,7 @@ from scheduler.service import Scheduler
 from store.errors import StoreClosed
 from store.log import EventLog
 from store.projection import Projection
-from store.projections import ClusterState, ContainerState
+from store.projections import ClusterState, ContainerState, ContainerView
 from store.recorder import ANY
 from store.sqlite import SqliteRecorder
 from store.telemetry import TelemetryTable
@@ -167,6 +167,7 @@ class ControlPlane:
         self.telemetry = TelemetryTable()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._ingesting: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
@@ -189,6 +190,7 @@ class ControlPlane:
         self.publisher = NatsPublisher(self.nc, self._refused, self._absent)
         self.projection = await Projection.load(self.recorder)  # the one owner of the cluster state
         self.scheduler = Scheduler(self.log, self.publisher, projection=self.projection)
+        self.projection.observers.append(self._observe)
         now = time.monotonic_ns()
         self.leases.hear(now)  # leases count from now: a restart of the control plane loses no node
         for name, view in self.projection.state.nodes.items():
@@ -215,6 +217,10 @@ class ControlPlane:
         if not self.failed.done():
             self.failed.set_result(error)
 
+    def _observe(self, position: int, event: ev.Event, before: ContainerView | None) -> None:
+        if isinstance(event, ev.ContainerRemoved):
+            self.telemetry.forget(event.container_id)  # a removed container's samples go with it
+
     async def _on_disconnected(self) -> None:
         self.leases.deaf()  # what cannot be heard is not judged
         log.warning("disconnected from NATS: leases are not judged until it is back")
@@ -226,9 +232,9 @@ class ControlPlane:
     async def stop(self) -> None:
         """Stop what ``start`` started, also after a ``start`` that failed half-way."""
         self._stop.set()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._ingesting]:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._ingesting, return_exceptions=True)
         if hasattr(self, "publisher"):
             await self.publisher.close()
         if hasattr(self, "nc"):
@@ -316,6 +322,18 @@ class ControlPlane:
                 log.warning("node %s lost: no heartbeat for %.1f s", node, self.lease_s)
 
     async def _on_event(self, msg: Msg) -> None:
+        """Each report in a task of its own: the reports of many nodes are appended side by side, so the log's
+        group commit takes them in one transaction (a node orders its own reports by waiting for their acks)."""
+        task = asyncio.ensure_future(self._ingest(msg))
+        self._ingesting.add(task)
+        task.add_done_callback(self._ingested)
+
+    def _ingested(self, task: asyncio.Task[None]) -> None:
+        self._ingesting.discard(task)
+        if not task.cancelled() and task.exception() is not None and not self._stop.is_set():
+            log.error("a node's report was not taken (the node sends it again): %r", task.exception())
+
+    async def _ingest(self, msg: Msg) -> None:
         node = self._node_of(msg)
         try:
             m = node_message_decoder.decode(msg.data)

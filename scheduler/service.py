@@ -162,11 +162,9 @@ class Scheduler:
         for action in reconcile(self.state, self.new_id, self.clock()):
             await self.log.append(action.stream, [action.event], ANY)
         await self.projection.catch_up()
-        pending = [
-            c
-            for c in self.state.containers.values()
-            if c.state in PENDING_STATES and self._unschedulable_at.get(c.id) != self._cluster_version
-        ]
+        pending = [c for c in self.state.containers.values() if c.state in PENDING_STATES]
+        self._unschedulable_at = {c.id: v for c in pending if (v := self._unschedulable_at.get(c.id)) is not None}
+        pending = [c for c in pending if self._unschedulable_at.get(c.id) != self._cluster_version]
         await self._send_stops()
         pending.sort(key=lambda c: c.submitted_position)
         placed = 0
@@ -249,6 +247,27 @@ class Scheduler:
             with contextlib.suppress(Exception):
                 await self.publisher.stop(node, command)
 
+    async def _resend(self) -> None:
+        """Send again what the log says is under way: a start or a stop an earlier run appended but may not
+        have sent before it ended (the node answers a command it has seen with its first answer)."""
+        for c in self.state.containers.values():
+            node = self.state.nodes.get(c.node) if c.node is not None else None
+            if node is None or node.lost:
+                continue
+            if c.state is ContainerState.SCHEDULED:
+                start = StartContainer(
+                    command_id=command_id(c.id, node.epoch, "start"),
+                    epoch=node.epoch,
+                    container_id=c.id,
+                    spec=c.spec,
+                    cpuset=c.cpuset,
+                    numa_nodes=c.numa_nodes,
+                )
+                await self.publisher.start(node.name, start)
+            elif c.state is ContainerState.STOPPING:
+                self._stops.append((node.name, c.id, c.stop_grace_s))
+        await self._send_stops()
+
     async def dry_run(self, spec: ContainerSpec, service_id: str | None = None) -> DryRun:
         """Where a container with ``spec`` would go now, and why (or why not), without changing anything; the
         position lets a caller submit only if nothing changed since (Nomad's ``job plan`` / ``-check-index``)."""
@@ -261,6 +280,7 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule whenever the log moves, until ``stop`` is set."""
         await self.projection.catch_up()
+        await self._resend()
         self.live = True
         while not stop.is_set():
             try:

@@ -224,3 +224,48 @@ async def test_a_mass_stop_never_starves_the_nodes_heartbeats(control: ControlPl
     since = [type(r.event).__name__ for r in await control.log.read_all(position + 1, limit=10_000)]
     assert "NodeLost" not in since
     assert nodelets.running("n1") == set()
+
+
+async def test_a_start_and_a_stop_appended_but_never_sent_before_a_crash_are_sent_after_the_restart(
+    nats: NatsServer, nodelets: Nodelets, tmp_path: Path
+) -> None:
+    from store.log import EventLog
+    from store.sqlite import SqliteRecorder
+    from tests.builders import cid, scheduled, submitted
+    from tests.integration.test_control_plane import submit
+    from wire.ids import container_stream
+
+    data = tmp_path / "cp"
+    first = ControlPlane(data, nats.url, user="control", password="cp", lease_s=LEASE_S)
+    await first.start()
+    nodelets.start("n1", "--sync", "600")  # no periodic sync to fall back on: only a resend can do it
+    try:
+        await until(first, lambda: "n1" in first.projection.state.nodes)
+        old = await submit(first, spec("old", command=("sleep", "600")))
+        await until(first, lambda: first.projection.state.containers[old].state is ContainerState.RUNNING)
+        assert first.projection.state.nodes["n1"].epoch == 1
+    finally:
+        await first.stop()
+    # What a crash between an append and its send leaves: a placement and a stop in the log, neither sent.
+    recorder = await SqliteRecorder.open(data / "corral.db")
+    log = EventLog(recorder)
+    new = cid(0xABC)
+    await log.append(container_stream(new), [submitted(0xABC, spec("new", command=("sleep", "600"))), scheduled(0xABC)])
+    await log.append(container_stream(old), [ev.ContainerStopRequested(container_id=old, grace_s=0)])
+    await recorder.close()
+
+    again = ControlPlane(data, nats.url, user="control", password="cp", lease_s=LEASE_S)
+    await again.start()
+    try:
+        state = again.projection.state
+        await until(
+            again,
+            lambda: (
+                state.containers[new].state is ContainerState.RUNNING
+                and state.containers[old].state is ContainerState.STOPPED
+            ),
+            timeout_s=10,
+        )
+        assert nodelets.running("n1") == {new}
+    finally:
+        await again.stop()
