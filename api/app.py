@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -299,6 +300,17 @@ async def _sse(
             await aclose()
 
 
+def _stop(state: ClusterState, cid: str, grace: float, reason: str = "") -> list[ev.Event]:
+    """A stop, if the container still needs one: live and not stopping already, or ended and waiting out a
+    restart back-off (a stop then means it must not come back)."""
+    c = state.containers.get(cid)
+    if c is None:
+        return []
+    if (not c.state.terminal and c.state is not ContainerState.STOPPING) or c.backoff_until_ns is not None:
+        return [ev.ContainerStopRequested(container_id=cid, grace_s=grace, reason=reason)]
+    return []
+
+
 def _id_for(kind: str, idempotency_key: str | None) -> str | None:
     """With a key, the id is derived from it: a retry finds the stream exists, even after a restart."""
     return hashlib.sha256(f"{kind}/{idempotency_key}".encode()).hexdigest()[:16] if idempotency_key else None
@@ -445,10 +457,8 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         cid: FromPath[str], grace: Annotated[float, QueryParameter(ge=0, le=3600, schema_extra=FROM_ZERO)] = 10.0
     ) -> StopAccepted:
         """Stop a container: TERM, then KILL after ``grace`` seconds (0 to 3600)."""
-        c = await _container(cid)
-        # An ended container waiting out its restart back-off is stopped too: it must not come back.
-        if (not c.state.terminal and c.state is not ContainerState.STOPPING) or c.backoff_until_ns is not None:
-            await cp.log.append(container_stream(cid), [ev.ContainerStopRequested(container_id=cid, grace_s=grace)])
+        await _container(cid)
+        await cp.projection.decide(cp.log, ("container", cid), container_stream(cid), lambda s: _stop(s, cid, grace))
         return StopAccepted(id=cid, state=str((await _container(cid)).state))
 
     @post("/v1/containers/{cid:str}/remove", status_code=202, guards=[authorize], responses=errors(401, 403, 404, 409))
@@ -571,16 +581,26 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
         responses=errors(400, 401, 403, 404, 413, 415, 422),
     )
     async def scale_service(sid: FromPath[str], data: JSONBody[Scale]) -> ServiceView:
-        svc = await _service(sid)
-        if data.replicas != svc.replicas:
-            event = ev.ServiceScaled(service_id=sid, replicas_from=svc.replicas, replicas_to=data.replicas)
-            await cp.log.append(service_stream(sid), [event])
+        await _service(sid)
+
+        def scale(s: ClusterState) -> list[ev.Event]:
+            svc = s.services.get(sid)
+            if svc is None or data.replicas == svc.replicas:
+                return []
+            return [ev.ServiceScaled(service_id=sid, replicas_from=svc.replicas, replicas_to=data.replicas)]
+
+        await cp.projection.decide(cp.log, ("service", sid), service_stream(sid), scale)
         return await _service(sid)
 
     @delete("/v1/services/{sid:str}", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def delete_service(sid: FromPath[str]) -> StopAccepted:
         await _service(sid)
-        await cp.log.append(service_stream(sid), [ev.ServiceDeleted(service_id=sid)])
+        await cp.projection.decide(
+            cp.log,
+            ("service", sid),
+            service_stream(sid),
+            lambda s: [ev.ServiceDeleted(service_id=sid)] if sid in s.services else [],
+        )
         return StopAccepted(id=sid, state="deleted")
 
     # --- logs, nodes, state ----------------------------------------------------------------------------------------
@@ -643,35 +663,38 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
 
     @post("/v1/nodes/{name:str}/cordon", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def cordon(name: FromPath[str]) -> NodeView:
-        if not (await _node(name)).cordoned:  # idempotent: cordoning a cordoned node records nothing
-            await cp.log.append(node_stream(name), [ev.NodeCordoned(node=name)])
+        # Idempotent: cordoning a cordoned node records nothing.
+        await _node_fact(name, lambda n: [] if n.cordoned else [ev.NodeCordoned(node=name)])
         return await _node(name)
 
     @post("/v1/nodes/{name:str}/uncordon", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def uncordon(name: FromPath[str]) -> NodeView:
-        if (await _node(name)).cordoned:
-            await cp.log.append(node_stream(name), [ev.NodeUncordoned(node=name)])
+        await _node_fact(name, lambda n: [ev.NodeUncordoned(node=name)] if n.cordoned else [])
         return await _node(name)
 
     @post("/v1/nodes/{name:str}/drain", status_code=202, guards=[authorize], responses=errors(401, 403, 404))
     async def drain(name: FromPath[str]) -> NodeView:
         """Cordon the node and stop its containers; services place replacements elsewhere."""
-        if not (await _node(name)).drained:
-            await cp.log.append(node_stream(name), [ev.NodeDrained(node=name)])
-        on_node = [
-            c.id
-            for c in (await state()).containers.values()
-            if c.node == name and not c.state.terminal and c.state is not ContainerState.STOPPING
-        ]
+        await _node_fact(name, lambda n: [] if n.drained else [ev.NodeDrained(node=name)])
+        on_node = [c.id for c in (await state()).containers.values() if c.node == name]
         await asyncio.gather(  # one group commit, not one per container
             *(
-                cp.log.append(
-                    container_stream(cid), [ev.ContainerStopRequested(container_id=cid, reason="node drained")]
+                cp.projection.decide(
+                    cp.log,
+                    ("container", cid),
+                    container_stream(cid),
+                    functools.partial(_stop, cid=cid, grace=10.0, reason="node drained"),
                 )
                 for cid in on_node
             )
         )
         return await _node(name)
+
+    async def _node_fact(name: str, fact: Callable[[NodeView], list[ev.Event]]) -> None:
+        await _node(name)
+        await cp.projection.decide(
+            cp.log, ("node", name), node_stream(name), lambda s: fact(s.nodes[name]) if name in s.nodes else []
+        )
 
     async def _node(name: str) -> NodeView:
         n = (await state()).nodes.get(name)

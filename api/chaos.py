@@ -155,7 +155,8 @@ class Chaos:
         self.home = home
         self.cluster = LocalCluster(home)
         self.names = [f"node-{i + 1}" for i in range(nodes)]
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # the faults: a seed gives the same sequence
+        self.load_rng = random.Random(seed + 1)  # the workload's own (it runs on another thread)
         self.say = say
         self.accepted: set[str] = set()
         self.removed: set[str] = set()
@@ -240,7 +241,7 @@ class Chaos:
     def submit(self, exclusive: bool) -> None:
         """One container over HTTP with an Idempotency-Key, retried with the same key until answered."""
         assert self.api is not None
-        body: dict[str, Any] = {"name": f"c{self.rng.randrange(10**6)}", "image": "busybox"}
+        body: dict[str, Any] = {"name": f"c{self.load_rng.randrange(10**6)}", "image": "busybox"}
         body["command"] = ["sleep", "3600"]
         if exclusive:
             body |= {"qos": "LSR", "cpu_request_millis": 1000, "cpu_limit_millis": 1000, "memory_limit_bytes": 32 << 20}
@@ -264,7 +265,7 @@ class Chaos:
     def workload(self, stop: threading.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(RuntimeError):
-                self.submit(exclusive=self.rng.random() < 0.15)
+                self.submit(exclusive=self.load_rng.random() < 0.15)
             stop.wait(0.4)
 
     def trim(self, keep: int = 8) -> None:

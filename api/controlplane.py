@@ -32,7 +32,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from api.leases import LeaseTable
-from scheduler.service import Scheduler
+from scheduler.service import Scheduler, start_command
 from store.errors import StoreClosed
 from store.log import EventLog
 from store.projection import Projection
@@ -66,6 +66,11 @@ from wire.ids import command_id, container_stream, node_stream
 
 log = logging.getLogger("corral.controlplane")
 
+ON_NODE = (ContainerState.SCHEDULED, ContainerState.RUNNING, ContainerState.STOPPING)
+# Refusals that say nothing about the container (the node is at another epoch, or fenced itself off): never an
+# end of it; the node's sync, at its current epoch, settles what it should run.
+LEFT_TO_SYNC = frozenset({Reject.STALE_EPOCH, Reject.FENCED})
+
 # Events a nodelet may report about its containers.
 REPORTABLE = (
     ev.NodeImagesChanged,
@@ -88,8 +93,10 @@ class NatsPublisher:
         nc: Client,
         on_rejected: Callable[[str, StartContainer, CommandRejected], Awaitable[None]],
         on_absent: Callable[[str, StopContainer], Awaitable[None]],
+        wanted: Callable[[str, StartContainer | StopContainer], bool] = lambda node, command: True,
     ) -> None:
         self.nc = nc
+        self.wanted = wanted
         self.on_rejected = on_rejected
         self.on_absent = on_absent
         self.tasks: set[asyncio.Task[None]] = set()
@@ -115,6 +122,8 @@ class NatsPublisher:
             if attempt:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                if not self.wanted(node, command):
+                    return  # the node was lost or registered again, or the container moved on: nothing to do
             try:
                 msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=30)
                 reply = reply_decoder.decode(msg.data)
@@ -130,7 +139,9 @@ class NatsPublisher:
             return
         if not isinstance(reply, CommandRejected):
             return
-        if isinstance(command, StartContainer) and reply.code is not Reject.DUPLICATE_ID:  # duplicate: it is there
+        if reply.code in LEFT_TO_SYNC:
+            log.info("%s to %s: %s; the node's sync settles it", type(command).__name__, node, reply.message)
+        elif isinstance(command, StartContainer) and reply.code is not Reject.DUPLICATE_ID:  # duplicate: it is there
             await self.on_rejected(node, command, reply)
         elif isinstance(command, StopContainer) and reply.code is Reject.UNKNOWN_CONTAINER:
             await self.on_absent(node, command)
@@ -187,7 +198,7 @@ class ControlPlane:
             reconnected_cb=self._on_reconnected,
             **auth,
         )
-        self.publisher = NatsPublisher(self.nc, self._refused, self._absent)
+        self.publisher = NatsPublisher(self.nc, self._refused, self._absent, self._wanted)
         self.projection = await Projection.load(self.recorder)  # the one owner of the cluster state
         self.scheduler = Scheduler(self.log, self.publisher, projection=self.projection)
         self.projection.observers.append(self._observe)
@@ -232,14 +243,17 @@ class ControlPlane:
     async def stop(self) -> None:
         """Stop what ``start`` started, also after a ``start`` that failed half-way."""
         self._stop.set()
-        for t in [*self._tasks, *self._ingesting]:
+        for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, *self._ingesting, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if hasattr(self, "publisher"):
             await self.publisher.close()
         if hasattr(self, "nc"):
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await self.nc.drain()  # no report comes in after this
+        for t in self._ingesting:
+            t.cancel()
+        await asyncio.gather(*self._ingesting, return_exceptions=True)
         if hasattr(self, "recorder"):
             await self.recorder.close()
 
@@ -266,26 +280,48 @@ class ControlPlane:
                 )
             )
             return
-        await self.projection.catch_up()
-        view = self.projection.state.nodes.get(reg.node)
-        epoch = (view.epoch + 1) if view is not None else 1
-        registered = ev.NodeRegistered(
-            node=reg.node,
-            topology=reg.topology,
-            capacity=reg.capacity,
-            epoch=epoch,
-            labels=reg.labels,
-            cpu_map=reg.cpu_map,
-            images=reg.images,
-            host_mounts=reg.host_mounts,
-        )
-        events: list[ev.Event] = [registered]
-        if view is not None and view.lost:
-            events.append(ev.NodeRecovered(node=reg.node, epoch=epoch))  # back, under a new epoch
-        await self.log.append(node_stream(reg.node), events, ANY)
+        chosen: dict[str, int] = {}  # the epoch decided, and whether the node comes back from lost
+
+        def register(state: ClusterState) -> list[ev.Event]:
+            view = state.nodes.get(reg.node)
+            epoch = (view.epoch + 1) if view is not None else 1
+            registered = ev.NodeRegistered(
+                node=reg.node,
+                topology=reg.topology,
+                capacity=reg.capacity,
+                epoch=epoch,
+                labels=reg.labels,
+                cpu_map=reg.cpu_map,
+                images=reg.images,
+                host_mounts=reg.host_mounts,
+            )
+            chosen.update(epoch=epoch, recovered=int(view is not None and view.lost))
+            if chosen["recovered"]:
+                return [registered, ev.NodeRecovered(node=reg.node, epoch=epoch)]  # back, under a new epoch
+            return [registered]
+
+        # The next epoch, against the node's version: two registrations at once never share an epoch.
+        await self.projection.decide(self.log, ("node", reg.node), node_stream(reg.node), register)
+        epoch = chosen["epoch"]
+        if chosen["recovered"]:
+            # What it ran is no longer its: recorded before it hears its new epoch, so the sync that follows
+            # finds those containers lost (and the node kills them), whatever a reconcile round has appended.
+            await asyncio.gather(*(self._lose(cid, reg.node) for cid in self._placed_on(reg.node)))
         self.leases.registered(reg.node, epoch, time.monotonic_ns())
         await msg.respond(encode(Registered(node=reg.node, epoch=epoch, lease_s=self.lease_s)))
-        log.info("node %s registered, epoch %d%s", reg.node, epoch, " (recovered)" if len(events) > 1 else "")
+        log.info("node %s registered, epoch %d%s", reg.node, epoch, " (recovered)" if chosen["recovered"] else "")
+
+    def _placed_on(self, node: str) -> list[str]:
+        return [c.id for c in self.projection.state.containers.values() if c.node == node and c.state in ON_NODE]
+
+    async def _lose(self, cid: str, node: str) -> None:
+        def lost(state: ClusterState) -> list[ev.Event]:
+            c = state.containers.get(cid)
+            if c is None or c.node != node or c.state not in ON_NODE:
+                return []
+            return [ev.ContainerLost(container_id=cid, node=node, reason="node lost")]
+
+        await self.projection.decide(self.log, ("container", cid), container_stream(cid), lost)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         """Renew the node's lease; the answer tells a node that cannot renew to register again."""
@@ -306,13 +342,16 @@ class ControlPlane:
         while True:
             await asyncio.sleep(min(0.25, self.lease_s / 4))
             for node, epoch in self.leases.expire(time.monotonic_ns()):
-                view = self.projection.state.nodes.get(node)
-                if view is None or view.lost or view.epoch != epoch:
-                    continue
+
+                def lose(state: ClusterState, node: str = node, epoch: int = epoch) -> list[ev.Event]:
+                    view = state.nodes.get(node)
+                    if view is None or view.lost or view.epoch != epoch:
+                        return []  # registered again meanwhile, or lost already
+                    return [ev.NodeLost(node=node, epoch=epoch, last_seen_ns=self.clock())]
+
                 try:
-                    await self.log.append(
-                        node_stream(node), [ev.NodeLost(node=node, epoch=epoch, last_seen_ns=self.clock())], ANY
-                    )
+                    if not await self.projection.decide(self.log, ("node", node), node_stream(node), lose):
+                        continue
                 except StoreClosed:
                     return
                 except Exception:  # recorded next time: the loop must not die with the node unjudged
@@ -346,9 +385,12 @@ class ControlPlane:
         await self.projection.catch_up()
         refusal = report_refusal(self.projection.state, node, m.epoch, event)
         if refusal is not None:
-            self.refused_reports[(node, refusal.split(":", 1)[0])] += 1
-            log.warning("report %s from %s refused: %s", type(event).__name__, node, refusal)
-            reply = CommandRejected(command_id=None, code=Reject.NOT_OWNER, message=refusal)
+            reason, why = refusal
+            self.refused_reports[(node, reason)] += 1
+            log.warning("report %s from %s refused: %s", type(event).__name__, node, why)
+            # An older epoch's report is sent again once the node has registered anew: the answer says so.
+            code = Reject.STALE_EPOCH if reason in RETRY_AFTER_REGISTERING else Reject.NOT_OWNER
+            reply = CommandRejected(command_id=None, code=code, message=f"{reason}: {why}")
             await msg.respond(encode(reply))
             return
         stream = node_stream(node) if isinstance(event, ev.NodeImagesChanged) else container_stream(event.container_id)
@@ -380,14 +422,7 @@ class ControlPlane:
             return
         epoch = view.epoch
         desired = tuple(
-            StartContainer(
-                command_id=command_id(c.id, epoch, "start"),
-                epoch=epoch,
-                container_id=c.id,
-                spec=c.spec,
-                cpuset=c.cpuset,
-                numa_nodes=c.numa_nodes,
-            )
+            start_command(c, epoch)
             for c in state.containers.values()
             if c.node == node and c.state in (ContainerState.SCHEDULED, ContainerState.RUNNING)
         )
@@ -427,47 +462,69 @@ class ControlPlane:
             else CommandRejected(command_id=command.command_id, code=Reject.UNEXPECTED_REPLY, message=str(reply))
         )
 
+    def _wanted(self, node: str, command: StartContainer | StopContainer) -> bool:
+        """Whether a command still matters: its node at the command's epoch and not lost, its container still
+        placed there and, for a start, not started yet."""
+        state = self.projection.state
+        view, c = state.nodes.get(node), state.containers.get(command.container_id)
+        if view is None or view.lost or view.epoch != command.epoch or c is None or c.node != node:
+            return False
+        return c.state is ContainerState.SCHEDULED if isinstance(command, StartContainer) else not c.state.terminal
+
     async def _absent(self, node: str, command: StopContainer) -> None:
         """A node that never had a container was asked to stop it (its start was lost): nothing ran, it is
         stopped — if it is still on that node and stopping (anything else it reports itself)."""
-        await self.projection.catch_up()
-        view = self.projection.state.containers.get(command.container_id)
-        if view is None or view.node != node or view.state is not ContainerState.STOPPING:
-            return
-        await self.log.append(
-            container_stream(command.container_id),
-            [ev.ContainerStopped(container_id=command.container_id, node=node, stopped_ns=self.clock())],
-            ANY,
-        )
+        cid = command.container_id
+
+        def stopped(state: ClusterState) -> list[ev.Event]:
+            view = state.containers.get(cid)
+            if view is None or view.node != node or view.state is not ContainerState.STOPPING:
+                return []
+            return [ev.ContainerStopped(container_id=cid, node=node, stopped_ns=self.clock())]
+
+        await self.projection.decide(self.log, ("container", cid), container_stream(cid), stopped)
 
     async def _refused(self, node: str, command: StartContainer, reply: CommandRejected) -> None:
-        """A node refused to start a container: it never ran; say why."""
-        event = ev.ContainerExited(
-            container_id=command.container_id,
-            node=node,
-            exit_code=None,
-            exited_ns=self.clock(),
-            message=f"{reply.code}: {reply.message}",
-        )
-        await self.log.append(container_stream(command.container_id), [event], ANY)
+        """A node refused to start a container: it never ran; say why — if it is still placed there and not
+        started (a start that succeeded another way, or a stop meanwhile, is not undone)."""
+        cid = command.container_id
+
+        def refused(state: ClusterState) -> list[ev.Event]:
+            view = state.containers.get(cid)
+            if (
+                view is None
+                or view.node != node
+                or view.state not in (ContainerState.SCHEDULED, ContainerState.STOPPING)
+            ):
+                return []
+            message = f"{reply.code}: {reply.message}"
+            return [
+                ev.ContainerExited(container_id=cid, node=node, exit_code=None, exited_ns=self.clock(), message=message)
+            ]
+
+        await self.projection.decide(self.log, ("container", cid), container_stream(cid), refused)
 
 
-def report_refusal(state: ClusterState, node: str, epoch: int, event: ev.Event) -> str | None:
-    """Why a node's report is not accepted, or None: a node speaks only for itself, in its current epoch, and
-    only about containers placed on it that have not ended (a container lost with its node is no longer its)."""
+def report_refusal(state: ClusterState, node: str, epoch: int, event: ev.Event) -> tuple[str, str] | None:
+    """Why a node's report is not accepted (a reason and a message), or None: a node speaks only for itself, in
+    its current epoch, and only about containers placed on it that have not ended (a container lost with its
+    node is no longer its). ``unknown_node`` and ``stale_epoch`` pass once the node has registered again."""
     view = state.nodes.get(node)
     if view is None:
-        return "unknown_node: not registered"
+        return "unknown_node", f"node {node} is not registered"
     if view.lost or epoch != view.epoch:
-        return f"stale_epoch: sent at epoch {epoch}, the node is {'lost' if view.lost else f'at {view.epoch}'}"
+        return "stale_epoch", f"sent at epoch {epoch}, the node is {'lost' if view.lost else f'at {view.epoch}'}"
     if getattr(event, "node", node) != node:
-        return f"other_node: the event names node {getattr(event, 'node', '')}"
+        return "other_node", f"the event names node {getattr(event, 'node', '')}"
     cid = getattr(event, "container_id", None)
     if cid is None:
         return None
     c = state.containers.get(cid)
     if c is None or c.node != node:
-        return f"not_placed_here: container {cid} is not placed on {node}"
+        return "not_placed_here", f"container {cid} is not placed on {node}"
     if c.state.terminal:
-        return f"ended: container {cid} is {c.state}"
+        return "ended", f"container {cid} is {c.state}"
     return None
+
+
+RETRY_AFTER_REGISTERING = frozenset({"unknown_node", "stale_epoch"})

@@ -22,7 +22,6 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
 from nodelet.service import NodeService
 from nodelet.telemetry import Sampler, ThrottleDetector, stats_sample, throttle_event
@@ -111,7 +110,7 @@ class Agent:
                     log.warning("event %s refused: %s", type(event).__name__, reply.message)
                     return
                 log.warning("event %s not acked: %s", message.event_id, reply)
-            except (NatsTimeout, NoRespondersError, msgspec.DecodeError, msgspec.ValidationError) as e:
+            except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
                 log.info("event %s: %r; retrying", message.event_id, e)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.retry_max_s)
@@ -133,7 +132,8 @@ class Agent:
             await self._register()
             await self.service.recover()
             self.ready.set()
-            await self._sync()
+            if not await self._sync():
+                self._resync.set()  # the loop below tries again soon
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._heartbeat())
                 tg.create_task(self._fence())
@@ -145,6 +145,9 @@ class Agent:
         except* _Stop:
             pass
         finally:
+            for task in list(self._pending):  # beats, reports and commands under way
+                task.cancel()
+            await asyncio.gather(*self._pending, return_exceptions=True)
             await self.service.close()
             with contextlib.suppress(Exception):
                 await self.nc.drain()
@@ -191,11 +194,18 @@ class Agent:
                     self.service.epoch = reply.epoch
                     self._lease_s = reply.lease_s
                     self._renewed = time.monotonic()
+                    if reply.lease_s < 4 * self.config.heartbeat_s:
+                        log.warning(
+                            "lease %.1f s is under four heartbeats (%.1f s): at-most-one containers may be fenced "
+                            "off in normal operation",
+                            reply.lease_s,
+                            self.config.heartbeat_s,
+                        )
                     self.registered.set()
                     log.info("registered as %s, epoch %d", self.config.node, reply.epoch)
                     return
                 log.error("registration refused: %s", reply)
-            except (NatsTimeout, NoRespondersError) as e:
+            except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
                 log.info("no control plane yet (%r); retrying", e)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.retry_max_s)
@@ -204,38 +214,40 @@ class Agent:
         self._resync.set()
 
     async def _reconcile(self) -> None:
-        """Sync every ``sync_s``, after every reconnect, and at once when told to register again."""
+        """Sync every ``sync_s``, after every reconnect, and at once when told to register again; a sync that
+        failed (no control plane yet, after an outage) is tried again within a second, not a period later."""
+        synced = True
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.sync_s):
+                async with asyncio.timeout(self.config.sync_s if synced else min(1.0, self.config.sync_s)):
                     await self._resync.wait()
             self._resync.clear()
             if self._rejoin:
                 await self._register()
                 self._rejoin = False
-            await self._sync()
+            synced = await self._sync()
 
-    async def _sync(self) -> None:
+    async def _sync(self) -> bool:
         """Level-triggered reconciliation: kill at once what this node ran but no longer owns, start what it
         should run. Only what ran when it asked is judged: a start that arrives meanwhile is newer than the
-        answer."""
+        answer. Returns whether the control plane answered."""
         assert self.nc is not None
         running = self.service.running()
         request = encode(SyncRequest(node=self.config.node, epoch=self.service.epoch, running=running))
         try:
             msg = await self.nc.request(subjects.sync(self.config.node), request, self.config.request_timeout_s)
             reply = control_reply_decoder.decode(msg.data)
-        except (NatsTimeout, NoRespondersError, msgspec.DecodeError, msgspec.ValidationError) as e:
+        except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
             log.warning("sync failed: %r", e)
-            return
+            return False
         if isinstance(reply, CommandRejected) and reply.code is Reject.STALE_EPOCH:
             log.warning("sync: %s; registering again", reply.message)
             self._rejoin = True
             self._resync.set()
-            return
+            return True
         if not isinstance(reply, SyncReply) or reply.epoch != self.service.epoch:
             log.warning("sync refused: %s", reply)
-            return
+            return False
         desired = {d.container_id: d for d in reply.desired}
         stopping = {s.container_id: s for s in reply.stopping}
         # What ran when it asked, and what a command of an older epoch (one queued while this node was paused or
@@ -255,6 +267,7 @@ class Agent:
         for cid, start in desired.items():
             if cid not in self.service.containers:
                 await self.service.handle(start)
+        return True
 
     def _report(self, event: ev.Event) -> None:
         """Emit in the background (retried until acked or refused)."""
@@ -292,15 +305,14 @@ class Agent:
         """Beat every ``heartbeat_s``, each beat its own task: a slow answer never delays the next beat. An
         answer that the lease was not renewed (lost, or another epoch) makes the node register again."""
         assert self.nc is not None
-        beats: set[asyncio.Task[None]] = set()
         while True:
             self._heartbeats += 1
             beat = Heartbeat(
                 node=self.config.node, epoch=self.service.epoch, seq=self._heartbeats, sent_ns=self.clock()
             )
-            task = asyncio.ensure_future(self._beat(beat))
-            beats.add(task)
-            task.add_done_callback(beats.discard)
+            task = asyncio.ensure_future(self._beat(beat, time.monotonic()))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
             await asyncio.sleep(self.config.heartbeat_s)
 
     def fence_after_s(self) -> float:
@@ -314,7 +326,8 @@ class Agent:
         copy (a partition must never leave two running)."""
         while True:
             await asyncio.sleep(self.config.heartbeat_s / 2)
-            if self._lease_s <= 0 or time.monotonic() - self._renewed <= self.fence_after_s():
+            self.service.fenced = self._lease_s > 0 and time.monotonic() - self._renewed > self.fence_after_s()
+            if not self.service.fenced:
                 continue
             for cid in self.service.at_most_one():
                 log.warning(
@@ -325,16 +338,21 @@ class Agent:
                 stop = StopContainer(command_id=new_command_id(), epoch=self.service.epoch, container_id=cid, grace_s=0)
                 await self.service.handle(stop)
 
-    async def _beat(self, beat: Heartbeat) -> None:
+    async def _beat(self, beat: Heartbeat, sent: float) -> None:
         assert self.nc is not None
         try:
             msg = await self.nc.request(subjects.lease(self.config.node), encode(beat), self.config.heartbeat_s * 2)
             reply = control_reply_decoder.decode(msg.data)
+        except NoRespondersError:
+            # NATS is there and no control plane listens (it is restarting): none can call this node lost now,
+            # and one that starts gives every node a full lease first.
+            self._renewed = max(self._renewed, sent)
+            return
         except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
-            log.debug("heartbeat %d: %r", beat.seq, e)  # no control plane to hear it: beat on
+            log.debug("heartbeat %d: %r", beat.seq, e)  # unheard: beat on
             return
         if isinstance(reply, HeartbeatReply) and reply.status is LeaseStatus.RENEWED:
-            self._renewed = max(self._renewed, time.monotonic() - (self.clock() - beat.sent_ns) / 1e9)
+            self._renewed = max(self._renewed, sent)  # renewed no earlier than this beat left
         if isinstance(reply, HeartbeatReply) and reply.status.reregister and beat.epoch == self.service.epoch:
             if not self._rejoin:
                 log.warning("heartbeat: %s at epoch %d; registering again", reply.status, beat.epoch)

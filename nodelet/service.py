@@ -112,7 +112,9 @@ class NodeService:
         self._replies: collections.OrderedDict[uuid.UUID, Reply] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting: dict[str, _Container] = {}  # being started: their CPUs are held already
-        self._locks: dict[str, asyncio.Lock] = {}  # one command at a time per container, in arrival order
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per container: one command at a time, in
+        # arrival order; with how many commands hold or wait for it (dropped when none do)
+        self.fenced = False  # cut off from the control plane: no start is taken (set by the agent)
         self.root = private_dir(private_dir(Path(config.data_dir)) / "containers")
 
     # --- commands ------------------------------------------------------------------------------------------
@@ -122,13 +124,16 @@ class NodeService:
         containers run side by side; those for one container, one at a time in the order they came."""
         if isinstance(command, GetLogs):
             return await self._handle(command)
-        lock = self._locks.setdefault(command.container_id, asyncio.Lock())
+        cid = command.container_id
+        lock, users = self._locks.setdefault(cid, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
             async with lock:
                 return await self._handle(command)
         finally:
-            if not lock.locked() and self._locks.get(command.container_id) is lock:
-                del self._locks[command.container_id]
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[cid]
 
     async def _handle(self, command: Command) -> Reply:
         seen = self._replies.get(command.command_id)
@@ -137,6 +142,8 @@ class NodeService:
         try:
             if not isinstance(command, GetLogs) and command.epoch != self.epoch:
                 raise Rejected(Reject.STALE_EPOCH, f"command for epoch {command.epoch}; this node is at {self.epoch}")
+            if isinstance(command, StartContainer) and self.fenced:
+                raise Rejected(Reject.FENCED, f"node {self.config.node} is cut off from the control plane")
             match command:
                 case StartContainer():
                     reply: Reply = await self._start(command)
@@ -451,7 +458,8 @@ class NodeService:
         c.released = asyncio.ensure_future(self._teardown(c))  # before any await: a remove waits for it
         await c.released
         if c.started_report is not None:
-            await asyncio.shield(c.started_report)  # reported in order: started, then exited
+            with contextlib.suppress(Exception):  # reported in order: started (if it could be), then exited
+                await asyncio.shield(c.started_report)
         await self.emit(
             ev.ContainerExited(
                 container_id=c.id,
@@ -531,7 +539,7 @@ class NodeService:
 
     async def settle(self) -> None:
         """Wait until the commands under way now are done (later ones are not waited for)."""
-        for lock in list(self._locks.values()):
+        for lock, _ in list(self._locks.values()):
             async with lock:
                 pass
 

@@ -10,7 +10,6 @@ hands start commands to a publisher (NATS wiring comes with the control plane).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -20,15 +19,15 @@ from typing import Protocol
 import msgspec
 
 from scheduler.feasible import Request, request_of
-from scheduler.plan import Plan, PlanResult, check_plan, scheduled_event
+from scheduler.plan import Plan, PlanResult, Rejection, check_plan, scheduled_event
 from scheduler.reconcile import next_restart_ns, reconcile
 from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
 from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
-from store.errors import StoreClosed, UndecodableEvent
+from store.errors import StoreClosed, UndecodableEvent, WrongExpectedVersion
 from store.log import EventLog
 from store.projection import Projection
-from store.projections import ClusterState, ContainerState, ContainerView
-from store.recorder import ANY
+from store.projections import ClusterState, ContainerState, ContainerView, version, version_key
+from store.recorder import NO_STREAM
 from wire import events as ev
 from wire.commands import StartContainer, StopContainer
 from wire.ids import command_id, container_stream, new_container_id
@@ -61,6 +60,18 @@ class Publisher(Protocol):
     async def stop(self, node: str, command: StopContainer) -> None: ...
 
 
+def start_command(c: ContainerView, epoch: int) -> StartContainer:
+    """The start of a placed container for its node at ``epoch``, with the id every sender gives it."""
+    return StartContainer(
+        command_id=command_id(c.id, epoch, "start"),
+        epoch=epoch,
+        container_id=c.id,
+        spec=c.spec,
+        cpuset=c.cpuset,
+        numa_nodes=c.numa_nodes,
+    )
+
+
 def seed_of(eval_id: uuid.UUID, container_id: str) -> int:
     """A decision's seed: from the evaluation id and the container, so a decision replays exactly."""
     return (eval_id.int ^ int(container_id, 16)) & ((1 << 63) - 1)
@@ -76,17 +87,32 @@ class PlanApplier:
         self._lock = asyncio.Lock()
 
     async def submit(self, plan: Plan) -> PlanResult:
+        """Check the plan, then append each placement against the container's version the check saw: one
+        changed meanwhile (stopped, say) is rejected, never placed."""
         async with self._lock:
-            result = check_plan(await self.latest(), plan)
-            await asyncio.gather(
+            state = await self.latest()
+            result = check_plan(state, plan)
+            outcomes = await asyncio.gather(
                 *(
                     self.log.append(
-                        container_stream(p.container_id), [scheduled_event(p)], ANY, correlation=plan.eval_id
+                        container_stream(p.container_id),
+                        [scheduled_event(p)],
+                        version(state, "container", p.container_id),
+                        correlation=plan.eval_id,
                     )
                     for p in result.accepted
-                )
+                ),
+                return_exceptions=True,
             )
-            return result
+            accepted, rejected = [], list(result.rejected)
+            for p, outcome in zip(result.accepted, outcomes, strict=True):
+                if isinstance(outcome, WrongExpectedVersion):
+                    rejected.append(Rejection(placement=p, reason="the container changed since the plan check"))
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    accepted.append(p)
+            return msgspec.structs.replace(result, accepted=tuple(accepted), rejected=tuple(rejected))
 
 
 class Scheduler:
@@ -159,8 +185,20 @@ class Scheduler:
         """Reconcile, then schedule everything pending; returns how many containers were placed."""
         await self.projection.catch_up()
         self.seen = self.state.position
-        for action in reconcile(self.state, self.new_id, self.clock()):
-            await self.log.append(action.stream, [action.event], ANY)
+        state = self.state
+        decided = [
+            (a, state.versions.get(version_key(a.event), NO_STREAM))
+            for a in reconcile(state, self.new_id, self.clock())
+        ]
+        for action, checked in decided:  # each against the version it was decided on
+            try:
+                await self.log.append(action.stream, [action.event], checked)
+            except WrongExpectedVersion:
+                log.info(
+                    "%s for %s: changed meanwhile; the next round decides again",
+                    type(action.event).__name__,
+                    action.stream,
+                )
         await self.projection.catch_up()
         pending = [c for c in self.state.containers.values() if c.state in PENDING_STATES]
         self._unschedulable_at = {c.id: v for c in pending if (v := self._unschedulable_at.get(c.id)) is not None}
@@ -215,21 +253,16 @@ class Scheduler:
             event = ev.ContainerUnschedulable(
                 container_id=u.container_id, nodes_total=u.nodes_total, reasons=u.reasons, message=u.message
             )
-            verdicts.append(self.log.append(container_stream(u.container_id), [event], ANY, correlation=eval_id))
-        await asyncio.gather(*verdicts)  # one group commit for the batch
+            checked = version(self.state, "container", u.container_id)
+            verdicts.append(self.log.append(container_stream(u.container_id), [event], checked, correlation=eval_id))
+        for outcome in await asyncio.gather(*verdicts, return_exceptions=True):  # one group commit for the batch
+            if isinstance(outcome, BaseException) and not isinstance(outcome, WrongExpectedVersion):
+                raise outcome  # a verdict on a container that changed meanwhile is dropped: the next round judges
         await self.projection.catch_up()
-        specs = {c: self.state.containers[c].spec for c in (p.container_id for p in result.accepted)}
         for p in result.accepted:
-            command = StartContainer(
-                command_id=command_id(p.container_id, p.epoch, "start"),
-                epoch=p.epoch,
-                container_id=p.container_id,
-                spec=specs[p.container_id],
-                cpuset=p.cpuset,
-                numa_nodes=p.numa_nodes,
-            )
-            with contextlib.suppress(Exception):  # delivery is the publisher's concern (it retries)
-                await self.publisher.start(p.node, command)
+            view = self.state.containers.get(p.container_id)
+            if view is not None and view.state is ContainerState.SCHEDULED:  # not stopped meanwhile
+                await self.publisher.start(p.node, start_command(view, p.epoch))  # delivery is the publisher's
         return len(result.accepted)
 
     async def _send_stops(self) -> None:
@@ -244,8 +277,7 @@ class Scheduler:
                 container_id=container_id,
                 grace_s=grace_s,
             )
-            with contextlib.suppress(Exception):
-                await self.publisher.stop(node, command)
+            await self.publisher.stop(node, command)  # returns at once: delivery is the publisher's
 
     async def _resend(self) -> None:
         """Send again what the log says is under way: a start or a stop an earlier run appended but may not
@@ -255,15 +287,7 @@ class Scheduler:
             if node is None or node.lost:
                 continue
             if c.state is ContainerState.SCHEDULED:
-                start = StartContainer(
-                    command_id=command_id(c.id, node.epoch, "start"),
-                    epoch=node.epoch,
-                    container_id=c.id,
-                    spec=c.spec,
-                    cpuset=c.cpuset,
-                    numa_nodes=c.numa_nodes,
-                )
-                await self.publisher.start(node.name, start)
+                await self.publisher.start(node.name, start_command(c, node.epoch))
             elif c.state is ContainerState.STOPPING:
                 self._stops.append((node.name, c.id, c.stop_grace_s))
         await self._send_stops()

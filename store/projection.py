@@ -13,10 +13,11 @@ loop, for everyone (the scheduler, the HTTP handlers, the node protocol) to read
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from store.log import decode_batch
-from store.projections import ClusterState, ContainerView, apply, apply_all
+from store.errors import WrongExpectedVersion
+from store.log import EventLog, decode_batch
+from store.projections import ClusterState, ContainerView, apply, apply_all, version
 from store.projector import load_state
 from store.recorder import Recorder
 from wire import events as ev
@@ -63,6 +64,29 @@ class Projection:
                 if self.state.position < head:
                     await asyncio.sleep(0)  # a long catch-up leaves room for heartbeats and requests
         return self.state
+
+    async def decide(
+        self,
+        log: EventLog,
+        entity: tuple[str, str],
+        stream: str,
+        decide: Callable[[ClusterState], Sequence[ev.Event]],
+        attempts: int = 8,
+    ) -> list[int]:
+        """Append what ``decide`` makes of the current state (nothing, if it returns nothing), against the
+        version of ``entity`` (kind, id) that it saw: if the entity changed meanwhile, decide again on the
+        newer state. Every decision is an append with the version it was checked against."""
+        for attempt in range(attempts):
+            state = await self.catch_up()
+            events = list(decide(state))
+            if not events:
+                return []
+            try:
+                return await log.append(stream, events, version(state, *entity))
+            except WrongExpectedVersion:
+                if attempt == attempts - 1:
+                    raise
+        return []
 
     def _fold(self, first: int, events: list[ev.Event]) -> None:
         state = self.state

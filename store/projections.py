@@ -23,7 +23,7 @@ from wire.resources import Resources
 from wire.spec import ContainerSpec, QoS, ServiceSpec, restart_backoff, restarts_on_exit
 from wire.topology import Topology
 
-SNAPSHOT_SCHEMA = 1
+SNAPSHOT_SCHEMA = 2
 
 
 class ContainerState(enum.StrEnum):
@@ -118,12 +118,14 @@ class ServiceView(msgspec.Struct, frozen=True, gc=False):
 
 
 class ClusterState(msgspec.Struct):
-    """The projection index. ``position`` is the checkpoint: the last log position folded in."""
+    """The projection index. ``position`` is the checkpoint: the last log position folded in. ``versions``: each
+    entity's stream version as folded (what a decision appends against; a removed container's is dropped)."""
 
     position: int = 0
     nodes: dict[str, NodeView] = {}
     containers: dict[str, ContainerView] = {}
     services: dict[str, ServiceView] = {}
+    versions: dict[str, int] = {}  # "container/<id>", "node/<name>", "service/<id>" → stream version
 
 
 # --- pure folds ----------------------------------------------------------------------------------------------
@@ -170,7 +172,7 @@ def _node_released(view: NodeView, e: ev.ContainerExited | ev.ContainerStopped |
 _NODE_FOLDS: dict[type, _Fold] = {
     ev.NodeRegistered: _node_registered,
     ev.NodeImagesChanged: lambda v, e, _: replace(v, images=frozenset(e.images)),
-    ev.NodeLost: lambda v, e, _: replace(v, lost=True),
+    ev.NodeLost: lambda v, e, _: replace(v, lost=True) if e.epoch == v.epoch else v,  # an older incarnation's
     ev.NodeRecovered: lambda v, e, _: replace(v, lost=False, epoch=e.epoch),
     ev.NodeCordoned: lambda v, e, _: replace(v, cordoned=True),
     ev.NodeUncordoned: lambda v, e, _: replace(v, cordoned=False, drained=False),
@@ -366,7 +368,55 @@ def _placement_step(fold: _Fold, allocates: bool) -> _Step:
 _PLACEMENT_EVENTS = (ev.ContainerScheduled, ev.ContainerExited, ev.ContainerStopped, ev.ContainerLost)
 
 
+def version(state: ClusterState, kind: str, ident: str) -> int:
+    """The stream version of a container, node or service as folded (-1, i.e. ``NO_STREAM``, if none)."""
+    return state.versions.get(f"{kind}/{ident}", -1)
+
+
+def version_key(event: ev.Event) -> str:
+    """The key of the stream an event belongs to in ``ClusterState.versions``: its container's, else its
+    service's, else its node's (as the control plane appends them)."""
+    return _VERSION_KEY[type(event)](event)
+
+
+def _version_key_of(cls: type) -> Callable[[Any], str]:
+    fields = set(getattr(cls, "__struct_fields__", ()))
+    for kind, attr in (("container", "container_id"), ("service", "service_id"), ("node", "node")):
+        if attr in fields:
+            return _key_maker(f"{kind}/", operator.attrgetter(attr))
+    raise TypeError(f"{cls.__name__} names no stream")
+
+
+def _key_maker(prefix: str, attr: Callable[[Any], str]) -> Callable[[Any], str]:
+    def key(event: Any) -> str:
+        return prefix + attr(event)
+
+    return key
+
+
+_VERSION_KEY = {cls: _version_key_of(cls) for cls in ev.EVENT_TYPES.values()}
+
+
+def _versioned(step: _Step, cls: type) -> _Step:
+    key_of = _VERSION_KEY[cls]
+    forgets = cls is ev.ContainerRemoved
+
+    def run(state: ClusterState, position: int, event: Any) -> None:
+        step(state, position, event)
+        versions, key = state.versions, key_of(event)
+        if forgets and event.container_id not in state.containers:
+            versions.pop(key, None)
+        else:
+            versions[key] = versions.get(key, -1) + 1
+
+    return run
+
+
 def _route(cls: type) -> _Step:
+    return _versioned(_route_views(cls), cls)
+
+
+def _route_views(cls: type) -> _Step:
     if cls in _PLACEMENT_EVENTS:
         return _placement_step(_CONTAINER_FOLDS[cls], allocates=cls is ev.ContainerScheduled)
     steps = [

@@ -97,6 +97,7 @@ class Reject(enum.StrEnum):
     NODE_UNREACHABLE = "node_unreachable"
     UNEXPECTED_REPLY = "unexpected_reply"
     NOT_OWNER = "not_owner"  # a report about a container the node does not hold in its current epoch
+    FENCED = "fenced"  # cut off from the control plane, the node takes no start until it is heard again
 
     @property
     def retryable(self) -> bool:
@@ -104,7 +105,9 @@ class Reject(enum.StrEnum):
         return self in _RETRYABLE
 
 
-_RETRYABLE = frozenset({Reject.STALE_EPOCH, Reject.IMPOSSIBLE_CPUSET, Reject.INTERNAL, Reject.NODE_UNREACHABLE})
+_RETRYABLE = frozenset(
+    {Reject.STALE_EPOCH, Reject.IMPOSSIBLE_CPUSET, Reject.INTERNAL, Reject.NODE_UNREACHABLE, Reject.FENCED}
+)
 
 
 class CommandRejected(_Message, frozen=True, tag=True):

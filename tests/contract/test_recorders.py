@@ -27,6 +27,7 @@ from store.projector import load_state
 from store.recorder import ANY, MAX_PAYLOAD_BYTES, NO_STREAM, STREAM_EXISTS, Recorder, StoredEvent
 from store.sqlite import SqliteRecorder
 from tests.builders import new_event
+from wire.ids import container_stream, node_stream, service_stream
 
 CLOCK_NS = 1_700_000_000_000_000_000
 
@@ -287,6 +288,10 @@ class RecorderContract:
         await asyncio.gather(catching_up, reader(), reader())
         assert seen == sorted(seen) and len(set(seen)) > 1, "the readers saw the catch-up advance"
         assert projection.state == await load_state(recorder)
+        streams = {"container": container_stream, "node": node_stream, "service": service_stream}
+        for key, version in list(projection.state.versions.items())[::50]:  # the versions decisions append against
+            kind, ident = key.split("/", 1)
+            assert await recorder.stream_version(streams[kind](ident)) == version, key
 
     # --- subscriptions -------------------------------------------------------------------------------------------
 

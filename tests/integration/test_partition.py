@@ -137,9 +137,11 @@ async def test_a_partitioned_node_never_leaves_two_copies_and_comes_back(
     await until(control, lambda: sorted(c.node or "" for c in replicas(control, sid)) == ["n1", "n2"], timeout_s=30)
     [cut_off] = [c.id for c in replicas(control, sid) if c.node == "n1"]
 
-    def running() -> int:
-        ids = {c.id for c in control.projection.state.containers.values() if c.service_id == sid}
+    def count(ids: set[str]) -> int:  # on a worker thread: it only reads runc
         return sum(len(nodelets.running(n) & ids) for n in NODES)
+
+    async def running() -> int:
+        return await asyncio.to_thread(count, _ids(control, sid))  # the ids read on the loop
 
     most = 0
     netns.cut(direction)
@@ -149,7 +151,7 @@ async def test_a_partitioned_node_never_leaves_two_copies_and_comes_back(
             while not (
                 control.projection.state.nodes["n1"].lost and len(nodelets.running("n2") & _ids(control, sid)) == 2
             ):
-                most = max(most, await asyncio.to_thread(running))
+                most = max(most, await running())
                 await asyncio.sleep(0.1)
         assert cut_off not in nodelets.running("n1")
     finally:
@@ -159,7 +161,7 @@ async def test_a_partitioned_node_never_leaves_two_copies_and_comes_back(
     # Healed: n1 registers again and is recovered; two replicas run, counted by runc, as the API says.
     await until(control, lambda: not control.projection.state.nodes["n1"].lost, timeout_s=20)
     async with asyncio.timeout(20):
-        while await asyncio.to_thread(running) != 2:  # noqa: ASYNC110 -- runc is polled from outside
+        while await running() != 2:  # noqa: ASYNC110 -- runc is polled from outside
             await asyncio.sleep(0.1)
     await control.projection.catch_up()
     assert control.projection.state.containers[cut_off].state is ContainerState.LOST

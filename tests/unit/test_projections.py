@@ -377,6 +377,7 @@ NODE_CASES = [
     ),
     pytest.param(node(lost=True), registered("n1", epoch=2), node(epoch=2), id="re-registered-after-lost"),
     pytest.param(N1, ev.NodeLost(node="n1", epoch=1), node(lost=True), id="lost"),
+    pytest.param(N1, ev.NodeLost(node="n1", epoch=0), N1, id="lost-at-an-older-epoch-changes-nothing"),
     pytest.param(node(lost=True), ev.NodeRecovered(node="n1", epoch=3), node(epoch=3), id="recovered"),
     pytest.param(N1, ev.NodeCordoned(node="n1", reason="upgrade"), node(cordoned=True), id="cordoned"),
     pytest.param(node(cordoned=True), ev.NodeUncordoned(node="n1"), N1, id="uncordoned"),
@@ -504,6 +505,7 @@ def cluster(position: int = 0, **kw: Any) -> ClusterState:
         nodes=dict(kw.get("nodes", {})),
         containers=dict(kw.get("containers", {})),
         services=dict(kw.get("services", {})),
+        versions=dict(kw.get("versions", {})),
     )
 
 
@@ -517,9 +519,15 @@ def at_checkpoint_5() -> ClusterState:
         pytest.param(4, at_checkpoint_5(), id="before-the-checkpoint"),
         pytest.param(5, at_checkpoint_5(), id="at-the-checkpoint"),
         pytest.param(
-            6, cluster(6, nodes={"n1": node(cordoned=True)}, containers={cid(1): PENDING}), id="after-the-checkpoint"
+            6,
+            cluster(6, nodes={"n1": node(cordoned=True)}, containers={cid(1): PENDING}, versions={"node/n1": 0}),
+            id="after-the-checkpoint",
         ),
-        pytest.param(60, cluster(60, nodes={"n1": node(cordoned=True)}, containers={cid(1): PENDING}), id="with-a-gap"),
+        pytest.param(
+            60,
+            cluster(60, nodes={"n1": node(cordoned=True)}, containers={cid(1): PENDING}, versions={"node/n1": 0}),
+            id="with-a-gap",
+        ),
     ],
 )
 def test_apply_skips_positions_at_or_before_the_checkpoint(position: int, expected: ClusterState) -> None:
@@ -534,12 +542,22 @@ def test_apply_skips_positions_at_or_before_the_checkpoint(position: int, expect
         pytest.param([(3, ev.NodeCordoned(node="n1"))], at_checkpoint_5(), id="all-before"),
         pytest.param(
             [(5, ev.NodeCordoned(node="n1")), (6, ev.NodeDrained(node="n1")), (6, ev.NodeUncordoned(node="n1"))],
-            cluster(6, nodes={"n1": node(cordoned=True, drained=True)}, containers={cid(1): PENDING}),
+            cluster(
+                6,
+                nodes={"n1": node(cordoned=True, drained=True)},
+                containers={cid(1): PENDING},
+                versions={"node/n1": 0},
+            ),
             id="skips-the-checkpoint-and-a-repeat",
         ),
         pytest.param(
             [(6, scheduled(1)), (7, started(1))],
-            cluster(7, nodes={"n1": node(allocations={cid(1): LS_ALLOC})}, containers={cid(1): RUNNING}),
+            cluster(
+                7,
+                nodes={"n1": node(allocations={cid(1): LS_ALLOC})},
+                containers={cid(1): RUNNING},
+                versions={f"container/{cid(1)}": 1},
+            ),
             id="scheduled-reaches-node-and-container",
         ),
     ],
@@ -589,6 +607,18 @@ SCENARIO_STATE = ClusterState(
         cid(3): container(3, submitted_position=14),
     },
     services={SVC: replace(ServiceView(SVC, service_spec("api", 2), 2), replicas=4)},
+    # Each stream's version, as the log numbers it: events about unknown entities are in their streams too.
+    versions={
+        "node/n1": 0,
+        "node/n2": 1,
+        f"service/{SVC}": 1,
+        f"container/{cid(1)}": 2,
+        f"container/{cid(2)}": 2,
+        f"container/{cid(9)}": 0,
+        "node/n9": 0,
+        f"container/{cid(3)}": 0,
+        f"service/{cid(101)}": 0,
+    },
 )
 
 
@@ -606,7 +636,7 @@ def test_apply_one_by_one_equals_apply_all() -> None:
 def test_deleting_a_service_removes_its_key() -> None:
     state = cluster(1, services={SVC: API})
     apply(state, 2, ev.ServiceDeleted(service_id=SVC))
-    assert state == cluster(2)
+    assert state == cluster(2, versions={f"service/{SVC}": 0})
 
 
 # --- snapshots -------------------------------------------------------------------------------------------------

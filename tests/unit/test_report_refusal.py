@@ -75,11 +75,11 @@ def test_forged_or_stale_reports_are_refused(
 ) -> None:
     state = world()
     refusal = report_refusal(state, sender, epoch, report(kind, n, event_node))
-    assert refusal is not None and refusal.startswith(why), refusal
+    assert refusal is not None and refusal[0] == why, refusal
     assert state == world()  # judging changes nothing
 
 
 def test_node_level_reports_only_for_the_sender_itself() -> None:
     assert report_refusal(world(), "n1", 1, report(ev.NodeImagesChanged, 0, "n1")) is None
     refusal = report_refusal(world(), "n1", 1, report(ev.NodeImagesChanged, 0, "n2"))
-    assert refusal is not None and refusal.startswith("other_node")
+    assert refusal is not None and refusal[0] == "other_node"
