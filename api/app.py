@@ -300,13 +300,13 @@ async def _sse(
             await aclose()
 
 
-def _stop(state: ClusterState, cid: str, grace: float, reason: str = "") -> list[ev.Event]:
-    """A stop, if the container still needs one: live and not stopping already, or ended and waiting out a
-    restart back-off (a stop then means it must not come back)."""
+def _stop(state: ClusterState, cid: str, grace: float, reason: str = "", backoff: bool = True) -> list[ev.Event]:
+    """A stop, if the container still needs one: live and not stopping already, or (with ``backoff``) ended and
+    waiting out a restart back-off (a stop then means it must not come back)."""
     c = state.containers.get(cid)
     if c is None:
         return []
-    if (not c.state.terminal and c.state is not ContainerState.STOPPING) or c.backoff_until_ns is not None:
+    if (not c.state.terminal and c.state is not ContainerState.STOPPING) or (backoff and c.backoff_until_ns):
         return [ev.ContainerStopRequested(container_id=cid, grace_s=grace, reason=reason)]
     return []
 
@@ -683,7 +683,7 @@ def create_app(cp: ControlPlane, tokens: Tokens) -> Litestar:
                     cp.log,
                     ("container", cid),
                     container_stream(cid),
-                    functools.partial(_stop, cid=cid, grace=10.0, reason="node drained"),
+                    functools.partial(_stop, cid=cid, grace=10.0, reason="node drained", backoff=False),
                 )
                 for cid in on_node
             )

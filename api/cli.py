@@ -650,7 +650,13 @@ def _stop_all(deadline: float) -> None:
             failures.append(f"{method} {path}: {e}")
 
     def pending() -> list[dict[str, Any]]:
-        return [c for c in listing("/v1/containers") if c["state"] not in ENDED or c.get("backoff_until_ns")]
+        """Live containers, and standalone ones waiting out a restart back-off (a deleted service's never
+        restart)."""
+        return [
+            c
+            for c in listing("/v1/containers")
+            if c["state"] not in ENDED or (c.get("backoff_until_ns") and c.get("service_id") is None)
+        ]
 
     left = max(0.0, deadline - time.monotonic())
     with client(timeout=min(30.0, left)) as api, console.status("stopping containers ..."):

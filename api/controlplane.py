@@ -127,7 +127,7 @@ class NatsPublisher:
             try:
                 msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=30)
                 reply = reply_decoder.decode(msg.data)
-            except (NatsTimeout, NoRespondersError, msgspec.DecodeError, msgspec.ValidationError) as e:
+            except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
                 log.info("%s to %s: %r; retrying", type(command).__name__, node, e)
                 continue
             if isinstance(reply, CommandRejected) and reply.code.retryable and attempt < self.attempts - 1:
@@ -280,6 +280,11 @@ class ControlPlane:
                 )
             )
             return
+        state = await self.projection.catch_up()
+        if (known := state.nodes.get(reg.node)) is not None and known.lost:
+            # What it ran is no longer its: recorded before it is recovered (and before it hears its new epoch),
+            # so the sync that follows finds those containers lost and the node kills them.
+            await asyncio.gather(*(self._lose(cid, reg.node) for cid in self._placed_on(reg.node)))
         chosen: dict[str, int] = {}  # the epoch decided, and whether the node comes back from lost
 
         def register(state: ClusterState) -> list[ev.Event]:
@@ -303,10 +308,6 @@ class ControlPlane:
         # The next epoch, against the node's version: two registrations at once never share an epoch.
         await self.projection.decide(self.log, ("node", reg.node), node_stream(reg.node), register)
         epoch = chosen["epoch"]
-        if chosen["recovered"]:
-            # What it ran is no longer its: recorded before it hears its new epoch, so the sync that follows
-            # finds those containers lost (and the node kills them), whatever a reconcile round has appended.
-            await asyncio.gather(*(self._lose(cid, reg.node) for cid in self._placed_on(reg.node)))
         self.leases.registered(reg.node, epoch, time.monotonic_ns())
         await msg.respond(encode(Registered(node=reg.node, epoch=epoch, lease_s=self.lease_s)))
         log.info("node %s registered, epoch %d%s", reg.node, epoch, " (recovered)" if chosen["recovered"] else "")

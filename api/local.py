@@ -76,24 +76,32 @@ def alive(pid: int) -> bool:
 
 def terminate(pid: int | None, grace_s: float = 15.0) -> None:
     """TERM, then KILL after ``grace_s``; reaps it when it is a child of this process."""
-    if pid is None:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+    terminate_all([pid] if pid is not None else [], grace_s)
+
+
+def terminate_all(pids: list[int], grace_s: float = 15.0) -> None:
+    """TERM them all at once, then KILL those still there after ``grace_s`` (one grace for all, not each)."""
+    waiting = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)  # a paused one could not take its TERM
+            os.kill(pid, signal.SIGTERM)
+            waiting.append(pid)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        if not alive(pid):
-            return
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    waiting.remove(pid)
+                    continue
+            if not alive(pid):
+                waiting.remove(pid)
         time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    for pid in waiting:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 class LocalCluster:
@@ -197,7 +205,8 @@ class LocalCluster:
     def stop_processes(self) -> None:
         """Stop the nodelets, then the control plane, then NATS (containers outlive the nodelets)."""
         pids: dict[str, int] = json.loads(self.pids_file.read_text())
-        for key in [k for k in pids if k.startswith("node-")] + ["control", "nats"]:
+        terminate_all([pid for k, pid in pids.items() if k.startswith("node-")])  # the nodelets together
+        for key in ("control", "nats"):
             terminate(pids.get(key))
         self.pids_file.unlink()
         self.env_file.unlink(missing_ok=True)

@@ -194,6 +194,7 @@ class Agent:
                     self.service.epoch = reply.epoch
                     self._lease_s = reply.lease_s
                     self._renewed = time.monotonic()
+                    self.service.fenced = False  # heard: the sync that follows may start what it should
                     if reply.lease_s < 4 * self.config.heartbeat_s:
                         log.warning(
                             "lease %.1f s is under four heartbeats (%.1f s): at-most-one containers may be fenced "
@@ -353,6 +354,7 @@ class Agent:
             return
         if isinstance(reply, HeartbeatReply) and reply.status is LeaseStatus.RENEWED:
             self._renewed = max(self._renewed, sent)  # renewed no earlier than this beat left
+            self.service.fenced = False
         if isinstance(reply, HeartbeatReply) and reply.status.reregister and beat.epoch == self.service.epoch:
             if not self._rejoin:
                 log.warning("heartbeat: %s at epoch %d; registering again", reply.status, beat.epoch)

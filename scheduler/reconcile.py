@@ -4,6 +4,7 @@
   asked to stop (pending ones first, then the newest). A deleted service's containers are asked to stop.
 - A container on a lost node becomes ``ContainerLost``; a service then replaces it through its replica count.
 - A container asked to stop before it was placed is stopped at once (nothing runs).
+- A container on a drained node is asked to stop (also one placed there as the drain was recorded).
 - A standalone container that ended is replaced per its restart policy (``Always``; ``OnFailure`` when the
   exit code was not 0 or unknown), once: the replacement names the container it replaces.
 - A container that exited by itself (a service replica, or standalone per its policy) is replaced only after
@@ -52,6 +53,10 @@ def reconcile(state: ClusterState, new_id: Callable[[], str], now_ns: int) -> li
                 if c.service_id is None and c.id not in replaced and _restarts(c, lost=True):
                     actions.append(_replacement(c, new_id()))
                 continue  # lost: no longer live; a service replaces it through its replica count
+            if node is not None and node.drained and c.state is not ContainerState.STOPPING:
+                # Drained: whatever was placed there, even a placement that raced the drain, is stopped.
+                actions.append(_stop(c, "node drained"))
+                continue  # no longer live; a service replaces it through its replica count
         if c.service_id is not None:
             if c.state not in ENDED and c.state is not ContainerState.STOPPING:
                 by_service.setdefault(c.service_id, []).append(c)

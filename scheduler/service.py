@@ -20,7 +20,7 @@ import msgspec
 
 from scheduler.feasible import Request, request_of
 from scheduler.plan import Plan, PlanResult, Rejection, check_plan, scheduled_event
-from scheduler.reconcile import next_restart_ns, reconcile
+from scheduler.reconcile import Action, next_restart_ns, reconcile
 from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
 from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
 from store.errors import StoreClosed, UndecodableEvent, WrongExpectedVersion
@@ -58,6 +58,15 @@ class Publisher(Protocol):
     async def start(self, node: str, command: StartContainer) -> None: ...
 
     async def stop(self, node: str, command: StopContainer) -> None: ...
+
+
+def _replaced_version(state: ClusterState, action: Action) -> tuple[str, int] | None:
+    """For a replacement, the version key of the container it replaces and that container's version as decided."""
+    e = action.event
+    if isinstance(e, ev.ContainerSubmitted) and e.replaces is not None:
+        key = f"container/{e.replaces}"
+        return key, state.versions.get(key, NO_STREAM)
+    return None
 
 
 def start_command(c: ContainerView, epoch: int) -> StartContainer:
@@ -187,12 +196,19 @@ class Scheduler:
         self.seen = self.state.position
         state = self.state
         decided = [
-            (a, state.versions.get(version_key(a.event), NO_STREAM))
+            (a, state.versions.get(version_key(a.event), NO_STREAM), _replaced_version(state, a))
             for a in reconcile(state, self.new_id, self.clock())
         ]
-        for action, checked in decided:  # each against the version it was decided on
+        ours: dict[str, int] = {}  # versions our own appends of this pass moved streams to
+        for action, checked, replaced in decided:  # each against the version it was decided on
+            if replaced is not None:
+                key, then = replaced
+                await self.projection.catch_up()
+                if self.state.versions.get(key, NO_STREAM) != ours.get(key, then):
+                    continue  # the container it replaces changed meanwhile (stopped, say): the next round decides
             try:
                 await self.log.append(action.stream, [action.event], checked)
+                ours[version_key(action.event)] = checked + 1
             except WrongExpectedVersion:
                 log.info(
                     "%s for %s: changed meanwhile; the next round decides again",
@@ -218,6 +234,7 @@ class Scheduler:
 
     async def _schedule(self, requests: list[Request]) -> int:
         eval_id = uuid.uuid4()
+        seen_version = self._cluster_version  # the capacity the decisions below saw (not what folds after)
         snap = self.snapshot()
         nodes = dict(snap.nodes)
         working = Snapshot(snap.position, nodes, snap.order)
@@ -246,7 +263,7 @@ class Scheduler:
             log.info("plan %s: %s rejected: %s", eval_id, rejection.placement.container_id, rejection.reason)
         verdicts = []
         for u in unschedulable:
-            self._unschedulable_at[u.container_id] = self._cluster_version
+            self._unschedulable_at[u.container_id] = seen_version
             view = self.state.containers.get(u.container_id)
             if view is not None and view.state is ContainerState.UNSCHEDULABLE and view.unschedulable == u.message:
                 continue  # the same fact again: recorded once, when it changes

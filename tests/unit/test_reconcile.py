@@ -798,6 +798,14 @@ def test_no_backoff_for_what_was_asked_to_stop_or_does_not_restart() -> None:
     assert next_restart_ns(never, 0) is None
 
 
+def test_what_runs_on_a_drained_node_is_stopped_and_its_replica_placed_again() -> None:
+    world = World().node().node("n2").service(1, replicas=1).running(1, service=1).running(2, node="n2")
+    world._add(ev.NodeDrained(node="n1"))  # also a placement that raced the drain
+    assert reconcile(world.state(), new_ids(), 0) == [ask_stop(1, "node drained"), submit_for(1, 1000)]
+    world._add(ev.NodeUncordoned(node="n1"))
+    assert reconcile(world.state(), new_ids(), 0) == []
+
+
 def test_a_container_stopped_in_its_backoff_is_never_restarted() -> None:
     world = crash(World().node().submit(1, ALWAYS).schedule(1), 1, started_s=100, exited_s=101)
     state = world.ask_stop(1).state()
