@@ -401,7 +401,18 @@ class Chaos:
         self.say(f"cycle {n}: {fault}: {status} {measured}".rstrip())
         for problem in [*verdict.lost, *verdict.doubled, *verdict.stuck, *verdict.overlaps, *verdict.short, *gaps]:
             self.say(f"  {problem}")
+        if not verdict.converged or gaps:
+            self.keep_logs(f"cycle-{n}-{fault}")
         self.trim()
+
+    def keep_logs(self, name: str) -> None:
+        """Copy the processes' logs as they are now beside the cluster's home (which goes at the end)."""
+        kept = Path(f"{self.home}-logs") / name
+        kept.mkdir(parents=True, exist_ok=True)
+        for log in self.home.glob("*.log"):
+            with contextlib.suppress(OSError):
+                shutil.copy(log, kept / log.name)
+        self.say(f"  logs kept in {kept}")
 
     def _lost_events(self) -> int:
         db = sqlite3.connect(f"file:{self.home / 'control' / 'corral.db'}?mode=ro", uri=True)
