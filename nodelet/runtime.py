@@ -116,8 +116,11 @@ def _binary(name: str) -> str:
 
 
 class RuncRuntime:
-    def __init__(self, paths: RuntimePaths, runc: str = "runc", conmon: str = "conmon") -> None:
+    def __init__(
+        self, paths: RuntimePaths, runc: str = "runc", conmon: str = "conmon", runc_timeout_s: float = 120.0
+    ) -> None:
         self.paths = paths
+        self.runc_timeout_s = runc_timeout_s  # a runc that hangs (the host's mount table jammed, say) is killed
         self.runc = _binary(runc)
         self.conmon = _binary(conmon)
         for d in paths.all():
@@ -135,7 +138,14 @@ class RuncRuntime:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        out, _ = await proc.communicate()
+        try:
+            async with asyncio.timeout(self.runc_timeout_s):
+                out, _ = await proc.communicate()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise RuntimeError_(f"runc {args[0]}: no answer in {self.runc_timeout_s:.0f} s; killed") from None
         text = out.decode(errors="replace").strip()
         if check and proc.returncode != 0:
             raise RuntimeError_(f"runc {args[0]}: {text or f'exit {proc.returncode}'}")

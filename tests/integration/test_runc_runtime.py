@@ -101,3 +101,14 @@ async def test_exit_is_recorded_while_nobody_waits(root: Path, runtime: RuncRunt
             break
         await asyncio.sleep(0.01)
     assert runtime.exit_status(cid) == ExitStatus(code=3)
+
+
+async def test_a_runc_that_hangs_is_killed_and_said(tmp_path: Path) -> None:
+    from nodelet.runtime import RuntimePaths
+
+    hung = tmp_path / "runc"
+    hung.write_text("#!/bin/sh\nexec sleep 60\n")
+    hung.chmod(0o755)
+    rt = RuncRuntime(RuntimePaths(tmp_path / "rt"), runc=str(hung), runc_timeout_s=0.5)
+    with pytest.raises(RuntimeError_, match=r"no answer in \d s; killed"):
+        await rt.status(new_container_id())
