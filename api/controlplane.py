@@ -173,7 +173,7 @@ class ControlPlane:
         self.nkey_seed = nkey_seed
         self.lease_s = lease_s
         self.clock = clock
-        self.leases = LeaseTable(int(lease_s * 1e9))
+        self.leases = LeaseTable(int(lease_s * 1e9), grace_ns=int(2 * lease_s * 1e9))
         self.refused_reports: collections.Counter[tuple[str, str]] = collections.Counter()  # (node, reason)
         self.telemetry = TelemetryTable()
         self._stop = asyncio.Event()

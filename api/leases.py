@@ -25,8 +25,10 @@ class Lease(msgspec.Struct, frozen=True, gc=False):
 
 
 class LeaseTable:
-    def __init__(self, lease_ns: int, *, stall_ns: int | None = None) -> None:
+    def __init__(self, lease_ns: int, *, stall_ns: int | None = None, grace_ns: int | None = None) -> None:
         self.lease_ns = lease_ns
+        # After the control plane (re)connects, nodes reconnect each at its own pace: each gets this long first.
+        self.grace_ns = grace_ns if grace_ns is not None else lease_ns
         self.stall_ns = stall_ns if stall_ns is not None else lease_ns // 2  # a gap between ticks that deafens
         self.leases: dict[str, Lease] = {}
         self.hearing_since: int | None = None  # None: disconnected, nothing can be judged
@@ -85,7 +87,9 @@ class LeaseTable:
         expired = [
             (node, lease.epoch)
             for node, lease in self.leases.items()
-            if not lease.lost and now - max(lease.renewed_ns, since) > self.lease_ns
+            if not lease.lost
+            and now - lease.renewed_ns > self.lease_ns
+            and now - since > max(self.lease_ns, self.grace_ns)
         ]
         for node, epoch in expired:
             self.leases[node] = Lease(epoch, self.leases[node].renewed_ns, lost=True)

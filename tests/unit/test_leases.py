@@ -122,6 +122,16 @@ BEATS = [
 ]
 
 
+def test_after_a_reconnect_every_node_gets_the_grace_first() -> None:
+    table = LeaseTable(LEASE, grace_ns=2 * LEASE)
+    table.hear(0)
+    table.registered("n1", 1, 0)
+    table.deaf()
+    table.hear(10 * S)  # silent since 0, yet not lost before the grace after the reconnect is over
+    assert [x for t in range(102, 162, 2) for x in table.expire(t * S // 10)] == []
+    assert table.expire(int(16.2 * S)) == [("n1", 1)]
+
+
 @pytest.mark.parametrize(("steps", "answer"), BEATS)
 def test_heartbeat_answers(steps: list[tuple[Any, ...]], answer: Beat) -> None:
     last = run(steps)[-1]
