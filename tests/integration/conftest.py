@@ -81,7 +81,8 @@ def home() -> Iterator[dict[str, str]]:
     env.pop("CORRAL_ADDR", None)
     env.pop("CORRAL_TOKEN", None)
     yield env
-    subprocess.run([*CORRAL, "down"], env=env, cwd=ROOT, capture_output=True, timeout=120, check=False)
+    # Bounded, and generous: schemathesis leaves a cluster of some 2,000 containers to take down.
+    subprocess.run([*CORRAL, "down"], env=env, cwd=ROOT, capture_output=True, timeout=300, check=False)
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
