@@ -28,8 +28,9 @@ CHUNK = 5_000  # events folded between two yields to the loop
 
 
 class Projection:
-    def __init__(self, recorder: Recorder, state: ClusterState | None = None) -> None:
+    def __init__(self, recorder: Recorder, state: ClusterState | None = None, chunk: int = CHUNK) -> None:
         self.recorder = recorder
+        self.chunk = chunk
         self.state = state if state is not None else ClusterState()
         self.observers: list[Observer] = []
         self._lock = asyncio.Lock()
@@ -54,8 +55,8 @@ class Projection:
                 decoded.append((first, decode_batch(first, payloads)))  # decoding only: the state is untouched
 
             while self.state.position < head:
-                end = min(head, self.state.position + CHUNK)
-                await self.recorder.replay(self.state.position + 1, collect, CHUNK, to_position=end)
+                end = min(head, self.state.position + self.chunk)
+                await self.recorder.replay(self.state.position + 1, collect, self.chunk, to_position=end)
                 if not decoded:
                     break
                 for first, events in decoded:
