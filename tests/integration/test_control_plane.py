@@ -19,10 +19,9 @@ from api.controlplane import ControlPlane
 from nodelet.purge import purge_node
 from store.projections import ContainerState, ContainerView
 from tests.builders import spec
-from tests.natsserver import nats_server
+from tests.natsserver import authorization, nats_server
 from tests.runcenv import needs_runc
 from wire import events as ev
-from wire import subjects
 from wire.ids import container_stream, new_container_id
 from wire.spec import ContainerSpec
 
@@ -37,16 +36,7 @@ def tag() -> str:
 
 @pytest.fixture
 def nats_url(tmp_path: Path) -> Iterator[str]:
-    users = {
-        "users": [
-            {"user": "control", "password": "cp"},
-            *(
-                {"user": n, "password": f"p-{n}", "permissions": subjects.node_permissions(n)}
-                for n in ("n1", "n2", "n3")
-            ),
-        ]
-    }
-    with nats_server(tmp_path, {"authorization": users}) as url:
+    with nats_server(tmp_path, {"authorization": authorization(("n1", "n2", "n3"))}) as url:
         yield url
 
 

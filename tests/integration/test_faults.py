@@ -16,7 +16,7 @@ from api.controlplane import ControlPlane
 from store.projections import ContainerState, ContainerView
 from tests.builders import spec
 from tests.integration.test_control_plane import Nodelets, until
-from tests.natsserver import NatsServer
+from tests.natsserver import NatsServer, authorization
 from tests.runcenv import needs_runc
 from wire import events as ev
 from wire import subjects
@@ -30,13 +30,7 @@ LEASE_S = 1.5
 
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
-    users = {
-        "users": [
-            {"user": "control", "password": "cp"},
-            *({"user": n, "password": f"p-{n}", "permissions": subjects.node_permissions(n)} for n in NODES),
-        ]
-    }
-    server = NatsServer(tmp_path, {"authorization": users})
+    server = NatsServer(tmp_path, {"authorization": authorization(NODES)})
     server.start()
     yield server
     server.stop()

@@ -21,10 +21,9 @@ from store.projections import ContainerState
 from tests.builders import spec
 from tests.integration.test_control_plane import Nodelets, until
 from tests.integration.test_faults import replicas
-from tests.natsserver import NatsServer
+from tests.natsserver import NatsServer, authorization
 from tests.runcenv import needs_runc
 from wire import events as ev
-from wire import subjects
 from wire.ids import service_stream
 from wire.spec import ServiceSpec
 
@@ -96,13 +95,7 @@ def netns() -> Iterator[Namespace]:
 
 @pytest.fixture
 def nats(tmp_path: Path, netns: Namespace) -> Iterator[NatsServer]:
-    users = {
-        "users": [
-            {"user": "control", "password": "cp"},
-            *({"user": n, "password": f"p-{n}", "permissions": subjects.node_permissions(n)} for n in NODES),
-        ]
-    }
-    server = NatsServer(tmp_path, {"authorization": users}, host=netns.host_ip)
+    server = NatsServer(tmp_path, {"authorization": authorization(NODES)}, host=netns.host_ip)
     server.start()
     yield server
     server.stop()
