@@ -11,14 +11,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 import uvloop
 
 from api.app import Tokens, create_app
 from api.controlplane import ControlPlane
-from store.errors import UndecodableEvent
 
 log = logging.getLogger("corral.serve")
 
@@ -51,31 +49,31 @@ async def main(args: argparse.Namespace, tokens: Tokens) -> int:
         nkey_seed=args.nats_nkey_seed,
         lease_s=args.lease,
     )
-    try:
-        await cp.start()
-    except UndecodableEvent as e:
-        log.error("cannot start: %s", e)
-        await cp.stop()
-        return 1
+    failures: list[BaseException] = []
+
+    def failed(error: BaseException) -> None:
+        log.error("stopping: %s", error)
+        failures.append(error)
+        server.should_exit = True
+
+    # The app's lifespan starts the control plane before serving and stops it after (also when start fails).
     server = uvicorn.Server(
-        uvicorn.Config(create_app(cp, tokens), host=args.host, port=args.port, lifespan="off", log_level="warning")
+        uvicorn.Config(
+            create_app(cp, tokens, on_failure=failed),
+            host=args.host,
+            port=args.port,
+            lifespan="on",
+            log_level="warning",
+        )
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    serving: asyncio.Future[None] = asyncio.ensure_future(server.serve())
-    failed: asyncio.Future[Any] = cp.failed
     try:
-        await asyncio.wait({serving, failed}, return_when=asyncio.FIRST_COMPLETED)
-        if failed.done():
-            log.error("stopping: %s", failed.result())
-            server.should_exit = True
-            await serving
-            return 1
-        await serving
-        return 0
-    finally:
-        await cp.stop()
+        await server.serve()
+    except SystemExit:  # uvicorn's way to say the lifespan failed: the control plane did not start
+        return 1
+    return 1 if failures or not server.started else 0
 
 
 def run(argv: list[str] | None = None) -> None:

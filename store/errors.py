@@ -19,6 +19,16 @@ class WrongExpectedVersion(StoreError):
         self.current = current
 
 
+class WrongExpectedHead(StoreError):
+    """An append made on condition that the log's head is a given position (a compare-and-set on the whole
+    log, as ``If-Match`` asks) found the log moved on; nothing was written."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"expected the log's head at {expected}, it is at {current}")
+        self.expected = expected
+        self.current = current
+
+
 class DuplicateEventId(StoreError):
     """Some event ids of an append are stored already, but not as this exact append; nothing was written."""
 
@@ -71,5 +81,6 @@ __all__ = [
     "StoreError",
     "UndecodableEvent",
     "UnknownEventType",
+    "WrongExpectedHead",
     "WrongExpectedVersion",
 ]

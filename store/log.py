@@ -101,6 +101,7 @@ class EventLog:
         events: Sequence[Event],
         expected_version: int = ANY,
         *,
+        expected_head: int | None = None,
         event_ids: Sequence[uuid.UUID] | None = None,
         correlation: uuid.UUID | None = None,
         causation: uuid.UUID | None = None,
@@ -108,7 +109,8 @@ class EventLog:
         """Append events to one stream atomically; returns their global positions.
 
         Pass ``event_ids`` to make a retry safe: an append whose ids are stored already returns the stored
-        positions instead of appending again.
+        positions instead of appending again. Pass ``expected_head`` to append only if nothing else was
+        appended since that position (``WrongExpectedHead`` otherwise; checked in the writing transaction).
         """
         ids = list(event_ids) if event_ids is not None else [new_event_id() for _ in events]
         if len(ids) != len(events):
@@ -120,7 +122,7 @@ class EventLog:
             NewEvent(i.bytes, event_type(e), encode_checked(e), now, corr, cause)
             for i, e in zip(ids, events, strict=True)
         ]
-        return await self.recorder.append(stream, new, expected_version)
+        return await self.recorder.append(stream, new, expected_version, expected_head=expected_head)
 
     # Events read back were checked when they were appended: decode them as trusted (see wire.checks).
 

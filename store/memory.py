@@ -34,10 +34,12 @@ class MemoryRecorder(RecorderBase):
         if self._closed:
             raise StoreClosed("the recorder is closed")
 
-    async def append(self, stream: str, events: Sequence[NewEvent], expected_version: int) -> list[int]:
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int, *, expected_head: int | None = None
+    ) -> list[int]:
         self._check_open()
-        validate_append(stream, events, expected_version)
-        request = AppendRequest(stream, tuple(events), expected_version)
+        validate_append(stream, events, expected_version, expected_head)
+        request = AppendRequest(stream, tuple(events), expected_version, expected_head)
         existing = {e.event_id: self._by_id[e.event_id] for e in events if e.event_id in self._by_id}
         plan = plan_batch(
             [request], {stream: self._versions.get(stream, -1)}, existing, self._watch.head, self._clock()

@@ -20,6 +20,7 @@ from store.errors import (
     PayloadTooLarge,
     StoreClosed,
     StoreError,
+    WrongExpectedHead,
     WrongExpectedVersion,
 )
 
@@ -70,6 +71,7 @@ class AppendRequest(NamedTuple):
     stream: str
     events: Sequence[NewEvent]
     expected_version: int
+    expected_head: int | None = None  # append only if the log's head is exactly this position
 
 
 class Existing(NamedTuple):
@@ -86,8 +88,12 @@ class BatchPlan(NamedTuple):
     versions: dict[str, int]  # new current version of each stream the batch appended to
 
 
-def validate_append(stream: str, events: Sequence[NewEvent], expected_version: int) -> None:
+def validate_append(
+    stream: str, events: Sequence[NewEvent], expected_version: int, expected_head: int | None = None
+) -> None:
     """Reject an append that is malformed in itself, before it reaches any writer."""
+    if expected_head is not None and expected_head < 0:
+        raise InvalidAppend(f"expected_head: {expected_head} is not a log position")
     if not STREAM_NAME.fullmatch(stream):
         raise InvalidAppend(f"stream: {stream!r} is not a stream name (1 to 200 of [A-Za-z0-9._:/-])")
     if not events:
@@ -136,10 +142,13 @@ def plan_batch(
     results: list[list[int] | StoreError] = []
     changed: dict[str, int] = {}
     position = head
-    for stream, events, expected in requests:
+    for stream, events, expected, expected_head in requests:
         hits = [known.get(e.event_id) for e in events]
         if any(h is not None for h in hits):
             results.append(_replay_or_conflict(stream, events, hits))
+            continue
+        if expected_head is not None and expected_head != position:
+            results.append(WrongExpectedHead(expected_head, position))
             continue
         version = current.get(stream, -1)
         if not _version_ok(expected, version):
@@ -224,7 +233,12 @@ class HeadWatch:
 class Recorder(Protocol):
     """What every recorder (in-memory, SQLite, later JetStream) provides; one contract suite checks it."""
 
-    async def append(self, stream: str, events: Sequence[NewEvent], expected_version: int) -> list[int]: ...
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int, *, expected_head: int | None = None
+    ) -> list[int]:
+        """Append atomically, if the stream is at ``expected_version`` and (given ``expected_head``) the log's
+        head is at that position, both checked inside the transaction that writes."""
+        ...
 
     async def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[StoredEvent]: ...
 

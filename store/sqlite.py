@@ -240,12 +240,15 @@ class SqliteRecorder(RecorderBase):
 
     # --- writes ----------------------------------------------------------------------------------------
 
-    async def append(self, stream: str, events: Sequence[NewEvent], expected_version: int) -> list[int]:
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int, *, expected_head: int | None = None
+    ) -> list[int]:
         if self._closed:
             raise StoreClosed("the recorder is closed")
-        validate_append(stream, events, expected_version)
+        validate_append(stream, events, expected_version, expected_head)
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Append(AppendRequest(stream, tuple(events), expected_version), future))
+        request = AppendRequest(stream, tuple(events), expected_version, expected_head)
+        self._queue.put_nowait(_Append(request, future))
         return await future
 
     async def _submit(self, run: Callable[[sqlite3.Connection], Any]) -> Any:

@@ -17,6 +17,7 @@ from store.errors import (
     PayloadTooLarge,
     PositionTooOld,
     StoreClosed,
+    WrongExpectedHead,
     WrongExpectedVersion,
 )
 from store.log import EventLog
@@ -103,6 +104,33 @@ class RecorderContract:
                 await recorder.append("s", [new_event()], expected)
             assert (err.value.stream, err.value.expected, err.value.current) == ("s", expected, current_events - 1)
             assert await recorder.head() == head
+
+    # --- compare-and-set on the head (If-Match) -------------------------------------------------------------------
+
+    async def test_expected_head_appends_only_on_an_unmoved_log(self, recorder: Recorder) -> None:
+        await recorder.append("a", [new_event(), new_event()], ANY)
+        assert await recorder.append("b", [new_event()], NO_STREAM, expected_head=2) == [3]
+        with pytest.raises(WrongExpectedHead) as err:
+            await recorder.append("c", [new_event()], NO_STREAM, expected_head=2)
+        assert (err.value.expected, err.value.current) == (2, 3)
+        assert await recorder.head() == 3
+        assert await recorder.stream_version("c") == -1
+
+    async def test_expected_head_in_one_group_commit_lets_exactly_one_win(self, recorder: Recorder) -> None:
+        await recorder.append("a", [new_event()], ANY)
+        results = await asyncio.gather(
+            *(recorder.append(f"s{i}", [new_event()], NO_STREAM, expected_head=1) for i in range(5)),
+            return_exceptions=True,
+        )
+        assert [r for r in results if not isinstance(r, BaseException)] == [[2]]
+        assert all(isinstance(r, WrongExpectedHead) for r in results if isinstance(r, BaseException))
+        assert await recorder.head() == 2
+
+    async def test_a_retry_of_a_stored_append_wins_over_a_moved_head(self, recorder: Recorder) -> None:
+        e = new_event()
+        first = await recorder.append("s", [e], NO_STREAM, expected_head=0)
+        await recorder.append("t", [new_event()], ANY)
+        assert await recorder.append("s", [e], NO_STREAM, expected_head=0) == first
 
     # --- idempotency ---------------------------------------------------------------------------------------------
 

@@ -277,3 +277,29 @@ async def test_remove_an_ended_container(client: httpx.AsyncClient, cp: ControlP
     assert (await client.get(f"/v1/containers/{cid}", headers=READER)).status_code == 404
     history = await cp.log.read_stream(f"container-{cid}")
     assert type(history[-1].event).__name__ == "ContainerRemoved"
+
+
+async def test_the_apps_lifespan_owns_the_control_plane_and_stops_serving_when_it_fails(
+    nats_url: str, tmp_path: Any
+) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from api.app import Tokens, create_app
+
+    plane = ControlPlane(tmp_path / "cp", nats_url)
+    failures: list[BaseException] = []
+    app = create_app(plane, Tokens(admin=frozenset({"t"})), on_failure=failures.append)
+    async with AsyncTestClient(app) as c:  # runs the lifespan: the control plane starts
+        r = await c.post(
+            "/v1/containers", json={"name": "a", "image": "busybox"}, headers={"Authorization": "Bearer t"}
+        )
+        assert r.status_code == 201, r.text
+        assert (await c.get("/healthz")).status_code == 200
+        plane.failed.get_loop().call_soon_threadsafe(plane.failed.set_result, RuntimeError("the scheduler loop failed"))
+        async with asyncio.timeout(5):
+            while not failures:  # noqa: ASYNC110 -- the callback runs on the lifespan's loop
+                await asyncio.sleep(0.01)
+        assert [str(f) for f in failures] == ["the scheduler loop failed"]
+    # After the lifespan, the control plane is stopped: its log is closed.
+    with pytest.raises(Exception, match="closed"):
+        await plane.log.append("x", [ev.NodeCordoned(node="n")])
