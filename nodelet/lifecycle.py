@@ -59,6 +59,25 @@ _HINTS = {
     (_S.RUNNING, _O.START): "; it is running already",
 }
 TERMINAL = frozenset({_S.EXITED, _S.STOPPED, _S.REMOVED})
+INITIAL = _S.CREATED  # a container the node has just been told to start
+
+# A container found on disk when the node starts again, in the state it is adopted in, by what runc says of
+# it. One whose process ended meanwhile is adopted as running, so that its exit is a transition (running →
+# exited) like any other; one runc does not know (None) never got past create.
+ADOPTED: dict[str | None, State] = {
+    "running": _S.RUNNING,
+    "paused": _S.RUNNING,
+    "stopped": _S.RUNNING,
+    "created": _S.CREATED,
+    "creating": _S.CREATED,
+    None: _S.CREATED,
+}
+LEFTOVER = _S.EXITED  # a bundle or log with no live record: it ran once and ended (it can only be removed)
+
+
+def adopted(runc_status: str | None) -> State:
+    """The state to adopt a container in, from runc's status of it (an unknown status: as if not created)."""
+    return ADOPTED.get(runc_status, _S.CREATED)
 
 
 def transition(state: State, op: Op) -> State:

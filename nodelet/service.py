@@ -71,7 +71,7 @@ class _Container:
         self.command = command
         self.bundle = bundle
         self.cgroup = cgroup
-        self.state = State.CREATED
+        self.state = lifecycle.INITIAL
         self.settings: CpuSettings | None = None
         self.cpus: tuple[int, ...] = ()  # real CPUs it holds exclusively (LSE/LSR)
         self.pid = 0
@@ -347,7 +347,7 @@ class NodeService:
                     self.root / cmd.container_id,
                     "",
                 )
-                c.state = State.EXITED
+                c.state = lifecycle.LEFTOVER
             else:
                 return CommandAccepted(command_id=cmd.command_id)  # gone already: removing is idempotent
         try:
@@ -493,7 +493,7 @@ class NodeService:
             monitor_alive = self.runtime.adopt(c.id, bundle)
             recorded = self.runtime.exit_status(c.id)
             status = await self.runtime.status(c.id)
-            c.state = State.RUNNING if status in ("running", "stopped") else State.CREATED
+            c.state = lifecycle.adopted(status)
             self.containers[c.id] = c
             if recorded is not None:
                 await self._exited(c, recorded)

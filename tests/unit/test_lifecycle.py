@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodelet.lifecycle import TERMINAL, TRANSITIONS, IllegalTransition, Op, State, transition
+from nodelet.lifecycle import LEFTOVER, TERMINAL, TRANSITIONS, IllegalTransition, Op, State, adopted, transition
 
 S, Op_ = State, Op
 
@@ -74,3 +74,33 @@ def test_no_way_back_from_an_end(ops: list[Op]) -> None:
             assert state in TERMINAL
     if state in TERMINAL:
         assert transition(state, Op_.STOP) in TERMINAL
+
+
+@pytest.mark.parametrize(
+    ("runc_status", "state"),
+    [
+        ("running", S.RUNNING),
+        ("paused", S.RUNNING),
+        ("stopped", S.RUNNING),  # ended while the node was down: its exit follows as a transition
+        ("created", S.CREATED),
+        ("creating", S.CREATED),
+        (None, S.CREATED),  # runc does not know it
+        ("something new", S.CREATED),
+    ],
+)
+def test_adopted(runc_status: str | None, state: State) -> None:
+    assert adopted(runc_status) is state
+
+
+@pytest.mark.parametrize("runc_status", ["running", "paused", "stopped", "created", None])
+def test_every_adopted_state_can_end_and_be_removed(runc_status: str | None) -> None:
+    state = adopted(runc_status)
+    assert transition(transition(state, Op_.EXIT), Op_.REMOVE) is S.REMOVED
+    assert transition(transition(transition(state, Op_.STOP), Op_.EXIT), Op_.REMOVE) is S.REMOVED
+
+
+def test_a_leftover_can_only_be_removed() -> None:
+    assert LEFTOVER in TERMINAL
+    assert transition(LEFTOVER, Op_.REMOVE) is S.REMOVED
+    with pytest.raises(IllegalTransition):
+        transition(LEFTOVER, Op_.START)
