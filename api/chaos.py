@@ -2,7 +2,8 @@
 
 It brings up its own local cluster (nats-server, the control plane, N nodelets running runc) under a private
 ``CORRAL_HOME``, keeps a service running and keeps submitting containers over HTTP while it injects faults —
-SIGKILL and SIGSTOP/SIGCONT of nodelets (shorter and longer than the lease), SIGKILL of the control plane, an
+SIGKILL and SIGSTOP/SIGCONT of nodelets (shorter and longer than the lease), partitions of a nodelet from NATS
+(nftables drops, both directions or one, matched by the nodelet's own cgroup), SIGKILL of the control plane, an
 outage of nats-server, mass stops — and after each heal checks, from ``runc list`` and cgroup files on every
 node rather than from Corral's own state:
 
@@ -41,12 +42,12 @@ from typing import Any
 
 import httpx
 
-from api.local import LocalCluster
+from api.local import LocalCluster, cgroup2_root
 
 ENDED = frozenset({"exited", "stopped", "lost"})
 IN_FLIGHT = frozenset({"pending", "scheduled", "stopping"})  # each must settle (unschedulable may stay)
-FAULTS = ("kill-nodelet", "pause-short", "pause-long", "kill-control", "nats-outage", "mass-stop")
-NODE_FAULTS = frozenset({"kill-nodelet", "pause-long"})  # the only faults after which a node may be lost
+FAULTS = ("kill-nodelet", "pause-short", "pause-long", "partition", "kill-control", "nats-outage", "mass-stop")
+NODE_FAULTS = frozenset({"kill-nodelet", "pause-long", "partition"})  # the only faults after which a node may be lost
 
 
 # --- the pure core: judging one observation ---------------------------------------------------------------
@@ -153,7 +154,10 @@ def _cpus(text: str) -> frozenset[int]:
 class Chaos:
     def __init__(self, home: Path, nodes: int, seed: int, say: Callable[[str], None] = print) -> None:
         self.home = home
-        self.cluster = LocalCluster(home)
+        self.cluster = LocalCluster(home, process_cgroups=True)
+        self.table = f"corral_chaos_{home.name.replace('-', '_')}"  # the nftables table of a partition
+        # A partition needs cgroup v2 (hybrid or pure) to tell a nodelet's sockets apart.
+        self.faults = FAULTS if cgroup2_root() is not None else tuple(f for f in FAULTS if f != "partition")
         self.names = [f"node-{i + 1}" for i in range(nodes)]
         self.rng = random.Random(seed)  # the faults: a seed gives the same sequence
         self.load_rng = random.Random(seed + 1)  # the workload's own (it runs on another thread)
@@ -164,7 +168,7 @@ class Chaos:
         self.replicas = nodes
         self.api: httpx.Client | None = None
         self.stats: dict[str, dict[str, list[float]]] = {
-            f: {"detect": [], "replace": [], "converge": []} for f in FAULTS
+            f: {"detect": [], "replace": [], "converge": []} for f in self.faults
         }
         self.counts = {"faults": 0, "lost": 0, "doubled": 0, "stuck": 0, "gaps": 0, "overlaps": 0, "flaps": 0}
         self._lock = threading.Lock()
@@ -313,6 +317,12 @@ class Chaos:
             else:
                 self._measure_loss(node, t0, times, heal_after_s=self.rng.uniform(5, 8))
             self.cluster.signal(node, signal.SIGCONT)
+        elif fault == "partition":
+            self.cut(node, self.rng.choice(("both", "in", "out")))
+            try:
+                self._measure_loss(node, t0, times, heal_after_s=self.rng.uniform(5, 8))
+            finally:
+                self.heal()
         elif fault == "kill-control":
             self.cluster.signal("control", signal.SIGKILL)
             time.sleep(self.rng.uniform(0.5, 2))
@@ -328,6 +338,23 @@ class Chaos:
             with ThreadPoolExecutor(10) as pool:
                 list(pool.map(lambda c: api.delete(f"/v1/containers/{c['id']}", params={"grace": 1}), live))
         return times
+
+    def cut(self, node: str, direction: str) -> None:
+        """Drop the traffic of ``node``'s nodelet (its sockets, matched by its cgroup) in ``direction``: ``in``,
+        ``out`` or ``both``. Only this cluster's loopback traffic is touched; ``heal`` undoes it."""
+        group = self.cluster.process_cgroup(node)
+        root = cgroup2_root()
+        assert group is not None and root is not None
+        path, level = group.relative_to("/sys/fs/cgroup"), len(group.relative_to(root).parts)
+        hooks = {"both": ("input", "output"), "in": ("input",), "out": ("output",)}[direction]
+        rule = f'socket cgroupv2 level {level} "{path}" drop'
+        chains = "".join(f"chain {h} {{ type filter hook {h} priority 0; {rule}; }}\n" for h in hooks)
+        subprocess.run(
+            ["nft", "-f", "-"], input=f"table inet {self.table} {{\n{chains}}}\n".encode(), check=True, timeout=10
+        )
+
+    def heal(self) -> None:
+        subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True, timeout=10, check=False)
 
     def _measure_loss(self, node: str, t0: float, times: dict[str, float], heal_after_s: float) -> None:
         detect = self._wait(lambda: self._node_lost(node), timeout_s=heal_after_s)
@@ -368,7 +395,7 @@ class Chaos:
     def next_fault(self) -> str:
         """Every fault type once a round, in a random order: each is measured as often as the others."""
         if not self._round:
-            self._round = self.rng.sample(FAULTS, len(FAULTS))
+            self._round = self.rng.sample(self.faults, len(self.faults))
         return self._round.pop()
 
     def cycle(self, n: int, converge_s: float) -> None:
@@ -424,6 +451,7 @@ class Chaos:
             db.close()
 
     def down(self) -> None:
+        self.heal()
         if self.api is not None:
             self.api.close()
         if self.cluster.is_up():
@@ -438,7 +466,21 @@ class Chaos:
         for d in Path("/sys/fs/cgroup").glob(f"*/{self.home.name}"):
             with contextlib.suppress(OSError):
                 d.rmdir()
+        self._remove_process_cgroups()
         shutil.rmtree(self.home, ignore_errors=True)
+
+    def _remove_process_cgroups(self) -> None:
+        """The nodelets' own cgroups go once their last process (a monitor may outlive its nodelet briefly) has."""
+        root = cgroup2_root()
+        if root is None:
+            return
+        top = root / f"{self.home.name}-procs"
+        deadline = time.monotonic() + 10
+        while top.exists() and time.monotonic() < deadline:
+            for d in [*(p for p in top.iterdir() if p.is_dir()), top]:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            time.sleep(0.2)
 
     def report(self, cycles: int) -> str:
         head = ("detect", "replace", "converge")
@@ -458,10 +500,26 @@ class Chaos:
         return "\n".join(lines)
 
 
-def run(cycles: int, seed: int, nodes: int = 3, converge_s: float = 30.0, say: Callable[[str], None] = print) -> Chaos:
-    """Bring up a cluster, run ``cycles`` faults, print the report, take everything down."""
+def run(
+    cycles: int,
+    seed: int,
+    nodes: int = 3,
+    converge_s: float = 30.0,
+    *,
+    say: Callable[[str], None] = print,
+    faults: tuple[str, ...] = (),
+) -> Chaos:
+    """Bring up a cluster, run ``cycles`` faults (of every type, or of ``faults`` only), print the report, take
+    everything down."""
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        raise ValueError(f"unknown fault {', '.join(sorted(unknown))}; the faults are {', '.join(FAULTS)}")
     home = Path(f"/run/corral-chaos-{uuid.uuid4().hex[:6]}")
     chaos = Chaos(home, nodes, seed, say)
+    if faults:
+        chaos.faults = tuple(f for f in chaos.faults if f in faults)
+        if not chaos.faults:
+            raise ValueError("none of those faults can be injected on this host (a partition needs cgroup v2)")
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM still takes everything down
     try:

@@ -719,12 +719,23 @@ def chaos(
     seed: Annotated[int, typer.Option(help="seed of the fault sequence")] = 1,
     nodes_: Annotated[int, typer.Option("--nodes", help="nodelets in the cluster")] = 3,
     converge_s: Annotated[float, typer.Option("--converge", help="bound on convergence after a heal, s")] = 30.0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="inject only this fault type (repeatable): kill-nodelet, pause-short, pause-long, "
+            "partition, kill-control, nats-outage, mass-stop"
+        ),
+    ] = None,
 ) -> None:
     """Inject faults into a local cluster of its own and check, from runc and cgroups, that nothing is lost,
     doubled, stuck or overlapping; prints a line ``chaos: ...`` with the counts and times."""
     from api.chaos import run as run_chaos  # noqa: PLC0415 -- only this command needs it
 
-    result = run_chaos(cycles, seed, nodes_, converge_s)
+    try:
+        result = run_chaos(cycles, seed, nodes_, converge_s, faults=tuple(fault or ()))
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
     c = result.counts
     if c["lost"] or c["doubled"] or c["stuck"] or c["gaps"] or c["overlaps"]:
         raise typer.Exit(1)

@@ -104,9 +104,21 @@ def terminate_all(pids: list[int], grace_s: float = 15.0) -> None:
             os.waitpid(pid, 0)
 
 
+def cgroup2_root() -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted: ``/sys/fs/cgroup`` (pure v2), ``/sys/fs/cgroup/unified``
+    (hybrid), or None (pure v1)."""
+    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if (root / "cgroup.controllers").exists():
+            return root
+    return None
+
+
 class LocalCluster:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, process_cgroups: bool = False) -> None:
+        """With ``process_cgroups``, each nodelet process runs in a cgroup v2 group of its own
+        (``process_cgroup``), so that its sockets can be told apart (``nft ... socket cgroupv2``)."""
         self.home = home
+        self.process_cgroups = process_cgroups
         self.pids_file = home / "pids.json"
         self.env_file = home / "env.json"
         self.commands_file = home / "commands.json"  # how each process was started (no secrets: those are files)
@@ -167,7 +179,7 @@ class LocalCluster:
             with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {admin}"}, timeout=5) as c:
                 before = self._wait_nodes(c, {}, procs, timeout_s)  # the API is up: the nodes it knows already
                 for name, args in commands.items():
-                    procs[name] = self._spawn(args, home / f"{name}.log")
+                    procs[name] = self._spawn_named(name, args, home / f"{name}.log")
                 self.pids_file.write_text(json.dumps({name: p.pid for name, p in procs.items()}))
                 self._wait_nodes(c, {n: before.get(n, 0) for n in names}, procs, timeout_s)
         except BaseException:
@@ -180,6 +192,21 @@ class LocalCluster:
 
     def pids(self) -> dict[str, int]:
         return dict(json.loads(self.pids_file.read_text()))
+
+    def process_cgroup(self, name: str) -> Path | None:
+        """The cgroup v2 group the nodelet ``name`` runs in (None: it runs where it was started)."""
+        root = cgroup2_root()
+        if not self.process_cgroups or root is None or not name.startswith("node-"):
+            return None
+        return root / f"{self.home.name}-procs" / name
+
+    def _spawn_named(self, name: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        group = self.process_cgroup(name)
+        if group is not None:
+            group.mkdir(parents=True, exist_ok=True)
+            # Join the group before exec, so every socket the process makes belongs to it.
+            args = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(group), *args]
+        return self._spawn(args, log)
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` to one of the cluster's processes (``nats``, ``control``, ``node-N``)."""
@@ -194,7 +221,7 @@ class LocalCluster:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pids[name], os.WNOHANG)
         args = json.loads(self.commands_file.read_text())[name]
-        pids[name] = self._spawn(args, self.home / f"{name}.log").pid
+        pids[name] = self._spawn_named(name, args, self.home / f"{name}.log").pid
         self.pids_file.write_text(json.dumps(pids))
 
     def reap_containers(self) -> None:
