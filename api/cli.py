@@ -363,11 +363,12 @@ def ps(
                 format_memory(s["memory_limit_bytes"] or 0),
                 "yes" if c["throttled"] else "",
                 str(c.get("restarts", 0)),
+                c.get("waiting") or c.get("unschedulable") or c.get("message") or "",
             ]
         return cells
 
     columns = ["ID", "NAME", "IMAGE", "QOS", "STATE", "NODE", "CPUS", "EXIT"] + (
-        ["CPU", "MEMORY", "THROTTLED", "RESTARTS"] if wide else []
+        ["CPU", "MEMORY", "THROTTLED", "RESTARTS", "REASON"] if wide else []
     )
     _show(rows, output, columns, row)
 

@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from api.delivery import Delivery
 from api.leases import LeaseTable
 from scheduler.service import Scheduler, start_command
 from store.errors import StoreClosed
@@ -84,6 +85,10 @@ REPORTABLE = (
 )
 
 
+# Events after which a container no longer waits on a command sent about it.
+_SETTLED = (ev.ContainerStarted, ev.ContainerExited, ev.ContainerStopped, ev.ContainerLost, ev.ContainerRemoved)
+
+
 class NatsPublisher:
     """Sends commands to nodelets as requests, each in its own task (the scheduler never waits on a node);
     retries until the node answers or the command can no longer matter."""
@@ -101,6 +106,7 @@ class NatsPublisher:
         self.on_absent = on_absent
         self.tasks: set[asyncio.Task[None]] = set()
         self.attempts = 10
+        self.deliveries: dict[str, Delivery] = {}  # by container: the last command sent about it, as it went
 
     async def start(self, node: str, command: StartContainer) -> None:
         self._spawn(self._send(node, command))
@@ -115,7 +121,11 @@ class NatsPublisher:
 
     async def _send(self, node: str, command: StartContainer | StopContainer) -> None:
         """Send until answered; a refusal that may pass later (another epoch a moment ahead, CPUs still held by a
-        container being killed) is retried too, and only a final one, or the last, ends a start."""
+        container being killed) is retried too, and only a final one, or the last, ends a start. How it goes is
+        kept in ``deliveries`` (shown as the reason a container waits)."""
+        op = "start" if isinstance(command, StartContainer) else "stop"
+        d = Delivery(op, node, command.epoch, first_ns=time.time_ns())
+        self.deliveries[command.container_id] = d
         delay = 0.1
         reply: object = None
         for attempt in range(self.attempts):
@@ -123,23 +133,33 @@ class NatsPublisher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 if not self.wanted(node, command):
+                    if self.deliveries.get(command.container_id) is d:
+                        del self.deliveries[command.container_id]
                     return  # the node was lost or registered again, or the container moved on: nothing to do
+            d.attempts += 1
             try:
                 msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=30)
                 reply = reply_decoder.decode(msg.data)
             except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
+                d.last = f"no answer: {type(e).__name__}"
                 log.info("%s to %s: %r; retrying", type(command).__name__, node, e)
                 continue
             if isinstance(reply, CommandRejected) and reply.code.retryable and attempt < self.attempts - 1:
+                d.last = f"refused for now: {reply.message}"
                 log.info("%s to %s: %s; retrying", type(command).__name__, node, reply.message)
                 continue
             break
         else:
+            d.done = True
             log.warning("%s to %s: no answer; the node's next sync will settle it", type(command).__name__, node)
             return
+        d.done = True
         if not isinstance(reply, CommandRejected):
+            d.last = "accepted"
             return
+        d.last = f"refused: {reply.message}"
         if reply.code in LEFT_TO_SYNC:
+            d.refusal = reply.message
             log.info("%s to %s: %s; the node's sync settles it", type(command).__name__, node, reply.message)
         elif isinstance(command, StartContainer) and reply.code is not Reject.DUPLICATE_ID:  # duplicate: it is there
             await self.on_rejected(node, command, reply)
@@ -147,6 +167,8 @@ class NatsPublisher:
             await self.on_absent(node, command)
         elif reply.code is not Reject.DUPLICATE_ID:
             log.warning("%s to %s: %s", type(command).__name__, node, reply)
+        else:
+            d.last = "accepted"  # a duplicate: the node has it
 
     async def close(self) -> None:
         for t in list(self.tasks):
@@ -231,6 +253,8 @@ class ControlPlane:
     def _observe(self, position: int, event: ev.Event, before: ContainerView | None) -> None:
         if isinstance(event, ev.ContainerRemoved):
             self.telemetry.forget(event.container_id)  # a removed container's samples go with it
+        if isinstance(event, _SETTLED):
+            self.publisher.deliveries.pop(event.container_id, None)  # no longer waits: nothing to explain
 
     async def _on_disconnected(self) -> None:
         self.leases.deaf()  # what cannot be heard is not judged

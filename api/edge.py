@@ -131,6 +131,12 @@ class PlanResult(msgspec.Struct, frozen=True):
     reason: str = ""
 
 
+class ContainerStatus(ContainerView, frozen=True):
+    """A container as the API shows it while it waits (``scheduled`` or ``stopping``): with the reason."""
+
+    waiting: str = ""  # why it has not moved on yet (from the control plane's sends, not from the log)
+
+
 class HistoryEntry(msgspec.Struct, frozen=True):
     position: int
     version: int
@@ -146,6 +152,7 @@ SCHEMA_TYPES = (
     Submitted,
     StopAccepted,
     ContainerView,
+    ContainerStatus,
     NodeView,
     ServiceView,
     ClusterState,

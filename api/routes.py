@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
@@ -23,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from api.controlplane import ControlPlane
+from api.delivery import waiting
 from api.edge import (
     EVENT_TYPE_LIST,
     FROM_ZERO,
@@ -32,6 +34,7 @@ from api.edge import (
     MAX_TAIL,
     PAGE_HEADERS,
     BodyError,
+    ContainerStatus,
     Continue,
     HistoryEntry,
     Limit,
@@ -121,6 +124,15 @@ async def _node(projection: Projection, name: str) -> NodeView:
     if n is None:
         raise HTTPException(status_code=404, detail=f"no node {name}")
     return n
+
+
+def _explained(cp: ControlPlane, s: ClusterState, c: ContainerView) -> ContainerView:
+    """``c`` with the reason it waits, if it waits (``scheduled`` or ``stopping``)."""
+    if c.state is not ContainerState.SCHEDULED and c.state is not ContainerState.STOPPING:
+        return c
+    node = s.nodes.get(c.node) if c.node is not None else None
+    reason = waiting(c, node, cp.publisher.deliveries.get(c.id))
+    return ContainerStatus(**msgspec.structs.asdict(c), waiting=reason)
 
 
 def _paged(request: Request[Any, Any, Any], viewer: Viewer, found: Page[Any]) -> Response[Any]:
@@ -216,13 +228,14 @@ class ContainerController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
+        cp: CPDep,
         projection: ProjectionDep,
         viewer: ViewerDep,
         node: FromQuery[str | None] = None,
         state_: Annotated[ContainerState | None, QueryParameter(name="state")] = None,
         limit: Limit = None,
         start: Continue = None,
-    ) -> Response[list[ContainerView]]:
+    ) -> Response[list[ContainerStatus]]:
         """Containers in id order; with ``limit``, a page at a time (the next one named by ``Corral-Continue``
         and ``Link``)."""
         s = await projection.catch_up()
@@ -230,11 +243,16 @@ class ContainerController(Controller):
         def keep(c: ContainerView) -> bool:
             return (node is None or c.node == node) and (state_ is None or c.state == state_)
 
-        return _paged(request, viewer, page(s.containers, keep, limit, start))
+        found = page(s.containers, keep, limit, start)
+        return _paged(request, viewer, Page([_explained(cp, s, c) for c in found.items], found.next))
 
     @get("/{cid:str}", responses=errors(401, 404))
-    async def get_container(self, *, projection: ProjectionDep, viewer: ViewerDep, cid: FromPath[str]) -> ContainerView:
-        return viewer.shown(await _container(projection, cid))
+    async def get_container(
+        self, *, cp: CPDep, projection: ProjectionDep, viewer: ViewerDep, cid: FromPath[str]
+    ) -> ContainerStatus:
+        """A container; while it is ``scheduled`` or ``stopping``, ``waiting`` says why it has not moved on."""
+        c = await _container(projection, cid)
+        return viewer.shown(_explained(cp, projection.state, c))  # type: ignore[return-value]
 
     @delete("/{cid:str}", status_code=202, responses=errors(401, 403, 404, 422))
     async def stop_container(

@@ -303,3 +303,31 @@ async def test_the_apps_lifespan_owns_the_control_plane_and_stops_serving_when_i
     # After the lifespan, the control plane is stopped: its log is closed.
     with pytest.raises(Exception, match="closed"):
         await plane.log.append("x", [ev.NodeCordoned(node="n")])
+
+
+async def test_a_container_whose_node_does_not_answer_says_why_it_waits(
+    client: httpx.AsyncClient, cp: ControlPlane
+) -> None:
+    topo = Topology.uniform(1, 1, 2, 2, memory_per_numa=8 << 30)
+    # A node in the log with no nodelet behind it (and no lease, so it is never lost): a start goes unanswered.
+    await cp.log.append(
+        node_stream("n9"), [ev.NodeRegistered(node="n9", topology=topo, capacity=Resources(4000, 8 << 30), epoch=1)]
+    )
+    r = await client.post("/v1/containers", json={"name": "a", "image": "busybox"}, headers=ADMIN)
+    cid = r.json()["id"]
+    async with asyncio.timeout(30):
+        while True:
+            view = (await client.get(f"/v1/containers/{cid}", headers=READER)).json()
+            if "no answer" in view.get("waiting", ""):
+                break
+            await asyncio.sleep(0.1)
+    assert view["state"] == "scheduled"
+    assert view["waiting"].startswith("sending the start to n9 ("), view
+    listed = (await client.get("/v1/containers", params={"state": "scheduled"}, headers=READER)).json()
+    assert [c["id"] for c in listed] == [cid] and listed[0]["waiting"]
+    # Once it no longer waits, there is nothing to explain.
+    assert (await client.delete(f"/v1/containers/{cid}", params={"grace": "0"}, headers=ADMIN)).status_code == 202
+    view = (await client.get(f"/v1/containers/{cid}", headers=READER)).json()
+    assert view["state"] == "stopping" and view["waiting"].startswith(("sending the stop to n9", "waiting for n9")), (
+        view
+    )

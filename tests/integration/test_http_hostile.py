@@ -405,7 +405,7 @@ async def test_the_document_says_what_the_api_does(client: httpx.AsyncClient) ->
     listed = doc["paths"]["/v1/containers"]["get"]
     assert {"Corral-Continue", "Link"} <= set(listed["responses"]["200"]["headers"])
     assert listed["responses"]["200"]["content"]["application/json"]["schema"]["items"] == {
-        "$ref": "#/components/schemas/ContainerView"
+        "$ref": "#/components/schemas/ContainerStatus"
     }
     limit = next(p for p in listed["parameters"] if p["name"] == "limit")
     assert (limit["schema"]["type"], limit["schema"]["minimum"], limit["schema"]["maximum"]) == ("integer", 1, 5000)
