@@ -169,6 +169,7 @@ class SqliteRecorder(RecorderBase):
         head: int,
         clock: Callable[[], int],
         max_batch_events: int,
+        max_waiting: int = 10_000,
     ) -> None:
         super().__init__()
         self._path = path
@@ -180,6 +181,7 @@ class SqliteRecorder(RecorderBase):
         self._clock = clock
         self._max_batch = max_batch_events
         self._queue: asyncio.Queue[_Append | _Job | None] = asyncio.Queue()
+        self._room = asyncio.Semaphore(max_waiting)  # back-pressure: appends waiting for the writer, at most
         self._closed = False
         self._writer = asyncio.create_task(self._run_writer(), name="sqlite-writer")
         self.batches = 0  # transactions committed, for benchmarks
@@ -192,6 +194,7 @@ class SqliteRecorder(RecorderBase):
         synchronous: Synchronous = "FULL",
         clock: Callable[[], int] = time.time_ns,
         max_batch_events: int = 2000,
+        max_waiting: int = 10_000,
     ) -> SqliteRecorder:
         """Open (creating if needed) the log at ``path``. Raises ``LogLocked`` if another process writes it."""
         lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -236,6 +239,7 @@ class SqliteRecorder(RecorderBase):
             head=head,
             clock=clock,
             max_batch_events=max_batch_events,
+            max_waiting=max_waiting,
         )
 
     # --- writes ----------------------------------------------------------------------------------------
@@ -246,10 +250,13 @@ class SqliteRecorder(RecorderBase):
         if self._closed:
             raise StoreClosed("the recorder is closed")
         validate_append(stream, events, expected_version, expected_head)
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        request = AppendRequest(stream, tuple(events), expected_version, expected_head)
-        self._queue.put_nowait(_Append(request, future))
-        return await future
+        async with self._room:  # a writer that falls behind slows its callers rather than queue without bound
+            if self._closed:
+                raise StoreClosed("the recorder is closed")
+            future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+            request = AppendRequest(stream, tuple(events), expected_version, expected_head)
+            self._queue.put_nowait(_Append(request, future))
+            return await future
 
     async def _submit(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._closed:

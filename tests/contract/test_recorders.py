@@ -475,6 +475,39 @@ class TestSqliteRecorder(RecorderContract):
         finally:
             await r.close()
 
+    async def test_a_writer_behind_slows_its_callers_instead_of_queueing_without_bound(self, tmp_path: Path) -> None:
+        r = await SqliteRecorder.open(tmp_path / "bp.db", max_waiting=4)
+        most = 0
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal most
+            while not done.is_set():
+                most = max(most, r._queue.qsize())
+                await asyncio.sleep(0)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            positions = await asyncio.gather(*(r.append(f"s{i}", [new_event()], NO_STREAM) for i in range(60)))
+            assert sorted(p for [p] in positions) == list(range(1, 61))  # all of them written, none lost
+            assert 0 < most <= 4
+        finally:
+            done.set()
+            await sampler
+            await r.close()
+
+    async def test_appends_waiting_for_room_when_the_recorder_closes_are_refused_not_stranded(
+        self, tmp_path: Path
+    ) -> None:
+        r = await SqliteRecorder.open(tmp_path / "bp.db", max_waiting=1)
+        appends = [asyncio.ensure_future(r.append(f"s{i}", [new_event()], NO_STREAM)) for i in range(5)]
+        await asyncio.sleep(0)
+        await r.close()
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(*appends, return_exceptions=True)
+        assert all(isinstance(x, list | StoreClosed) for x in results), results
+        assert any(isinstance(x, list) for x in results)
+
     async def test_concurrent_appends_share_transactions(self, tmp_path: Path) -> None:
         r = await SqliteRecorder.open(tmp_path / "gc.db")
         try:
