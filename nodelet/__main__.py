@@ -14,6 +14,7 @@ import uvloop
 from nodelet.agent import Agent, AgentConfig
 from nodelet.cgroups import Cgroups, detect_layout
 from nodelet.images import ImageStore
+from nodelet.outbox import Outbox
 from nodelet.runtime import RuncRuntime, RuntimePaths
 from nodelet.service import NodeConfig, NodeService
 from nodelet.topology import discover, map_declared
@@ -92,6 +93,7 @@ async def main(args: argparse.Namespace) -> None:
             sync_s=args.sync,
         ),
         service,
+        Outbox(data_dir / "outbox"),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,7 +15,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 import nats
@@ -23,6 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
+from nodelet.outbox import Entry, Outbox
 from nodelet.service import NodeService
 from nodelet.telemetry import Sampler, ThrottleDetector, stats_sample, throttle_event
 from wire import events as ev
@@ -69,9 +71,12 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, service: NodeService, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self, config: AgentConfig, service: NodeService, outbox: Outbox, clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self.config = config
         self.service = service
+        self.outbox = outbox
         self.clock = clock
         self.nc: Client | None = None
         self.registered = asyncio.Event()
@@ -86,9 +91,15 @@ class Agent:
         self._rejoin = False  # the control plane does not hold this incarnation: register again first
 
     async def emit(self, event: ev.Event) -> None:
-        """Report one event; returns once the control plane has acked it (retrying with the same id) or refused
-        it for good (the container is not this node's, in its current epoch: nothing to retry)."""
+        """Report one event: kept in the outbox first (an unacked report outlives this process), then sent until
+        the control plane acks it (retrying with the same id) or refuses it for good (the container is not this
+        node's, in its current epoch: nothing to retry)."""
         event_id, occurred = new_event_id(), self.clock()
+        entry = await self.outbox.put(event_id, occurred, event)
+        await self._send_event(event_id, occurred, event)
+        await self.outbox.done(entry)
+
+    async def _send_event(self, event_id: uuid.UUID, occurred: int, event: ev.Event) -> None:
         delay = 0.05
         while True:
             await self.registered.wait()
@@ -115,6 +126,12 @@ class Agent:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.retry_max_s)
 
+    async def _send_leftovers(self, entries: list[Entry]) -> None:
+        """Send what an earlier run of this nodelet reported and never got acked, in the order it was made."""
+        for entry in entries:
+            await self._send_event(entry.event_id, entry.occurred_ns, entry.event)
+            await self.outbox.done(entry)
+
     async def run(self) -> None:
         """Connect, register, serve until ``stop``. Containers keep running when this returns."""
         options: dict[str, object] = {
@@ -129,7 +146,11 @@ class Agent:
         self.nc = await nats.connect(self.config.nats_url, reconnected_cb=self._on_reconnected, **options)
         try:
             await self.nc.subscribe(subjects.cmd(self.config.node), cb=self._on_command)
+            leftovers = await self.outbox.pending()
             await self._register()
+            if leftovers:
+                log.info("sending %d reports an earlier run left unacked", len(leftovers))
+                self._track(self._send_leftovers(leftovers))
             await self.service.recover()
             self.ready.set()
             if not await self._sync():
@@ -272,7 +293,10 @@ class Agent:
 
     def _report(self, event: ev.Event) -> None:
         """Emit in the background (retried until acked or refused)."""
-        task = asyncio.ensure_future(self.emit(event))
+        self._track(self.emit(event))
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

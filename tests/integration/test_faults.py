@@ -263,3 +263,26 @@ async def test_a_start_and_a_stop_appended_but_never_sent_before_a_crash_are_sen
         assert nodelets.running("n1") == {new}
     finally:
         await again.stop()
+
+
+async def test_a_report_a_killed_nodelet_left_unacked_is_sent_when_it_starts_again(
+    control: ControlPlane, nodelets: Nodelets
+) -> None:
+    from nodelet.outbox import Outbox
+    from tests.integration.test_control_plane import submit
+    from wire.ids import container_stream, new_event_id
+
+    nodelets.start("n1")
+    await until(control, lambda: "n1" in control.projection.state.nodes)
+    cid = await submit(control, spec("a", command=("sleep", "600")))
+    await until(control, lambda: control.projection.state.containers[cid].state is ContainerState.RUNNING)
+    nodelets.kill9("n1")  # its container runs on under its monitor
+    # What the killed process had kept in its outbox and never got acked: a report only it could make.
+    event_id = new_event_id()
+    box = Outbox(Path(f"/run/corral-cp-{nodelets.tag}-n1/outbox"))
+    await box.put(event_id, 1, ev.ContainerThrottled(container_id=cid, node="n1", throttled_ratio=0.5))
+    nodelets.start("n1")
+    await until(control, lambda: control.projection.state.containers[cid].throttled, timeout_s=20)
+    reports = [r for r in await control.log.read_stream(container_stream(cid)) if r.event_id == event_id]
+    assert len(reports) == 1 and isinstance(reports[0].event, ev.ContainerThrottled)
+    assert await Outbox(Path(f"/run/corral-cp-{nodelets.tag}-n1/outbox")).pending() == []  # done, once acked
