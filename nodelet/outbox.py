@@ -38,6 +38,8 @@ class Outbox:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for p in path.glob("*.tmp"):
+            p.unlink(missing_ok=True)  # an earlier run died before the rename: that event was neither kept nor sent
         names = [int(p.stem) for p in path.glob("*.evt") if p.stem.isdigit()]
         self._next = max(names, default=0) + 1
 
@@ -67,14 +69,12 @@ class Outbox:
         await asyncio.to_thread(self._file(entry.seq).unlink, missing_ok=True)
 
     async def pending(self) -> list[Entry]:
-        """What an earlier run made and never got acked, oldest first (a file that does not decode — cut short,
+        """What is kept and not done, oldest first: at start, what an earlier run never got acked (a file that does not decode — cut short,
         or from a version whose events this one cannot read — is dropped, and said so)."""
         return await asyncio.to_thread(self._read_pending)
 
     def _read_pending(self) -> list[Entry]:
         entries = []
-        for p in sorted(self.path.glob("*.tmp")):
-            p.unlink(missing_ok=True)  # never renamed: the event was not kept, and not sent
         for p in sorted(self.path.glob("*.evt")):
             try:
                 entries.append(_decoder.decode(p.read_bytes()))
