@@ -69,8 +69,8 @@ class Outbox:
         await asyncio.to_thread(self._file(entry.seq).unlink, missing_ok=True)
 
     async def pending(self) -> list[Entry]:
-        """What is kept and not done, oldest first: at start, what an earlier run never got acked (a file that does not decode — cut short,
-        or from a version whose events this one cannot read — is dropped, and said so)."""
+        """What is kept and not done, oldest first (at start: what an earlier run never got acked). A file that
+        does not decode (from a version whose events this one cannot read) is dropped, and said so."""
         return await asyncio.to_thread(self._read_pending)
 
     def _read_pending(self) -> list[Entry]:
