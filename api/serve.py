@@ -64,6 +64,7 @@ async def main(args: argparse.Namespace, tokens: Tokens) -> int:
             port=args.port,
             lifespan="on",
             log_level="warning",
+            timeout_graceful_shutdown=5,  # an open watch (GET /v1/events) never ends: it must not hold a stop
         )
     )
     loop = asyncio.get_running_loop()

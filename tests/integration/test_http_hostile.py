@@ -4,8 +4,10 @@ appended before validation, the log stays readable, the watch survives idleness.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -493,3 +495,35 @@ async def test_a_read_only_token_sees_env_names_not_values(client: httpx.AsyncCl
     reader, admin = await seen(READER), await seen(ADMIN)
     assert "hunter2" not in reader and reader.count("DB_PASSWORD") >= 8
     assert admin.count("hunter2") >= 8
+
+
+async def test_an_open_watch_does_not_hold_up_a_stop_of_the_control_plane(tmp_path: Path, nats_url: str) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"admin": ["a"]}))
+    port = free_port()
+    args = ["--data-dir", str(tmp_path / "cp"), "--nats", nats_url, "--tokens", str(tokens), "--port", str(port)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "api.serve", *args, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            async with asyncio.timeout(30):
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await c.get("/healthz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+            async with c.stream("GET", "/v1/events", headers={"Authorization": "Bearer a"}) as watch:
+                assert watch.status_code == 200
+                await anext(watch.aiter_lines())  # ": caught-up": the watch is open
+                started = asyncio.get_running_loop().time()
+                proc.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(20):
+                    code = await proc.wait()
+                took = asyncio.get_running_loop().time() - started
+        assert code == 0
+        assert took < 15, f"the stop took {took:.1f} s"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
