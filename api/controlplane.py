@@ -33,7 +33,8 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from api.delivery import Delivery
 from api.leases import LeaseTable
-from scheduler.service import Scheduler, start_command
+from scheduler.dispatch import Dispatcher, start_command, stop_command
+from scheduler.service import Scheduler
 from store.errors import StoreClosed
 from store.log import EventLog
 from store.projection import Projection
@@ -63,7 +64,7 @@ from wire.commands import (
     SyncRequest,
 )
 from wire.files import private_dir
-from wire.ids import command_id, container_stream, node_stream
+from wire.ids import container_stream, node_stream
 
 log = logging.getLogger("corral.controlplane")
 
@@ -222,7 +223,8 @@ class ControlPlane:
         )
         self.publisher = NatsPublisher(self.nc, self._refused, self._absent, self._wanted)
         self.projection = await Projection.load(self.recorder)  # the one owner of the cluster state
-        self.scheduler = Scheduler(self.log, self.publisher, projection=self.projection)
+        self.scheduler = Scheduler(self.log, projection=self.projection)
+        self.dispatcher = Dispatcher(self.projection, self.publisher)  # every command, derived from the log
         self.projection.observers.append(self._observe)
         now = time.monotonic_ns()
         self.leases.hear(now)  # leases count from now: a restart of the control plane loses no node
@@ -236,6 +238,7 @@ class ControlPlane:
         await self.nc.flush()
         self._tasks = [
             asyncio.create_task(self.scheduler.run(self._stop), name="scheduler"),
+            asyncio.create_task(self.dispatcher.run(self._stop), name="dispatcher"),
             asyncio.create_task(self._watch_leases(), name="leases"),
         ]
         for task in self._tasks:
@@ -452,9 +455,7 @@ class ControlPlane:
             if c.node == node and c.state in (ContainerState.SCHEDULED, ContainerState.RUNNING)
         )
         stopping = tuple(
-            StopContainer(
-                command_id=command_id(c.id, epoch, "stop"), epoch=epoch, container_id=c.id, grace_s=c.stop_grace_s
-            )
+            stop_command(c, epoch)
             for c in state.containers.values()
             if c.node == node and c.state is ContainerState.STOPPING
         )

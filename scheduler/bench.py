@@ -20,6 +20,7 @@ from pathlib import Path
 
 import uvloop
 
+from scheduler.dispatch import Dispatcher
 from scheduler.service import Scheduler
 from store.log import EventLog
 from store.recorder import NO_STREAM
@@ -103,7 +104,8 @@ async def run(nodes: int, containers: int, directory: Path) -> dict[str, float]:
                 for cid, s in zip(ids[start : start + 2000], specs[start : start + 2000], strict=True)
             )
         )
-    scheduler = Scheduler(log, Discard(), batch=1024)
+    scheduler = Scheduler(log, batch=1024)
+    dispatcher = Dispatcher(scheduler.projection, Discard())
     await scheduler.projection.catch_up()  # setup: the scheduler starts from a caught-up state
 
     decisions: list[float] = []
@@ -112,6 +114,7 @@ async def run(nodes: int, containers: int, directory: Path) -> dict[str, float]:
     placed = 0
     while n := await scheduler.round():
         placed += n
+        await dispatcher.dispatch()  # the starts, derived from the placements (sent nowhere)
     elapsed = time.perf_counter() - started
     pending = sum(1 for c in scheduler.state.containers.values() if c.node is None)
     await recorder.close()

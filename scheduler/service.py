@@ -3,8 +3,8 @@
 It keeps a projection current from the log, and on every wake: reconciles (appending what the reconciler
 asks), then schedules pending containers in batches against a snapshot it updates as it places, submits each
 batch as a plan to the applier (which re-checks it against the latest state and appends ``ContainerScheduled``
-or rejects with a refresh position; rejected containers are planned again), records unschedulable ones, and
-hands start commands to a publisher (NATS wiring comes with the control plane).
+or rejects with a refresh position; rejected containers are planned again) and records unschedulable ones.
+It sends nothing: the dispatcher (``scheduler.dispatch``) derives every command from the log.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import msgspec
 
@@ -29,8 +28,7 @@ from store.projection import Projection
 from store.projections import ClusterState, ContainerState, ContainerView, version, version_key
 from store.recorder import NO_STREAM
 from wire import events as ev
-from wire.commands import StartContainer, StopContainer
-from wire.ids import command_id, container_stream, new_container_id
+from wire.ids import container_stream, new_container_id
 from wire.spec import ContainerSpec
 
 log = logging.getLogger("corral.scheduler")
@@ -52,14 +50,6 @@ class DryRun(msgspec.Struct, frozen=True, gc=False):
     position: int
 
 
-class Publisher(Protocol):
-    """Delivers commands to nodelets. Calls return at once; delivery, retries and acks are the publisher's."""
-
-    async def start(self, node: str, command: StartContainer) -> None: ...
-
-    async def stop(self, node: str, command: StopContainer) -> None: ...
-
-
 def _replaced_version(state: ClusterState, action: Action) -> tuple[str, int] | None:
     """For a replacement, the version key of the container it replaces and that container's version as decided."""
     e = action.event
@@ -67,18 +57,6 @@ def _replaced_version(state: ClusterState, action: Action) -> tuple[str, int] | 
         key = f"container/{e.replaces}"
         return key, state.versions.get(key, NO_STREAM)
     return None
-
-
-def start_command(c: ContainerView, epoch: int) -> StartContainer:
-    """The start of a placed container for its node at ``epoch``, with the id every sender gives it."""
-    return StartContainer(
-        command_id=command_id(c.id, epoch, "start"),
-        epoch=epoch,
-        container_id=c.id,
-        spec=c.spec,
-        cpuset=c.cpuset,
-        numa_nodes=c.numa_nodes,
-    )
 
 
 def seed_of(eval_id: uuid.UUID, container_id: str) -> int:
@@ -128,7 +106,6 @@ class Scheduler:
     def __init__(
         self,
         log_: EventLog,
-        publisher: Publisher,
         *,
         config: StackConfig = DEFAULT,
         batch: int = 512,
@@ -137,7 +114,6 @@ class Scheduler:
         projection: Projection | None = None,
     ) -> None:
         self.log = log_
-        self.publisher = publisher
         self.config = config
         self.batch = batch
         self.new_id = new_id
@@ -151,8 +127,6 @@ class Scheduler:
         self._cluster_version = 0
         self.placed = 0
         self.decision_ms: list[float] | None = None  # set to a list to record each decision's time (benchmarks)
-        self.live = False  # set once caught up: only stops asked from then on are sent (sync covers the rest)
-        self._stops: list[tuple[str, str, float]] = []
         self.seen = 0  # the position the last round started from: later events need a round
 
     # --- state ------------------------------------------------------------------------------------------------
@@ -172,10 +146,6 @@ class Scheduler:
             self._dirty_nodes.add(before.node)
         if isinstance(event, _CAPACITY_EVENTS):
             self._cluster_version += 1  # capacity appeared: unschedulable containers may fit now
-        if self.live and isinstance(event, ev.ContainerStopRequested):
-            view = self.state.containers.get(event.container_id)
-            if view is not None and view.node is not None and view.state is ContainerState.STOPPING:
-                self._stops.append((view.node, event.container_id, event.grace_s))
 
     def snapshot(self) -> Snapshot:
         """The current snapshot, rebuilding only the nodes that events touched."""
@@ -219,7 +189,6 @@ class Scheduler:
         pending = [c for c in self.state.containers.values() if c.state in PENDING_STATES]
         self._unschedulable_at = {c.id: v for c in pending if (v := self._unschedulable_at.get(c.id)) is not None}
         pending = [c for c in pending if self._unschedulable_at.get(c.id) != self._cluster_version]
-        await self._send_stops()
         pending.sort(key=lambda c: c.submitted_position)
         placed = 0
         for i in range(0, len(pending), self.batch):
@@ -275,39 +244,8 @@ class Scheduler:
         for outcome in await asyncio.gather(*verdicts, return_exceptions=True):  # one group commit for the batch
             if isinstance(outcome, BaseException) and not isinstance(outcome, WrongExpectedVersion):
                 raise outcome  # a verdict on a container that changed meanwhile is dropped: the next round judges
-        await self.projection.catch_up()
-        for p in result.accepted:
-            view = self.state.containers.get(p.container_id)
-            if view is not None and view.state is ContainerState.SCHEDULED:  # not stopped meanwhile
-                await self.publisher.start(p.node, start_command(view, p.epoch))  # delivery is the publisher's
+        await self.projection.catch_up()  # the dispatcher sees the placements as they fold
         return len(result.accepted)
-
-    async def _send_stops(self) -> None:
-        stops, self._stops = self._stops, []
-        for node, container_id, grace_s in stops:
-            view = self.state.nodes.get(node)
-            if view is None or view.lost:
-                continue  # nothing to reach; the reconciler declares its containers lost
-            command = StopContainer(
-                command_id=command_id(container_id, view.epoch, "stop"),
-                epoch=view.epoch,
-                container_id=container_id,
-                grace_s=grace_s,
-            )
-            await self.publisher.stop(node, command)  # returns at once: delivery is the publisher's
-
-    async def _resend(self) -> None:
-        """Send again what the log says is under way: a start or a stop an earlier run appended but may not
-        have sent before it ended (the node answers a command it has seen with its first answer)."""
-        for c in self.state.containers.values():
-            node = self.state.nodes.get(c.node) if c.node is not None else None
-            if node is None or node.lost:
-                continue
-            if c.state is ContainerState.SCHEDULED:
-                await self.publisher.start(node.name, start_command(c, node.epoch))
-            elif c.state is ContainerState.STOPPING:
-                self._stops.append((node.name, c.id, c.stop_grace_s))
-        await self._send_stops()
 
     async def dry_run(self, spec: ContainerSpec, service_id: str | None = None) -> DryRun:
         """Where a container with ``spec`` would go now, and why (or why not), without changing anything; the
@@ -321,8 +259,6 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule whenever the log moves, until ``stop`` is set."""
         await self.projection.catch_up()
-        await self._resend()
-        self.live = True
         while not stop.is_set():
             try:
                 await self.round()

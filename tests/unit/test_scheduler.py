@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scheduler.dispatch import Dispatcher
 from scheduler.feasible import feasible, request_of
 from scheduler.plan import Plan, check_plan
 from scheduler.rank import Scoring
@@ -75,7 +76,8 @@ class Harness:
         self.log = EventLog(MemoryRecorder())
         self.publisher = Recorded()
         ids = itertools.count(1000)
-        self.scheduler = Scheduler(self.log, self.publisher, new_id=lambda: cid(next(ids)))
+        self.scheduler = Scheduler(self.log, new_id=lambda: cid(next(ids)))
+        self.dispatcher = Dispatcher(self.scheduler.projection, self.publisher)
         self.plans: list[Plan] = []
         submit = self.scheduler.applier.submit
 
@@ -234,8 +236,11 @@ async def test_round_schedules_and_publishes() -> None:
     assert h.container(a).state is ContainerState.SCHEDULED
     assert h.container(b).state is ContainerState.SCHEDULED
     assert len(h.container(b).cpuset) == 2
+    assert h.publisher.starts == []  # the scheduler sends nothing: the dispatcher derives the starts
+    assert await h.dispatcher.dispatch() == 2
     assert sorted(c.container_id for _, c in h.publisher.starts) == sorted([a, b])
     assert await h.scheduler.round() == 0  # nothing pending
+    assert await h.dispatcher.dispatch() == 0  # nothing new to tell
 
 
 async def test_service_replicas_spread_over_nodes() -> None:
@@ -396,8 +401,8 @@ async def test_stop_requests_are_sent_to_the_node_with_its_epoch() -> None:
     await h.nodes(node("n1", epoch=4))
     a = await h.submit(1, ls())
     await h.scheduler.round()
-    h.scheduler.live = True
     await h.add(container_stream(a), ev.ContainerStopRequested(container_id=a, grace_s=2.0))
     await h.scheduler.round()
+    await h.dispatcher.dispatch()
     [(node_name, command)] = h.publisher.stops
     assert (node_name, command.container_id, command.epoch, command.grace_s) == ("n1", a, 4, 2.0)
