@@ -227,7 +227,7 @@ class LocalCluster:
     def reap_containers(self) -> None:
         """Kill and delete, with runc, every container the nodes left (call once the nodelets are stopped)."""
         for node in self.home.glob("node-*"):
-            reap_containers(node)
+            reap_containers(node, cgroup=f"/{self.home.name}/{node.name}")
 
     def stop_processes(self) -> None:
         """Stop the nodelets, then the control plane, then NATS (containers outlive the nodelets)."""

@@ -7,21 +7,26 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def reap_containers(data: Path, timeout_s: float = 10.0, workers: int = 8) -> None:
+def reap_containers(data: Path, timeout_s: float = 10.0, workers: int = 8, cgroup: str | None = None) -> None:
     """Kill and delete, with runc, every container a stopped nodelet under ``data`` left (several at a time: a
     node may have left thousands), and unmount their roots, deepest first. Each command is bounded by
     ``timeout_s``; a root that will not unmount (busy, or the command hung) is detached lazily so nothing stays
-    mounted."""
+    mounted. With ``cgroup`` (the node's cgroup path), every process still in it afterwards is killed too: one
+    runc no longer knows (its create cut short) would otherwise live on."""
     runc_root = data / "rt" / "runc"
     with ThreadPoolExecutor(workers) as pool:
         if runc_root.exists():
             deletes = [["runc", "--root", str(runc_root), "delete", "-f", cid] for cid in os.listdir(runc_root)]
             list(pool.map(lambda argv: _run(argv, timeout_s), deletes))
+        if cgroup is not None:
+            kill_cgroup(cgroup, timeout_s)
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
         ours = sorted((m for m in mounts if m.startswith(f"{data}/")), reverse=True)
         # Whatever is mounted deeper first, deepest first; then the containers' roots, side by side.
@@ -30,6 +35,35 @@ def reap_containers(data: Path, timeout_s: float = 10.0, workers: int = 8) -> No
             if target not in roots:
                 _unmount(target, timeout_s)
         list(pool.map(lambda target: _unmount(target, timeout_s), roots))
+
+
+def _procs_files(cgroup: str) -> list[Path]:
+    """The ``cgroup.procs`` files of ``cgroup`` and every cgroup below it, in every hierarchy (v1 and v2)."""
+    rel = cgroup.strip("/")
+    tops = [p for p in Path("/sys/fs/cgroup").glob(f"*/{rel}") if p.is_dir()]
+    if (Path("/sys/fs/cgroup") / rel).is_dir() and (Path("/sys/fs/cgroup") / "cgroup.controllers").exists():
+        tops.append(Path("/sys/fs/cgroup") / rel)  # pure cgroup v2
+    return [f for top in tops for f in top.glob("**/cgroup.procs")]
+
+
+def _pids(cgroup: str) -> set[int]:
+    pids: set[int] = set()
+    for f in _procs_files(cgroup):
+        with contextlib.suppress(OSError, ValueError):
+            pids.update(int(line) for line in f.read_text().split())
+    return pids
+
+
+def kill_cgroup(cgroup: str, timeout_s: float) -> set[int]:
+    """SIGKILL every process in ``cgroup`` and below, until none is left or ``timeout_s`` passed; returns the
+    pids still there (none, normally)."""
+    deadline = time.monotonic() + timeout_s
+    while (pids := _pids(cgroup)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    return pids
 
 
 def _unmount(target: str, timeout_s: float) -> None:
@@ -47,7 +81,7 @@ def _run(argv: list[str], timeout_s: float) -> bool:
 def purge_node(data: Path, cgroup_root: str | None) -> None:
     """Clear a nodelet's state under ``data``; with ``cgroup_root`` (which nodes may share: pass it for the last
     node cleared), remove the cgroups under it too."""
-    reap_containers(data)
+    reap_containers(data, cgroup=cgroup_root)
     shutil.rmtree(data, ignore_errors=True)
     if cgroup_root is not None:
         for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{cgroup_root.strip('/')}/**/"), reverse=True):

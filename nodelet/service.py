@@ -62,6 +62,9 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     cpu_map: dict[int, int] = {}  # declared CPU → real CPU, when the node declares a topology it lacks
     cpus: tuple[int, ...] = ()  # the real CPUs containers may be pinned to
     mount_roots: bool = True  # False only for hollow nodes (scale tests): no overlay mounts
+    # Containers created and started at once: each holds a runc init process (some 8 MB) from its create to its
+    # start, so a burst of hundreds of starts waits its turn rather than fill memory with them.
+    parallel_starts: int = 8
 
 
 class _Container:
@@ -112,6 +115,7 @@ class NodeService:
         self._replies: collections.OrderedDict[uuid.UUID, Reply] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting: dict[str, _Container] = {}  # being started: their CPUs are held already
+        self._start_slots = asyncio.Semaphore(config.parallel_starts)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per container: one command at a time, in
         # arrival order; with how many commands hold or wait for it (dropped when none do)
         self.fenced = False  # cut off from the control plane: no start is taken (set by the agent)
@@ -260,29 +264,36 @@ class NodeService:
 
     async def _create_and_start(self, c: _Container, lower: list[Path], settings: CpuSettings) -> Reply:
         cmd, bundle, cgroup = c.command, c.bundle, c.cgroup
-        try:
-            rootfs = await asyncio.to_thread(self._prepare, c, lower)
-            config = oci_config(
-                cmd.spec,
-                container_id=cmd.container_id,
-                rootfs=str(rootfs),
-                cgroups_path=cgroup,
-                cpus=settings.cpus,
-                mems=settings.mems,
-                cpu_shares=settings.shares,
-                cpu_quota_us=settings.quota_us,
-                cpu_period_us=settings.period_us,
-                pids_limit=self.config.pids_limit,
-                allowed_host_mounts=self.config.allowed_host_mounts,
-            )
-            c.pid = await self.runtime.create(cmd.container_id, bundle, config)
-            if self.cgroups is not None:
-                await asyncio.to_thread(self.cgroups.apply, cgroup, settings)  # burst: between create and start
-            await self.runtime.start(cmd.container_id)
-        except (RuntimeError_, CgroupError, MountNotAllowed, OSError) as e:
-            await self._undo(c)
-            code = Reject.MOUNT_NOT_ALLOWED if isinstance(e, MountNotAllowed) else Reject.START_FAILED
-            raise Rejected(code, f"container {cmd.container_id}: {e}") from None
+        async with self._start_slots:
+            prepared = asyncio.ensure_future(asyncio.to_thread(self._prepare, c, lower))
+            try:
+                rootfs = await asyncio.shield(prepared)
+                config = oci_config(
+                    cmd.spec,
+                    container_id=cmd.container_id,
+                    rootfs=str(rootfs),
+                    cgroups_path=cgroup,
+                    cpus=settings.cpus,
+                    mems=settings.mems,
+                    cpu_shares=settings.shares,
+                    cpu_quota_us=settings.quota_us,
+                    cpu_period_us=settings.period_us,
+                    pids_limit=self.config.pids_limit,
+                    allowed_host_mounts=self.config.allowed_host_mounts,
+                )
+                c.pid = await self.runtime.create(cmd.container_id, bundle, config)
+                if self.cgroups is not None:
+                    await asyncio.to_thread(self.cgroups.apply, cgroup, settings)  # burst: between create and start
+                await self.runtime.start(cmd.container_id)
+            except (RuntimeError_, CgroupError, MountNotAllowed, OSError) as e:
+                await self._undo(c)
+                code = Reject.MOUNT_NOT_ALLOWED if isinstance(e, MountNotAllowed) else Reject.START_FAILED
+                raise Rejected(code, f"container {cmd.container_id}: {e}") from None
+            except asyncio.CancelledError:
+                # The nodelet stops mid-start: leave no container created and never started (its runc init would
+                # wait for a start forever); the start was not answered, so the control plane sends it again.
+                await asyncio.shield(self._undo_when(prepared, c))
+                raise
         c.state = lifecycle.transition(c.state, Op.START)
         self.containers[c.id] = c
         if (cmd.spec.qos or QoS.LS).exclusive:
@@ -294,6 +305,12 @@ class NodeService:
         c.started_report.add_done_callback(self._tasks.discard)
         self._watch(c)
         return CommandAccepted(command_id=cmd.command_id)
+
+    async def _undo_when(self, prepared: asyncio.Future[Path], c: _Container) -> None:
+        """Undo a start once its preparation is over (a mount under way finishes first, then is undone)."""
+        with contextlib.suppress(Exception):
+            await prepared
+        await self._undo(c)
 
     async def _undo(self, c: _Container) -> None:
         """Leave no process, mount, bundle or cgroup of a container that did not start."""

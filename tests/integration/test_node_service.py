@@ -47,7 +47,7 @@ class Node:
         self.events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.service = self.make_service()
 
-    def make_service(self) -> NodeService:
+    def make_service(self, parallel_starts: int = 8) -> NodeService:
         async def emit(e: ev.Event) -> None:
             await self.events.put(e)
 
@@ -57,6 +57,7 @@ class Node:
             cgroup_root=self.cgroup_root,
             cpus=tuple(range(os.cpu_count() or 1)),
             allowed_host_mounts=("/srv",),
+            parallel_starts=parallel_starts,
         )
         service = NodeService(
             config,
@@ -433,3 +434,54 @@ async def test_200_concurrent_starts_and_exits_all_succeed(node: Node) -> None:
     assert all(isinstance(r, CommandAccepted) for r in removed)
     assert node.cgroup_dirs() == []
     assert list((node.root / "data" / "containers").iterdir()) == []
+
+
+def runc_inits(cgroup_root: str) -> set[int]:
+    """Processes in the node's cgroups that are runc inits: containers created and not yet started."""
+    found: set[int] = set()
+    for procs in Path("/sys/fs/cgroup").glob(f"*/{cgroup_root.strip('/')}/**/cgroup.procs"):
+        for pid in procs.read_text().split():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().startswith("runc:[2:INIT]"):
+                    found.add(int(pid))
+            except OSError:
+                continue
+    return found
+
+
+async def test_a_burst_of_starts_holds_only_a_few_created_containers_at_a_time(node: Node) -> None:
+    node.service = node.make_service(parallel_starts=2)
+    cmds = [node.start(spec(f"b{i}", command=("sleep", "60"))) for i in range(12)]
+    most = 0
+    burst = asyncio.gather(*(node.service.handle(c) for c in cmds))
+    while not burst.done():
+        most = max(most, len(await asyncio.to_thread(runc_inits, node.cgroup_root)))
+        await asyncio.sleep(0.01)
+    assert all(isinstance(r, CommandAccepted) for r in await burst)
+    assert sorted(node.service.running()) == sorted(c.container_id for c in cmds)
+    assert 1 <= most <= 2, most  # each created container holds a runc init until its start
+
+
+async def test_a_start_cut_short_by_the_nodelet_stopping_leaves_no_container_waiting_for_a_start(
+    node: Node,
+) -> None:
+    service = node.service
+    real_start = service.runtime.start
+    created, release = asyncio.Event(), asyncio.Event()
+
+    async def held(cid: str) -> None:  # the real start, held at a gate: the container is created, not started
+        created.set()
+        await release.wait()
+        await real_start(cid)
+
+    service.runtime.start = held  # type: ignore[method-assign]
+    cmd = node.start(spec("cut", command=("sleep", "60")))
+    starting = asyncio.ensure_future(service.handle(cmd))
+    async with asyncio.timeout(30):
+        await created.wait()
+    assert runc_inits(node.cgroup_root)  # created: its runc init waits for a start
+    starting.cancel()  # the nodelet stops
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert runc_inits(node.cgroup_root) == set()
+    assert node.leftovers(cmd.container_id) == []
