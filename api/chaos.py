@@ -46,8 +46,18 @@ from api.local import LocalCluster, cgroup2_root
 
 ENDED = frozenset({"exited", "stopped", "lost"})
 IN_FLIGHT = frozenset({"pending", "scheduled", "stopping"})  # each must settle (unschedulable may stay)
-FAULTS = ("kill-nodelet", "pause-short", "pause-long", "partition", "kill-control", "nats-outage", "mass-stop")
-NODE_FAULTS = frozenset({"kill-nodelet", "pause-long", "partition"})  # the only faults after which a node may be lost
+FAULTS = (
+    "kill-nodelet",
+    "pause-short",
+    "pause-long",
+    "partition",  # nothing from the nodelet gets through (both directions, or its sends only)
+    "partition-in",  # nothing reaches the nodelet; its heartbeats still arrive until TCP stalls for want of acks
+    "kill-control",
+    "nats-outage",
+    "mass-stop",
+)
+# The only faults after which a node may be lost.
+NODE_FAULTS = frozenset({"kill-nodelet", "pause-long", "partition", "partition-in"})
 
 
 # --- the pure core: judging one observation ---------------------------------------------------------------
@@ -157,7 +167,7 @@ class Chaos:
         self.cluster = LocalCluster(home, process_cgroups=True)
         self.table = f"corral_chaos_{home.name.replace('-', '_')}"  # the nftables table of a partition
         # A partition needs cgroup v2 (hybrid or pure) to tell a nodelet's sockets apart.
-        self.faults = FAULTS if cgroup2_root() is not None else tuple(f for f in FAULTS if f != "partition")
+        self.faults = FAULTS if cgroup2_root() is not None else tuple(f for f in FAULTS if "partition" not in f)
         self.names = [f"node-{i + 1}" for i in range(nodes)]
         self.rng = random.Random(seed)  # the faults: a seed gives the same sequence
         self.load_rng = random.Random(seed + 1)  # the workload's own (it runs on another thread)
@@ -317,8 +327,8 @@ class Chaos:
             else:
                 self._measure_loss(node, t0, times, heal_after_s=self.rng.uniform(5, 8))
             self.cluster.signal(node, signal.SIGCONT)
-        elif fault == "partition":
-            self.cut(node, self.rng.choice(("both", "in", "out")))
+        elif fault in ("partition", "partition-in"):
+            self.cut(node, "in" if fault == "partition-in" else self.rng.choice(("both", "out")))
             try:
                 self._measure_loss(node, t0, times, heal_after_s=self.rng.uniform(5, 8))
             finally:

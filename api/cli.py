@@ -724,7 +724,7 @@ def chaos(
         list[str] | None,
         typer.Option(
             help="inject only this fault type (repeatable): kill-nodelet, pause-short, pause-long, "
-            "partition, kill-control, nats-outage, mass-stop"
+            "partition, partition-in, kill-control, nats-outage, mass-stop"
         ),
     ] = None,
 ) -> None:

@@ -14,10 +14,10 @@ pytestmark = [needs_runc, pytest.mark.slow]
 
 
 def test_a_round_of_every_fault_loses_doubles_and_strands_nothing(home: dict[str, str]) -> None:
-    run = corral(home, "chaos", "--cycles", "7", "--seed", "1", timeout=900)
+    run = corral(home, "chaos", "--cycles", "8", "--seed", "1", timeout=900)
     print(run.stdout)
     last = run.stdout.strip().splitlines()[-1]
-    assert last.startswith("chaos: cycles=7 faults=7 "), run.stdout + run.stderr
+    assert last.startswith("chaos: cycles=8 faults=8 "), run.stdout + run.stderr
     counts = dict(re.findall(r"(\w+)=([\d.]+)", last))
     assert {k: counts[k] for k in ("lost", "doubled", "stuck", "gaps", "overlaps")} == dict.fromkeys(
         ("lost", "doubled", "stuck", "gaps", "overlaps"), "0"
