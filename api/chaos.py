@@ -9,7 +9,8 @@ node rather than from Corral's own state:
 
 - lost: an accepted (2xx) submission missing from the cluster;
 - doubled: more containers of a service running than it has replicas, or one container running twice;
-- stuck: a container whose state disagrees with what runs (or that stays scheduled/stopping) past the bound;
+- stuck: a container whose state disagrees with what runs (or that stays scheduled/stopping), or a node that
+  stays lost, past the bound;
 - gaps: log positions that are not contiguous, or a live projection that differs from a fresh replay;
 - overlaps: exclusive cpusets, read from the cgroup files, that overlap on a node.
 
@@ -71,6 +72,7 @@ class Observation:
     cpusets: dict[str, dict[str, frozenset[int]]]  # ground truth: node → exclusive container → its cgroup CPUs
     accepted: frozenset[str] = frozenset()  # ids of 2xx submissions
     removed: frozenset[str] = frozenset()  # ids the runner removed itself
+    lost_nodes: frozenset[str] = frozenset()  # nodes the API calls lost (each must come back after a heal)
 
 
 @dataclass
@@ -119,6 +121,7 @@ def judge(o: Observation) -> Verdict:
     v.stuck += sorted(
         f"{cid} runs on {nodes} unknown to the API" for cid, nodes in where.items() if cid not in o.containers
     )
+    v.stuck += [f"node {n} is still lost" for n in sorted(o.lost_nodes)]
     for node, sets in sorted(o.cpusets.items()):
         items = sorted(sets.items())
         for i, (a, cpus_a) in enumerate(items):
@@ -218,9 +221,10 @@ class Chaos:
                     cpus = self.cgroup_cpus(node, cid)
                     if cpus is not None:
                         cpusets.setdefault(node, {})[cid] = cpus
+        lost_nodes = frozenset(n["name"] for n in self._get("/v1/nodes") if n["lost"])
         with self._lock:
             accepted, removed = frozenset(self.accepted), frozenset(self.removed)
-        return Observation(containers, services, running, cpusets, accepted, removed)
+        return Observation(containers, services, running, cpusets, accepted, removed, lost_nodes)
 
     def _get(self, path: str) -> list[dict[str, Any]]:
         assert self.api is not None

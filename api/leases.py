@@ -5,7 +5,9 @@ does I/O; the control plane's NATS shell feeds it and appends the transitions it
 - A lease that is not renewed for ``lease_ns`` expires: the node is lost (``expire`` returns it once).
 - Time counts only while the control plane could hear: from its start, and again from each reconnect to NATS
   or wake from a stall of its own (each restarts every lease's clock), never while it was disconnected. Its own
-  restart or a NATS outage therefore never makes a node lost.
+  restart or a NATS outage therefore never makes a node lost. Until a node is heard again it gets the grace
+  (nodes reconnect each at its own pace); once heard, its own lease counts from that heartbeat (a node that
+  fails just after a reconnect is found as fast as any other).
 - A heartbeat that cannot renew says why, so the node knows to register again: its node was declared lost (it
   re-registers with a new epoch, kills what it no longer owns and is recovered), it comes from an older
   incarnation, or the node is unknown here.
@@ -89,7 +91,7 @@ class LeaseTable:
             for node, lease in self.leases.items()
             if not lease.lost
             and now - lease.renewed_ns > self.lease_ns
-            and now - since > max(self.lease_ns, self.grace_ns)
+            and (lease.renewed_ns > since or now - since > max(self.lease_ns, self.grace_ns))
         ]
         for node, epoch in expired:
             self.leases[node] = Lease(epoch, self.leases[node].renewed_ns, lost=True)

@@ -22,6 +22,7 @@ def obs(
     cpusets: dict[str, dict[str, set[int]]] | None = None,
     accepted: set[str] | None = None,
     removed: set[str] | None = None,
+    lost_nodes: set[str] | None = None,
 ) -> Observation:
     return Observation(
         containers={x["id"]: x for x in containers},
@@ -30,6 +31,7 @@ def obs(
         cpusets={n: {k: frozenset(v) for k, v in sets.items()} for n, sets in (cpusets or {}).items()},
         accepted=frozenset(accepted or set()),
         removed=frozenset(removed or set()),
+        lost_nodes=frozenset(lost_nodes or set()),
     )
 
 
@@ -59,6 +61,7 @@ CASES = [
     pytest.param(obs([c("a", "pending", None)]), None, id="still-pending"),
     pytest.param(obs([c("a", "unschedulable", None)]), Verdict(), id="unschedulable-may-stay"),
     pytest.param(obs([], {"n1": {"x"}}), None, id="an-orphan-unknown-to-the-api"),
+    pytest.param(obs([], lost_nodes={"n2"}), None, id="a-node-that-stays-lost"),
     pytest.param(
         obs([c("a", "running"), c("b", "running")], {"n1": {"a", "b"}}, cpusets={"n1": {"a": {1}, "b": {1, 2}}}),
         None,
@@ -85,6 +88,7 @@ def test_each_kind_is_counted_where_it_belongs() -> None:
     assert judge(obs([], accepted={"z"})).lost == ["z"]
     assert len(judge(obs([c("a", "running")], {"n1": {"a"}, "n2": {"a"}})).doubled) == 1
     assert len(judge(obs([c("a", "scheduled")])).stuck) == 1
+    assert judge(obs([], lost_nodes={"n2"})).stuck == ["node n2 is still lost"]
     overlap = obs([c("a", "running"), c("b", "running")], {"n1": {"a", "b"}}, cpusets={"n1": {"a": {3}, "b": {3}}})
     assert judge(overlap).overlaps == ["n1: a and b share CPUs [3]"]
 

@@ -132,6 +132,27 @@ def test_after_a_reconnect_every_node_gets_the_grace_first() -> None:
     assert table.expire(int(16.2 * S)) == [("n1", 1)]
 
 
+def test_a_node_heard_after_a_reconnect_has_its_own_lease_not_the_grace() -> None:
+    table = LeaseTable(LEASE, grace_ns=2 * LEASE)
+    table.hear(0)
+    table.registered("n1", 1, 0)
+    table.registered("n2", 1, 0)
+    table.deaf()
+    table.hear(10 * S)
+    table.heartbeat("n1", 1, 11 * S)  # heard again at 11 s, then silent (it failed just after the reconnect)
+    lost = {t: table.expire(t * S // 10) for t in range(102, 162, 2)}
+    assert [(t, x) for t, xs in lost.items() for x in xs] == [(142, ("n1", 1))]  # 11 s + its lease, not 16 s
+    assert table.expire(int(16.2 * S)) == [("n2", 1)]  # never heard again: the grace, then lost
+
+
+def test_nodes_loaded_at_start_get_the_grace() -> None:
+    table = LeaseTable(LEASE, grace_ns=2 * LEASE)
+    table.hear(5 * S)
+    table.load("n1", 1, False, 5 * S)  # as the control plane starts: loaded with the same now
+    assert [x for t in range(52, 110, 2) for x in table.expire(t * S // 10)] == []
+    assert table.expire(int(11.2 * S)) == [("n1", 1)]
+
+
 @pytest.mark.parametrize(("steps", "answer"), BEATS)
 def test_heartbeat_answers(steps: list[tuple[Any, ...]], answer: Beat) -> None:
     last = run(steps)[-1]
