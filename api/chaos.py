@@ -170,7 +170,8 @@ class Chaos:
         self.cluster = LocalCluster(home, process_cgroups=True)
         self.table = f"corral_chaos_{home.name.replace('-', '_')}"  # the nftables table of a partition
         # A partition needs cgroup v2 (hybrid or pure) to tell a nodelet's sockets apart.
-        self.faults = FAULTS if cgroup2_root() is not None else tuple(f for f in FAULTS if "partition" not in f)
+        can_cut = cgroup2_root() is not None and shutil.which("nft") is not None
+        self.faults = FAULTS if can_cut else tuple(f for f in FAULTS if "partition" not in f)
         self.names = [f"node-{i + 1}" for i in range(nodes)]
         self.rng = random.Random(seed)  # the faults: a seed gives the same sequence
         self.load_rng = random.Random(seed + 1)  # the workload's own (it runs on another thread)
@@ -332,8 +333,8 @@ class Chaos:
                 self._measure_loss(node, t0, times, heal_after_s=self.rng.uniform(5, 8))
             self.cluster.signal(node, signal.SIGCONT)
         elif fault in ("partition", "partition-in"):
-            self.cut(node, "in" if fault == "partition-in" else self.rng.choice(("both", "out")))
             try:
+                self.cut(node, "in" if fault == "partition-in" else self.rng.choice(("both", "out")))
                 self._measure_loss(node, t0, times, heal_after_s=self.rng.uniform(5, 8))
             finally:
                 self.heal()
@@ -355,7 +356,8 @@ class Chaos:
 
     def cut(self, node: str, direction: str) -> None:
         """Drop the traffic of ``node``'s nodelet (its sockets, matched by its cgroup) in ``direction``: ``in``,
-        ``out`` or ``both``. Only this cluster's loopback traffic is touched; ``heal`` undoes it."""
+        ``out`` or ``both``. Only that process's traffic is touched (it talks to NATS on loopback and to nothing
+        else); ``heal`` undoes it."""
         group = self.cluster.process_cgroup(node)
         root = cgroup2_root()
         assert group is not None and root is not None

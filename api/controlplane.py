@@ -158,9 +158,8 @@ class NatsPublisher:
         if not isinstance(reply, CommandRejected):
             d.last = "accepted"
             return
-        d.last = f"refused: {reply.message}"
+        d.last, d.refusal = f"refused: {reply.message}", reply.message
         if reply.code in LEFT_TO_SYNC:
-            d.refusal = reply.message
             log.info("%s to %s: %s; the node's sync settles it", type(command).__name__, node, reply.message)
         elif isinstance(command, StartContainer) and reply.code is not Reject.DUPLICATE_ID:  # duplicate: it is there
             await self.on_rejected(node, command, reply)
@@ -169,7 +168,7 @@ class NatsPublisher:
         elif reply.code is not Reject.DUPLICATE_ID:
             log.warning("%s to %s: %s", type(command).__name__, node, reply)
         else:
-            d.last = "accepted"  # a duplicate: the node has it
+            d.last, d.refusal = "accepted", ""  # a duplicate: the node has it
 
     async def close(self) -> None:
         for t in list(self.tasks):
@@ -406,8 +405,10 @@ class ControlPlane:
             m = node_message_decoder.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
             log.warning("bad event from %s: %s", node, e)
-            return  # no ack: the nodelet logs the retry; a malformed event is a bug, not data
+            await self._refuse_report(msg, f"not a report this control plane reads: {e}")
+            return  # refused for good: sent again, it would only block the node's later reports
         if not isinstance(m, NodeEvent) or m.node != node or not isinstance(m.event, REPORTABLE):
+            await self._refuse_report(msg, f"not a report node {node} may make")
             return
         event = m.event
         await self.projection.catch_up()
@@ -424,6 +425,11 @@ class ControlPlane:
         stream = node_stream(node) if isinstance(event, ev.NodeImagesChanged) else container_stream(event.container_id)
         await self.log.append(stream, [event], ANY, event_ids=[m.event_id])
         await msg.respond(encode(EventAck(event_id=m.event_id)))
+
+    @staticmethod
+    async def _refuse_report(msg: Msg, why: str) -> None:
+        if msg.reply:
+            await msg.respond(encode(CommandRejected(command_id=None, code=Reject.INVALID_COMMAND, message=why)))
 
     async def _on_stats(self, msg: Msg) -> None:
         """Samples go to the bounded telemetry table, never to the log."""

@@ -23,7 +23,7 @@ class Delivery(msgspec.Struct):
     attempts: int = 0
     first_ns: int = 0  # wall clock of the first send
     last: str = "sending"  # "sending", "accepted", or what the last try got ("no answer: TimeoutError", ...)
-    refusal: str = ""  # a refusal the control plane leaves to the node's sync (fenced, another epoch)
+    refusal: str = ""  # why the node refused it for good, if it did
     done: bool = False  # the sender stopped: answered, refused, or out of tries (the node's sync takes over)
 
 

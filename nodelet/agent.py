@@ -95,9 +95,15 @@ class Agent:
         the control plane acks it (retrying with the same id) or refuses it for good (the container is not this
         node's, in its current epoch: nothing to retry)."""
         event_id, occurred = new_event_id(), self.clock()
-        entry = await self.outbox.put(event_id, occurred, event)
+        try:
+            entry: Entry | None = await self.outbox.put(event_id, occurred, event)
+        except OSError as e:  # a full or failing disk must not silence the node: send it, unkept
+            log.warning("outbox: cannot keep %s (%s); sending it anyway", type(event).__name__, e)
+            entry = None
         await self._send_event(event_id, occurred, event)
-        await self.outbox.done(entry)
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                await self.outbox.done(entry)
 
     async def _send_event(self, event_id: uuid.UUID, occurred: int, event: ev.Event) -> None:
         delay = 0.05
@@ -117,7 +123,7 @@ class Agent:
                 )
                 if isinstance(reply, EventAck) and reply.event_id == message.event_id:
                     return
-                if isinstance(reply, CommandRejected) and reply.code is Reject.NOT_OWNER:
+                if isinstance(reply, CommandRejected) and not reply.code.retryable:
                     log.warning("event %s refused: %s", type(event).__name__, reply.message)
                     return
                 log.warning("event %s not acked: %s", message.event_id, reply)
@@ -147,6 +153,9 @@ class Agent:
         try:
             await self.nc.subscribe(subjects.cmd(self.config.node), cb=self._on_command)
             leftovers = await self.outbox.pending()
+            for stale in [e for e in leftovers if isinstance(e.event, ev.NodeImagesChanged)]:
+                leftovers.remove(stale)  # the registration says which images the node holds now
+                await self.outbox.done(stale)
             await self._register()
             if leftovers:
                 log.info("sending %d reports an earlier run left unacked", len(leftovers))

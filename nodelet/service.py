@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -265,7 +266,13 @@ class NodeService:
     async def _create_and_start(self, c: _Container, lower: list[Path], settings: CpuSettings) -> Reply:
         cmd, bundle, cgroup = c.command, c.bundle, c.cgroup
         async with self._start_slots:
+            # Waiting for a slot may take long in a burst: what was checked on arrival is checked again.
+            if cmd.epoch != self.epoch:
+                raise Rejected(Reject.STALE_EPOCH, f"command for epoch {cmd.epoch}; this node is at {self.epoch}")
+            if self.fenced:
+                raise Rejected(Reject.FENCED, f"node {self.config.node} is cut off from the control plane")
             prepared = asyncio.ensure_future(asyncio.to_thread(self._prepare, c, lower))
+            creating: asyncio.Future[int] | None = None
             try:
                 rootfs = await asyncio.shield(prepared)
                 config = oci_config(
@@ -281,7 +288,8 @@ class NodeService:
                     pids_limit=self.config.pids_limit,
                     allowed_host_mounts=self.config.allowed_host_mounts,
                 )
-                c.pid = await self.runtime.create(cmd.container_id, bundle, config)
+                creating = asyncio.ensure_future(self.runtime.create(cmd.container_id, bundle, config))
+                c.pid = await asyncio.shield(creating)  # conmon goes on creating if we are cancelled: see below
                 if self.cgroups is not None:
                     await asyncio.to_thread(self.cgroups.apply, cgroup, settings)  # burst: between create and start
                 await self.runtime.start(cmd.container_id)
@@ -292,7 +300,7 @@ class NodeService:
             except asyncio.CancelledError:
                 # The nodelet stops mid-start: leave no container created and never started (its runc init would
                 # wait for a start forever); the start was not answered, so the control plane sends it again.
-                await asyncio.shield(self._undo_when(prepared, c))
+                await asyncio.shield(self._undo_when(c, prepared, creating))
                 raise
         c.state = lifecycle.transition(c.state, Op.START)
         self.containers[c.id] = c
@@ -306,10 +314,13 @@ class NodeService:
         self._watch(c)
         return CommandAccepted(command_id=cmd.command_id)
 
-    async def _undo_when(self, prepared: asyncio.Future[Path], c: _Container) -> None:
-        """Undo a start once its preparation is over (a mount under way finishes first, then is undone)."""
-        with contextlib.suppress(Exception):
-            await prepared
+    async def _undo_when(self, c: _Container, *steps: asyncio.Future[Any] | None) -> None:
+        """Undo a start once the steps under way are over (a mount or a create finishes first, then is undone:
+        undone earlier, it would leave a container runc creates after the undo)."""
+        for step in steps:
+            if step is not None:
+                with contextlib.suppress(Exception):
+                    await step
         await self._undo(c)
 
     async def _undo(self, c: _Container) -> None:
