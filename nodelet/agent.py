@@ -305,6 +305,7 @@ class Agent:
         self._track(self.emit(event))
 
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task the agent cancels and awaits when it stops."""
         task = asyncio.ensure_future(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -312,9 +313,7 @@ class Agent:
     async def _on_command(self, msg: Msg) -> None:
         """Each command in its own task: a slow start never holds up the node's other commands (the service
         keeps one container's commands in order)."""
-        task = asyncio.ensure_future(self._serve(msg))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._track(self._serve(msg))
 
     async def _serve(self, msg: Msg) -> None:
         await self.ready.wait()  # not before the epoch is known and earlier containers are re-adopted
@@ -344,9 +343,7 @@ class Agent:
             beat = Heartbeat(
                 node=self.config.node, epoch=self.service.epoch, seq=self._heartbeats, sent_ns=self.clock()
             )
-            task = asyncio.ensure_future(self._beat(beat, time.monotonic()))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._track(self._beat(beat, time.monotonic()))
             await asyncio.sleep(self.config.heartbeat_s)
 
     def fence_after_s(self) -> float:

@@ -145,10 +145,8 @@ class NodeService:
         if seen is not None:
             return msgspec.structs.replace(seen, duplicate=True) if isinstance(seen, CommandAccepted) else seen
         try:
-            if not isinstance(command, GetLogs) and command.epoch != self.epoch:
-                raise Rejected(Reject.STALE_EPOCH, f"command for epoch {command.epoch}; this node is at {self.epoch}")
-            if isinstance(command, StartContainer) and self.fenced:
-                raise Rejected(Reject.FENCED, f"node {self.config.node} is cut off from the control plane")
+            if not isinstance(command, GetLogs):
+                self._admit(command)
             match command:
                 case StartContainer():
                     reply: Reply = await self._start(command)
@@ -165,6 +163,13 @@ class NodeService:
         if not isinstance(command, GetLogs) and not (isinstance(reply, CommandRejected) and reply.code.retryable):
             self._remember(command.command_id, reply)  # a refusal that may pass later is not the final answer
         return reply
+
+    def _admit(self, command: StartContainer | StopContainer | RemoveContainer | UpdateResources) -> None:
+        """Refuse a command for another epoch of this node, and a start while the node is fenced."""
+        if command.epoch != self.epoch:
+            raise Rejected(Reject.STALE_EPOCH, f"command for epoch {command.epoch}; this node is at {self.epoch}")
+        if isinstance(command, StartContainer) and self.fenced:
+            raise Rejected(Reject.FENCED, f"node {self.config.node} is cut off from the control plane")
 
     def _remember(self, command_id: uuid.UUID, reply: Reply) -> None:
         self._replies[command_id] = reply
@@ -266,11 +271,7 @@ class NodeService:
     async def _create_and_start(self, c: _Container, lower: list[Path], settings: CpuSettings) -> Reply:
         cmd, bundle, cgroup = c.command, c.bundle, c.cgroup
         async with self._start_slots:
-            # Waiting for a slot may take long in a burst: what was checked on arrival is checked again.
-            if cmd.epoch != self.epoch:
-                raise Rejected(Reject.STALE_EPOCH, f"command for epoch {cmd.epoch}; this node is at {self.epoch}")
-            if self.fenced:
-                raise Rejected(Reject.FENCED, f"node {self.config.node} is cut off from the control plane")
+            self._admit(cmd)  # waiting for a slot may take long in a burst: checked again
             prepared = asyncio.ensure_future(asyncio.to_thread(self._prepare, c, lower))
             creating: asyncio.Future[int] | None = None
             try:
