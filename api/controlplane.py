@@ -358,7 +358,7 @@ class ControlPlane:
             return
         if not isinstance(beat, Heartbeat) or beat.node != self._node_of(msg):
             return
-        status = self.leases.heartbeat(beat.node, beat.epoch, time.monotonic_ns())
+        status = self.leases.heartbeat(beat.node, beat.epoch, time.monotonic_ns(), beat.unanswered_ns)
         if msg.reply:
             lease = self.leases.leases.get(beat.node)
             epoch = lease.epoch if lease is not None else 0

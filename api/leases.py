@@ -1,7 +1,9 @@
 """The lease table: which nodes are alive, judged from their heartbeats. Pure: time is an argument, nothing here
 does I/O; the control plane's NATS shell feeds it and appends the transitions it returns.
 
-- A node holds a lease from its registration; each heartbeat of its current epoch renews it.
+- A node holds a lease from its registration; each heartbeat of its current epoch renews it, back to the moment
+  the node last heard the control plane (the beat says how long ago): a lease is renewed by a round trip, so a
+  node whose beats still arrive but that hears nothing (a one-way partition) is lost as fast as a silent one.
 - A lease that is not renewed for ``lease_ns`` expires: the node is lost (``expire`` returns it once).
 - Time counts only while the control plane could hear: from its start, and again from each reconnect to NATS
   or wake from a stall of its own (each restarts every lease's clock), never while it was disconnected. Its own
@@ -22,7 +24,7 @@ from wire.commands import LeaseStatus
 
 class Lease(msgspec.Struct, frozen=True, gc=False):
     epoch: int
-    renewed_ns: int  # the last heartbeat (or registration) heard
+    renewed_ns: int  # the last round trip known: registration, or a heartbeat less the node's wait for an answer
     lost: bool = False
 
 
@@ -56,7 +58,8 @@ class LeaseTable:
     def registered(self, node: str, epoch: int, now: int) -> None:
         self.leases[node] = Lease(epoch, now)
 
-    def heartbeat(self, node: str, epoch: int, now: int) -> LeaseStatus:
+    def heartbeat(self, node: str, epoch: int, now: int, unanswered_ns: int = 0) -> LeaseStatus:
+        """A beat heard at ``now`` from a node that last heard this control plane ``unanswered_ns`` before it."""
         lease = self.leases.get(node)
         if lease is None or epoch > lease.epoch:
             return LeaseStatus.UNKNOWN
@@ -64,7 +67,7 @@ class LeaseTable:
             return LeaseStatus.STALE
         if lease.lost:
             return LeaseStatus.LOST
-        self.leases[node] = Lease(epoch, now)
+        self.leases[node] = Lease(epoch, max(lease.renewed_ns, now - max(0, unanswered_ns)))
         return LeaseStatus.RENEWED
 
     def unlose(self, node: str) -> None:

@@ -86,7 +86,8 @@ class Agent:
         self._pending: set[asyncio.Future[None]] = set()
         self._images: tuple[str, ...] = ()  # as last reported
         self._resync = asyncio.Event()  # sync now (reconnected, or told to register again)
-        self._renewed = time.monotonic()  # when the control plane last renewed this node's lease
+        self._renewed = time.monotonic()  # from when the control plane renewed this node's lease, at the latest
+        self._answered = time.monotonic()  # when the control plane last answered a heartbeat or registration
         self._lease_s = 0.0  # as the control plane said at registration
         self._rejoin = False  # the control plane does not hold this incarnation: register again first
 
@@ -223,11 +224,11 @@ class Agent:
                 if isinstance(reply, Registered):
                     self.service.epoch = reply.epoch
                     self._lease_s = reply.lease_s
-                    self._renewed = time.monotonic()
+                    self._renewed = self._answered = time.monotonic()
                     self.service.fenced = False  # heard: the sync that follows may start what it should
-                    if reply.lease_s < 4 * self.config.heartbeat_s:
+                    if reply.lease_s < 5 * self.config.heartbeat_s:
                         log.warning(
-                            "lease %.1f s is under four heartbeats (%.1f s): at-most-one containers may be fenced "
+                            "lease %.1f s is under five heartbeats (%.1f s): at-most-one containers may be fenced "
                             "off in normal operation",
                             reply.lease_s,
                             self.config.heartbeat_s,
@@ -340,10 +341,15 @@ class Agent:
         assert self.nc is not None
         while True:
             self._heartbeats += 1
+            sent = time.monotonic()
             beat = Heartbeat(
-                node=self.config.node, epoch=self.service.epoch, seq=self._heartbeats, sent_ns=self.clock()
+                node=self.config.node,
+                epoch=self.service.epoch,
+                seq=self._heartbeats,
+                sent_ns=self.clock(),
+                unanswered_ns=max(0, int((sent - self._answered) * 1e9)),
             )
-            self._track(self._beat(beat, time.monotonic()))
+            self._track(self._beat(beat, sent))
             await asyncio.sleep(self.config.heartbeat_s)
 
     def fence_after_s(self) -> float:
@@ -382,8 +388,10 @@ class Agent:
         except (nats.errors.Error, msgspec.DecodeError, msgspec.ValidationError) as e:
             log.debug("heartbeat %d: %r", beat.seq, e)  # unheard: beat on
             return
+        self._answered = max(self._answered, time.monotonic())
         if isinstance(reply, HeartbeatReply) and reply.status is LeaseStatus.RENEWED:
-            self._renewed = max(self._renewed, sent)  # renewed no earlier than this beat left
+            # The control plane renews back to when this node last heard it before the beat (a round trip).
+            self._renewed = max(self._renewed, sent - beat.unanswered_ns / 1e9)
             self.service.fenced = False
         if isinstance(reply, HeartbeatReply) and reply.status.reregister and beat.epoch == self.service.epoch:
             if not self._rejoin:

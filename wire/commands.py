@@ -152,6 +152,9 @@ class Heartbeat(_Message, frozen=True, tag=True):
     epoch: Epoch
     seq: int
     sent_ns: int
+    # How long before this beat the node last heard the control plane answer (by its own clock): a lease is
+    # renewed by a round trip, so a node that can still send but no longer hear is lost like a silent one.
+    unanswered_ns: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class LeaseStatus(enum.StrEnum):

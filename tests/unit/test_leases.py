@@ -26,9 +26,9 @@ def run(steps: list[tuple[Any, ...]]) -> list[Any]:
         elif op == "reg":
             node, epoch, t = args
             out.append(table.registered(node, epoch, t * S // 10))
-        elif op == "beat":
-            node, epoch, t = args
-            out.append(table.heartbeat(node, epoch, t * S // 10))
+        elif op == "beat":  # the node last heard the control plane ``unanswered`` tenths before the beat
+            node, epoch, t, *unanswered = args
+            out.append(table.heartbeat(node, epoch, t * S // 10, sum(unanswered) * S // 10))
         elif op == "load":
             node, epoch, lost, t = args
             out.append(table.load(node, epoch, lost, t * S // 10))
@@ -98,6 +98,40 @@ CASES = [
         [("reg", "n1", 1, 0), ("reg", "n2", 1, 0), *ticks(0, 20), ("beat", "n2", 1, 20), *ticks(22, 40)],
         [("n1", 1)],
         id="only-the-silent-node",
+    ),
+    pytest.param(
+        [
+            ("reg", "n1", 1, 0),
+            ("beat", "n1", 1, 10, 5),
+            ("beat", "n1", 1, 20, 15),
+            ("beat", "n1", 1, 30, 25),
+            *ticks(0, 36),
+        ],
+        [("n1", 1)],
+        id="beats-that-hear-nothing-back-renew-nothing-past-the-last-round-trip",
+    ),
+    pytest.param(
+        [("reg", "n1", 1, 0), ("beat", "n1", 1, 10, 5), ("beat", "n1", 1, 20, 15), *ticks(0, 34)],
+        [],
+        id="renewed-back-to-the-last-round-trip-and-held-for-a-lease",
+    ),
+    pytest.param(
+        [("reg", "n1", 1, 0), ("beat", "n1", 1, 20, 2), ("beat", "n1", 1, 21, 21), *ticks(0, 46)],
+        [],
+        id="a-late-beat-never-moves-the-renewal-back",
+    ),
+    pytest.param(
+        [
+            ("reg", "n1", 1, 0),
+            *ticks(0, 10),
+            ("deaf",),
+            *ticks(12, 100),
+            ("hear", 100),
+            ("beat", "n1", 1, 101, 91),
+            *ticks(102, 128),
+        ],
+        [],
+        id="after-a-reconnect-a-beat-that-heard-nothing-back-keeps-the-grace",
     ),
 ]
 
@@ -201,3 +235,30 @@ def test_property_a_node_heard_within_every_lease_while_listening_is_never_lost(
             if b in regular:
                 table.heartbeat("n1", 1, b * S // 10)
         assert table.expire(now) == [], t
+
+
+@given(
+    answers=st.lists(st.integers(min_value=0, max_value=200), max_size=40),
+    beat_every=st.integers(min_value=1, max_value=10),
+)
+def test_property_lost_exactly_when_no_round_trip_within_a_lease(answers: list[int], beat_every: int) -> None:
+    """A node beats every ``beat_every`` tenths over 20 s and hears the control plane only at ``answers`` (and its
+    registration at 0). It is lost exactly when, at a tick, more than 3 s passed since the last round trip the
+    control plane knows of (what the latest beat said) -- however many of its beats arrived."""
+    table = LeaseTable(LEASE)
+    table.hear(0)
+    table.registered("n1", 1, 0)
+    heard = sorted({0, *answers})
+    known = 0  # the last round trip the control plane knows of, in tenths
+    lost_at = None
+    for t in range(0, 201):
+        if t % beat_every == 0 and lost_at is None:
+            last = max(a for a in heard if a <= t)
+            table.heartbeat("n1", 1, t * S // 10, (t - last) * S // 10)
+            known = max(known, last)
+        if t % 2 == 0:
+            expired = table.expire(t * S // 10)
+            should = lost_at is None and (t - known) * S // 10 > LEASE
+            assert (expired == [("n1", 1)]) == should, (t, known)
+            if expired:
+                lost_at = t
