@@ -465,7 +465,13 @@ class ControlPlane:
             for c in state.containers.values()
             if c.node == node and c.state is ContainerState.STOPPING
         )
-        await msg.respond(encode(SyncReply(node=node, epoch=epoch, desired=desired, stopping=stopping)))
+        throttled = tuple(
+            c.id
+            for c in state.containers.values()
+            if c.node == node and c.state is ContainerState.RUNNING and c.throttled
+        )
+        reply = SyncReply(node=node, epoch=epoch, desired=desired, stopping=stopping, throttled=throttled)
+        await msg.respond(encode(reply))
 
     async def remove(self, container_id: str) -> None:
         """Forget an ended container: its node drops what it kept (best effort), then ``ContainerRemoved``."""

@@ -8,8 +8,9 @@ does I/O; the control plane's NATS shell feeds it and appends the transitions it
 - Time counts only while the control plane could hear: from its start, and again from each reconnect to NATS
   or wake from a stall of its own (each restarts every lease's clock), never while it was disconnected. Its own
   restart or a NATS outage therefore never makes a node lost. Until a node is heard again it gets the grace
-  (nodes reconnect each at its own pace); once heard, its own lease counts from that heartbeat (a node that
-  fails just after a reconnect is found as fast as any other).
+  (nodes reconnect each at its own pace); once a beat of it arrives, its own lease counts, from its last round
+  trip or the reconnect, whichever is later (a node that fails just after a reconnect is found as fast as any
+  other, even when its beats could not be answered while the control plane was away or stalled).
 - A heartbeat that cannot renew says why, so the node knows to register again: its node was declared lost (it
   re-registers with a new epoch, kills what it no longer owns and is recovered), it comes from an older
   incarnation, or the node is unknown here.
@@ -25,6 +26,7 @@ from wire.commands import LeaseStatus
 class Lease(msgspec.Struct, frozen=True, gc=False):
     epoch: int
     renewed_ns: int  # the last round trip known: registration, or a heartbeat less the node's wait for an answer
+    heard_ns: int  # when its last heartbeat (or registration) arrived
     lost: bool = False
 
 
@@ -53,10 +55,10 @@ class LeaseTable:
 
     def load(self, node: str, epoch: int, lost: bool, now: int) -> None:
         """A node as the log knows it (at start): a live one gets a full lease from now."""
-        self.leases[node] = Lease(epoch, now, lost)
+        self.leases[node] = Lease(epoch, now, now, lost)  # not heard since this start: the grace first
 
     def registered(self, node: str, epoch: int, now: int) -> None:
-        self.leases[node] = Lease(epoch, now)
+        self.leases[node] = Lease(epoch, now, now)
 
     def heartbeat(self, node: str, epoch: int, now: int, unanswered_ns: int = 0) -> LeaseStatus:
         """A beat heard at ``now`` from a node that last heard this control plane ``unanswered_ns`` before it."""
@@ -67,14 +69,14 @@ class LeaseTable:
             return LeaseStatus.STALE
         if lease.lost:
             return LeaseStatus.LOST
-        self.leases[node] = Lease(epoch, max(lease.renewed_ns, now - max(0, unanswered_ns)))
+        self.leases[node] = Lease(epoch, max(lease.renewed_ns, now - max(0, unanswered_ns)), now)
         return LeaseStatus.RENEWED
 
     def unlose(self, node: str) -> None:
         """The loss could not be recorded: the next ``expire`` judges the node again."""
         lease = self.leases.get(node)
         if lease is not None:
-            self.leases[node] = Lease(lease.epoch, lease.renewed_ns)
+            self.leases[node] = msgspec.structs.replace(lease, lost=False)
 
     def forget(self, node: str) -> None:
         self.leases.pop(node, None)
@@ -93,11 +95,11 @@ class LeaseTable:
             (node, lease.epoch)
             for node, lease in self.leases.items()
             if not lease.lost
-            and now - lease.renewed_ns > self.lease_ns
-            and (lease.renewed_ns > since or now - since > max(self.lease_ns, self.grace_ns))
+            and now - max(lease.renewed_ns, since) > self.lease_ns
+            and (lease.heard_ns > since or now - since > max(self.lease_ns, self.grace_ns))
         ]
-        for node, epoch in expired:
-            self.leases[node] = Lease(epoch, self.leases[node].renewed_ns, lost=True)
+        for node, _ in expired:
+            self.leases[node] = msgspec.structs.replace(self.leases[node], lost=True)
         return expired
 
     def is_lost(self, node: str) -> bool:

@@ -51,7 +51,7 @@ from api.openapi import errors
 from api.paging import Page, next_headers, page
 from scheduler.stack import Placement, Unschedulable
 from store.errors import WrongExpectedHead, WrongExpectedVersion
-from store.log import EventLog
+from store.log import EventLog, Recorded
 from store.projection import Projection
 from store.projections import (
     ClusterState,
@@ -64,6 +64,7 @@ from store.projections import (
 )
 from store.projector import DEFAULT_SNAPSHOT
 from store.recorder import NO_STREAM
+from store.sqlite import SqliteRecorder
 from wire import events as ev
 from wire.commands import LogsReply
 from wire.events import EVENT_TYPES
@@ -153,24 +154,32 @@ async def _create_once(
     Idempotency-Key), answer with the first append instead — if the retry asks for the same thing and what
     the key made still exists (the IETF Idempotency-Key draft: a reused key with another body is 422).
     With ``expected_head`` (If-Match), the append is a compare-and-set on the log's head in the writer's
-    transaction: 412 if anything was appended since."""
+    transaction: 412 if anything was appended since -- unless it is a retry of a submission that was made (its
+    own append moved the head), which gets the first answer again."""
     try:
         [position] = await event_log.append(stream, [event], NO_STREAM, expected_head=expected_head)
     except WrongExpectedHead as e:
-        raise HTTPException(
-            status_code=412, detail=f"the cluster changed since position {e.expected} (now {e.current}): plan again"
-        ) from None
-    except WrongExpectedVersion:
-        first = (await event_log.read_stream(stream))[0]
-        if not isinstance(first.event, type(event)) or first.event.spec != event.spec:
-            raise BodyError(422, "this key was used for a different request body", "Idempotency-Key") from None
-        s = await projection.catch_up()
-        if entity_id not in (s.containers if isinstance(event, ev.ContainerSubmitted) else s.services):
-            raise BodyError(
-                409, f"what this key made ({entity_id}) was removed; use a new key", "Idempotency-Key"
+        made = await event_log.read_stream(stream)
+        if not made:
+            raise HTTPException(
+                status_code=412, detail=f"the cluster changed since position {e.expected} (now {e.current}): plan again"
             ) from None
-        return Submitted(id=entity_id, position=first.position, duplicate=True)
+        return await _made_before(projection, entity_id, made[0], event)
+    except WrongExpectedVersion:
+        return await _made_before(projection, entity_id, (await event_log.read_stream(stream))[0], event)
     return Submitted(id=entity_id, position=position)
+
+
+async def _made_before(
+    projection: Projection, entity_id: str, first: Recorded, event: ev.ContainerSubmitted | ev.ServiceCreated
+) -> Submitted:
+    """The answer to a retry with the same Idempotency-Key, from what its first request appended."""
+    if not isinstance(first.event, type(event)) or first.event.spec != event.spec:
+        raise BodyError(422, "this key was used for a different request body", "Idempotency-Key")
+    s = await projection.catch_up()
+    if entity_id not in (s.containers if isinstance(event, ev.ContainerSubmitted) else s.services):
+        raise BodyError(409, f"what this key made ({entity_id}) was removed; use a new key", "Idempotency-Key")
+    return Submitted(id=entity_id, position=first.position, duplicate=True)
 
 
 async def _runnable_somewhere(projection: Projection, spec: ContainerSpec, prefix: str = "") -> None:
@@ -611,6 +620,23 @@ class _RefusedReports(Collector):
         yield family
 
 
+class _GroupCommit(Collector):
+    """corral_store_transactions_total and corral_store_appends_total: appends per transaction is how well the
+    log's writer groups concurrent appends (node reports, submissions) into one commit (SQLite only)."""
+
+    def __init__(self, cp: CPDep) -> None:
+        self.cp = cp
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        recorder = self.cp.log.recorder
+        if not isinstance(recorder, SqliteRecorder):
+            return
+        yield CounterMetricFamily(
+            "corral_store_transactions", "Transactions the log's writer committed", value=recorder.batches
+        )
+        yield CounterMetricFamily("corral_store_appends", "Appends those transactions held", value=recorder.appends)
+
+
 class Metrics:
     """One app's Prometheus registry: gauges set from the state at each scrape, counters kept by the control
     plane."""
@@ -620,6 +646,7 @@ class Metrics:
         self.containers = Gauge("corral_containers", "Containers by state", ["state"], registry=self.registry)
         self.nodes = Gauge("corral_nodes", "Registered nodes", ["status"], registry=self.registry)
         self.registry.register(_RefusedReports(cp))
+        self.registry.register(_GroupCommit(cp))
 
     def render(self, s: ClusterState) -> bytes:
         counts: dict[str, int] = {}

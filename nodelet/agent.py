@@ -90,6 +90,9 @@ class Agent:
         self._answered = time.monotonic()  # when the control plane last answered a heartbeat or registration
         self._lease_s = 0.0  # as the control plane said at registration
         self._rejoin = False  # the control plane does not hold this incarnation: register again first
+        self._detector = ThrottleDetector()
+        self._synced = asyncio.Event()  # a sync was answered: the detector knows what was reported before
+        self._reported_throttling: dict[str, bool] = {}  # by an earlier run, in reports sent again now
 
     async def emit(self, event: ev.Event) -> None:
         """Report one event: kept in the outbox first (an unacked report outlives this process), then sent until
@@ -157,6 +160,9 @@ class Agent:
             for stale in [e for e in leftovers if isinstance(e.event, ev.NodeImagesChanged)]:
                 leftovers.remove(stale)  # the registration says which images the node holds now
                 await self.outbox.done(stale)
+            for entry in leftovers:
+                if isinstance(entry.event, ev.ContainerThrottled | ev.ContainerUnthrottled):
+                    self._reported_throttling[entry.event.container_id] = isinstance(entry.event, ev.ContainerThrottled)
             await self._register()
             if leftovers:
                 log.info("sending %d reports an earlier run left unacked", len(leftovers))
@@ -299,6 +305,12 @@ class Agent:
         for cid, start in desired.items():
             if cid not in self.service.containers:
                 await self.service.handle(start)
+        # Throttling as last reported (by an earlier run's reports sent again, else as the control plane holds it)
+        # for containers the detector has not seen: it reports the end of a throttling that began before.
+        for cid in desired:
+            self._detector.assume(cid, self._reported_throttling.get(cid, cid in reply.throttled))
+        self._reported_throttling.clear()
+        self._synced.set()
         return True
 
     def _report(self, event: ev.Event) -> None:
@@ -400,31 +412,39 @@ class Agent:
             self._resync.set()
 
     async def _telemetry(self) -> None:
-        """Sweep the running containers' cgroups: samples go to the stats subject (fire and forget);
-        throttling transitions, edge-triggered with hysteresis, become events."""
-        assert self.nc is not None
-        detector = ThrottleDetector()
+        """Sweep the running containers' cgroups every ``stats_s``: samples go to the stats subject (fire and
+        forget); throttling transitions, edge-triggered with hysteresis, become events. A sweep that fails (a
+        file the kernel wrote in a form not understood) is logged and the next one tried: telemetry never
+        takes the node down."""
+        await self._synced.wait()
         with Sampler() as sampler:
             while True:
-                wanted = self.service.stats_paths()
-                for cid in [c for c in sampler.ids() if c not in wanted]:
-                    sampler.remove(cid)
-                    detector.forget(cid)
-                for cid, paths in wanted.items():
-                    if cid not in sampler:
-                        with contextlib.suppress(OSError):  # exited between the listing and the open
-                            sampler.add(cid, paths)
-                sweep = sampler.sweep()
-                for gone in sampler.take_gone():
-                    detector.forget(gone)
-                busy, total = sampler.node_cpu()
-                sample = stats_sample(self.config.node, self.clock(), sweep, busy, total)
-                with contextlib.suppress(Exception):
-                    await self.nc.publish(subjects.stats(self.config.node), encode(sample))
-                for cid, transition in detector.feed_all(sweep).items():
-                    self._report(throttle_event(self.config.node, cid, transition))
-                self.service.rotate_logs(self.config.log_max_bytes)
+                try:
+                    await self._sweep(sampler, self._detector)
+                except Exception:
+                    log.exception("telemetry sweep failed; trying again")
                 await asyncio.sleep(self.config.stats_s)
+
+    async def _sweep(self, sampler: Sampler, detector: ThrottleDetector) -> None:
+        assert self.nc is not None
+        wanted = self.service.stats_paths()
+        for cid in [c for c in sampler.ids() if c not in wanted]:
+            sampler.remove(cid)
+            detector.forget(cid)
+        for cid, paths in wanted.items():
+            if cid not in sampler:
+                with contextlib.suppress(OSError):  # exited between the listing and the open
+                    sampler.add(cid, paths)
+        # Every running container's cgroup files, read on a thread: the loop never waits on them.
+        sweep, (busy, total) = await asyncio.to_thread(lambda: (sampler.sweep(), sampler.node_cpu()))
+        for gone in sampler.take_gone():
+            detector.forget(gone)
+        sample = stats_sample(self.config.node, self.clock(), sweep, busy, total)
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.publish(subjects.stats(self.config.node), encode(sample))
+        for cid, transition in detector.feed_all(sweep).items():
+            self._report(throttle_event(self.config.node, cid, transition))
+        await self.service.rotate_logs(self.config.log_max_bytes)
 
 
 class _CommandId(msgspec.Struct):

@@ -117,6 +117,7 @@ class NodeService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting: dict[str, _Container] = {}  # being started: their CPUs are held already
         self._start_slots = asyncio.Semaphore(config.parallel_starts)
+        self._rebalancing = asyncio.Lock()  # one move of the shared pools at a time
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per container: one command at a time, in
         # arrival order; with how many commands hold or wait for it (dropped when none do)
         self.fenced = False  # cut off from the control plane: no start is taken (set by the agent)
@@ -191,25 +192,37 @@ class NodeService:
         ]
         return pools(self.config.cpus, [*held, *extra])
 
-    def _rebalance(self) -> None:
+    async def _rebalance(self) -> None:
         """Move every running LS and BE container onto its pool as it is now (after an exclusive container
-        came or went)."""
+        came or went). One move at a time, each planned from the pools as they are when it begins; the cgroup
+        writes (a cpuset write migrates tasks, and can take milliseconds) run on a thread."""
         if self.cgroups is None or not self.config.cpus:
             return
-        pool = self._pools()
-        for c in self._live():
-            qos = c.command.spec.qos or QoS.LS
-            if qos.exclusive or c.settings is None or c.state is not State.RUNNING:
-                continue
-            want = format_cpulist(cpuset_for(qos, (), pool))
-            if c.settings.cpus == want:
-                continue
-            new = msgspec.structs.replace(c.settings, cpus=want)
+        async with self._rebalancing:
+            pool = self._pools()
+            moves: list[tuple[_Container, CpuSettings]] = []
+            for c in self._live():
+                qos = c.command.spec.qos or QoS.LS
+                if qos.exclusive or c.settings is None or c.state is not State.RUNNING:
+                    continue
+                want = format_cpulist(cpuset_for(qos, (), pool))
+                if c.settings.cpus != want:
+                    moves.append((c, msgspec.structs.replace(c.settings, cpus=want)))
+            if moves:
+                for c, new in await asyncio.to_thread(self._move, moves):
+                    c.settings = new
+
+    def _move(self, moves: list[tuple[_Container, CpuSettings]]) -> list[tuple[_Container, CpuSettings]]:
+        """Write the moves (on a thread); return those made."""
+        assert self.cgroups is not None
+        made = []
+        for c, new in moves:
             try:
                 self.cgroups.apply(c.cgroup, new, c.settings)
-                c.settings = new
+                made.append((c, new))
             except CgroupError as e:
-                log.warning("container %s: cannot move to CPUs %s: %s", c.id, want, e)
+                log.warning("container %s: cannot move to CPUs %s: %s", c.id, new.cpus, e)
+        return made
 
     def _check(self, cmd: StartContainer) -> tuple[list[Path], CpuSettings]:
         """Everything that can be checked before the host is touched."""
@@ -306,7 +319,7 @@ class NodeService:
         c.state = lifecycle.transition(c.state, Op.START)
         self.containers[c.id] = c
         if (cmd.spec.qos or QoS.LS).exclusive:
-            self._rebalance()
+            await self._rebalance()
         # Reported in the background (the answer does not wait for the control plane); its exit after it.
         started = ev.ContainerStarted(container_id=c.id, node=self.config.node, pid=c.pid, started_ns=self.clock())
         c.started_report = asyncio.ensure_future(self.emit(started))
@@ -423,7 +436,7 @@ class NodeService:
             raise Rejected(Reject.INVALID_UPDATE, str(e)) from None
         if self.cgroups is not None:
             try:
-                self.cgroups.apply(c.cgroup, new, old)
+                await asyncio.to_thread(self.cgroups.apply, c.cgroup, new, old)
             except CgroupError as e:
                 raise Rejected(Reject.UPDATE_FAILED, str(e)) from None
         c.settings = new
@@ -482,9 +495,9 @@ class NodeService:
 
     async def _exited(self, c: _Container, status: ExitStatus) -> None:
         c.state = lifecycle.transition(c.state, Op.EXIT)
-        if (c.command.spec.qos or QoS.LS).exclusive:
-            self._rebalance()  # its CPUs return to the pools
         c.released = asyncio.ensure_future(self._teardown(c))  # before any await: a remove waits for it
+        if (c.command.spec.qos or QoS.LS).exclusive:
+            await self._rebalance()  # its CPUs return to the pools
         await c.released
         if c.started_report is not None:
             with contextlib.suppress(Exception):  # reported in order: started (if it could be), then exited
@@ -530,7 +543,7 @@ class NodeService:
                 c.pid = _pid(bundle)
                 if self.cgroups is not None:
                     with contextlib.suppress(CgroupError, OSError, ValueError):
-                        c.settings = self.cgroups.read(c.cgroup)
+                        c.settings = await asyncio.to_thread(self.cgroups.read, c.cgroup)
                 self._watch(c)  # adopted, untouched
             elif monitor_alive:
                 self._watch(c)  # created or exiting: the monitor will record the code
@@ -542,21 +555,25 @@ class NodeService:
                     with contextlib.suppress(RuntimeError_):
                         await self.runtime.kill(c.id, 9)  # an orphan: no code or logs will ever come
                 await self._exited(c, ExitStatus(code=None))
-        self._rebalance()
+        await self._rebalance()
 
-    def rotate_logs(self, max_bytes: int) -> None:
-        """Rotate the log of every running container that has grown past ``max_bytes`` (one old file kept)."""
-        for c in self._live():
+    async def rotate_logs(self, max_bytes: int) -> None:
+        """Rotate the log of every running container that has grown past ``max_bytes`` (one old file kept); the
+        files are looked at and counted on a thread."""
+        live = [(c.id, c.bundle) for c in self._live()]
+        await asyncio.to_thread(self._rotate, live, max_bytes)
+
+    def _rotate(self, live: list[tuple[str, Path]], max_bytes: int) -> None:
+        for cid, bundle in live:
             try:
-                current = self.runtime.logs(c.id)
+                current = self.runtime.logs(cid)
                 if current.stat().st_size > max_bytes:
                     older = current.with_name(current.name + ".1")
                     if older.exists():  # about to be replaced: its lines leave for good
-                        dropped = older.read_bytes().count(b"\n")
-                        (c.bundle / "log.base").write_text(str(self._log_base(c.id) + dropped))
-                    self.runtime.rotate_logs(c.id)
+                        (bundle / "log.base").write_text(str(self._log_base(cid) + _count_lines(older)))
+                    self.runtime.rotate_logs(cid)
             except (FileNotFoundError, RuntimeError_) as e:
-                log.debug("container %s: %s", c.id, e)
+                log.debug("container %s: %s", cid, e)
 
     def stats_paths(self) -> dict[str, StatsPaths]:
         """The telemetry files of each running container."""
@@ -598,3 +615,12 @@ def _pid(bundle: Path) -> int:
     with contextlib.suppress(FileNotFoundError, ValueError):
         return int((bundle / "pidfile").read_text())
     return 0
+
+
+def _count_lines(path: Path) -> int:
+    """Newlines in ``path``, read a megabyte at a time."""
+    count = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count

@@ -38,6 +38,7 @@ class StandInControlPlane:
         self.syncs: list[SyncRequest] = []
         self.synced = asyncio.Condition()
         self.desired: dict[str, StartContainer] = {}
+        self.throttled: set[str] = set()  # as the node's reports say, and told back in sync answers
 
     async def serve(self) -> None:
         await self.nc.subscribe("corral.register.*", cb=self._register)
@@ -57,6 +58,10 @@ class StandInControlPlane:
         assert isinstance(m, NodeEvent)
         if m.event_id not in self.events:
             self.events[m.event_id] = m.event
+            if isinstance(m.event, ev.ContainerThrottled):
+                self.throttled.add(m.event.container_id)
+            elif isinstance(m.event, ev.ContainerUnthrottled):
+                self.throttled.discard(m.event.container_id)
             await self.arrived.put(m.event)
         await msg.respond(encode(EventAck(event_id=m.event_id)))
 
@@ -66,7 +71,9 @@ class StandInControlPlane:
         async with self.synced:
             self.syncs.append(req)
             self.synced.notify_all()
-        await msg.respond(encode(SyncReply(node=req.node, epoch=self.epoch, desired=tuple(self.desired.values()))))
+        desired = tuple(self.desired.values())
+        throttled = tuple(d.container_id for d in desired if d.container_id in self.throttled)
+        await msg.respond(encode(SyncReply(node=req.node, epoch=self.epoch, desired=desired, throttled=throttled)))
 
     async def next_event(self, timeout_s: float = 20) -> ev.Event:
         async with asyncio.timeout(timeout_s):

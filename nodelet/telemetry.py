@@ -258,17 +258,19 @@ def step(
 ) -> tuple[ThrottleState, ThrottleTransition | None]:
     """Fold one sample into a container's state; a transition only when the state flips.
 
-    No periods elapsed since the baseline is no data: the state is returned unchanged. The first sample, and
-    counters that went down (the cgroup was recreated), only set the baseline and restart the streak; the
-    throttled flag is kept, so the events a consumer sees keep alternating."""
+    No periods elapsed since the baseline: the container wanted no CPU. Not throttled, that is no data (the state
+    is returned unchanged); throttled, it counts toward leaving (an idle container is not being throttled --
+    else one that goes quiet while throttled would stay throttled for good). Sweeps are at least a period
+    apart. The first sample, and counters that went down (the cgroup was recreated), only set the baseline and
+    restart the streak; the throttled flag is kept, so the events a consumer sees keep alternating."""
     periods, throttled = sample.nr_periods, sample.nr_throttled
     if state.nr_periods is None or periods < state.nr_periods or throttled < state.nr_throttled:
         return ThrottleState(throttled=state.throttled, nr_periods=periods, nr_throttled=throttled), None
     d_periods = periods - state.nr_periods
-    if d_periods == 0:
+    if d_periods == 0 and not state.throttled:
         return state, None
     d_throttled = throttled - state.nr_throttled
-    ratio = d_throttled / d_periods
+    ratio = d_throttled / d_periods if d_periods else 0.0
     if state.throttled:
         toward, needed = ratio <= hysteresis.exit_ratio, hysteresis.exit_samples
     else:
@@ -288,7 +290,8 @@ def step(
         )
         return following, None
     flipped = not state.throttled
-    transition = ThrottleTransition("throttled" if flipped else "unthrottled", window_throttled / window_periods)
+    ratio = window_throttled / window_periods if window_periods else 0.0
+    transition = ThrottleTransition("throttled" if flipped else "unthrottled", ratio)
     return ThrottleState(throttled=flipped, nr_periods=periods, nr_throttled=throttled), transition
 
 
@@ -318,6 +321,12 @@ class ThrottleDetector:
             if transition is not None:
                 out[sample.container_id] = transition
         return out
+
+    def assume(self, container_id: str, throttled: bool) -> None:
+        """Start a container not seen yet from ``throttled`` (as last reported): its next transition is the
+        other way."""
+        if container_id not in self._states:
+            self._states[container_id] = ThrottleState(throttled=throttled)
 
     def state(self, container_id: str) -> ThrottleState:
         return self._states.get(container_id, ThrottleState())

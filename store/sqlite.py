@@ -184,7 +184,8 @@ class SqliteRecorder(RecorderBase):
         self._room = asyncio.Semaphore(max_waiting)  # back-pressure: appends waiting for the writer, at most
         self._closed = False
         self._writer = asyncio.create_task(self._run_writer(), name="sqlite-writer")
-        self.batches = 0  # transactions committed, for benchmarks
+        self.batches = 0  # transactions committed (benchmarks, /metrics)
+        self.appends = 0  # appends they held: appends / batches is how well the group commit groups
 
     @classmethod
     async def open(
@@ -313,6 +314,7 @@ class SqliteRecorder(RecorderBase):
                     a.future.set_exception(failure)
             return
         self.batches += 1
+        self.appends += len(batch)
         if plan.rows:
             self._watch.advance(plan.rows[-1].position)
         for a, result in zip(batch, plan.results, strict=True):

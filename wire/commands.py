@@ -188,6 +188,9 @@ class SyncReply(_Message, frozen=True, tag=True):
     epoch: Epoch
     desired: tuple[StartContainer, ...] = ()
     stopping: tuple[StopContainer, ...] = ()
+    # Of its running containers, those the control plane holds as throttled: a restarted node's detector starts
+    # from there, so it reports the end of a throttling it did not see begin.
+    throttled: tuple[ContainerId, ...] = ()
 
 
 class ContainerSample(msgspec.Struct, frozen=True, gc=False, array_like=True):

@@ -194,6 +194,12 @@ async def test_metrics_and_openapi(client: httpx.AsyncClient) -> None:
     await client.post("/v1/containers", json=GOOD, headers=ADMIN)
     text = (await client.get("/metrics", headers=READER)).text
     assert 'corral_containers{state="pending"} 1.0' in text
+    counters = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("corral_store_"))
+    transactions, appends = (
+        float(counters["corral_store_transactions_total"]),
+        float(counters["corral_store_appends_total"]),
+    )
+    assert 1 <= transactions <= appends  # the submission is one of them
     schema = (await client.get("/schema/openapi.json")).json()
     assert "/v1/containers" in schema["paths"]
 
@@ -264,6 +270,21 @@ async def test_plan_then_check_and_set_submit(client: httpx.AsyncClient, cp: Con
     assert "plan again" in stale.json()["error"]
     bad = await client.post("/v1/containers", json=GOOD, headers={**ADMIN, "If-Match": "yesterday"})
     assert (bad.status_code, bad.json()["field"]) == (422, "If-Match")
+
+
+async def test_a_retried_check_and_set_submit_gets_its_first_answer(client: httpx.AsyncClient) -> None:
+    """A client that lost the answer retries with the same key and If-Match: its own append moved the head, so
+    the retry is answered as a duplicate, not 412; another request at that position still gets 412."""
+    position = (await client.post("/v1/plan", json=GOOD, headers=READER)).json()["position"]
+    headers = {**ADMIN, "If-Match": str(position), "Idempotency-Key": "plan-1"}
+    first = await client.post("/v1/containers", json=GOOD, headers=headers)
+    assert first.status_code == 201
+    again = await client.post("/v1/containers", json=GOOD, headers=headers)
+    assert again.json() == {**first.json(), "duplicate": True}
+    other = await client.post("/v1/containers", json=GOOD, headers={**headers, "Idempotency-Key": "plan-2"})
+    assert other.status_code == 412
+    changed = await client.post("/v1/containers", json={**GOOD, "name": "other"}, headers=headers)
+    assert (changed.status_code, changed.json()["field"]) == (422, "Idempotency-Key")
 
 
 async def test_remove_an_ended_container(client: httpx.AsyncClient, cp: ControlPlane) -> None:

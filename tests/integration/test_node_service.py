@@ -310,7 +310,7 @@ async def test_log_rotation_loses_nothing(node: Node) -> None:
     async with asyncio.timeout(5):
         while not log.exists() or "one" not in log.read_text():  # noqa: ASYNC110 -- a file has no event to await
             await asyncio.sleep(0.02)
-    node.service.rotate_logs(max_bytes=1)
+    await node.service.rotate_logs(max_bytes=1)
     assert "one" in log.with_name(log.name + ".1").read_text()
     get = GetLogs(command_id=new_command_id(), container_id=cmd.container_id)
     async with asyncio.timeout(5):
@@ -396,10 +396,10 @@ async def test_follow_logs_with_a_line_cursor_across_rotations(node: Node) -> No
 
     first = await read(0, want=2)
     assert (texts(first), first.next_line, first.truncated) == (["1", "2"], 2, False)
-    node.service.rotate_logs(max_bytes=1)  # "1", "2" move to the rotated file
+    await node.service.rotate_logs(max_bytes=1)  # "1", "2" move to the rotated file
     second = await read(first.next_line, want=1)
     assert (texts(second), second.next_line) == (["3"], 3)
-    node.service.rotate_logs(max_bytes=1)  # "1", "2" are dropped; "3" is rotated
+    await node.service.rotate_logs(max_bytes=1)  # "1", "2" are dropped; "3" is rotated
     third = await read(second.next_line, want=1)
     assert (texts(third), third.next_line) == (["4"], 4)
     everything = await read(0)

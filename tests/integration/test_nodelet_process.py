@@ -186,6 +186,35 @@ async def test_kill9_readopt_and_report_missed_exits(control: StandInControlPlan
 
 
 @pytest.mark.slow
+async def test_a_restarted_nodelet_reports_the_end_of_a_throttling_that_began_before(
+    control: StandInControlPlane, nodelet: NodeletProcess
+) -> None:
+    """Throttled, then the nodelet dies, then the container goes idle: the new nodelet starts its detector from
+    what the control plane holds (throttled) and reports the end, instead of leaving it throttled for good."""
+    nodelet.start()
+    async with asyncio.timeout(30):
+        await control.registered.wait()
+    spin = "end=$(($(date +%s) + 8)); while [ $(date +%s) -lt $end ]; do :; done; sleep 600"
+    busy = start(spec("busy", command=("sh", "-c", spin), cpu_request_millis=100, cpu_limit_millis=100))
+    assert await control.command("n1", busy) == CommandAccepted(command_id=busy.command_id)
+    control.desired[busy.container_id] = busy
+    assert isinstance(await control.next_event(), ev.ContainerStarted)
+    throttled = await control.next_event(timeout_s=8)
+    assert isinstance(throttled, ev.ContainerThrottled)
+    nodelet.kill9()
+    await asyncio.sleep(8)  # the spin is over: idle from now on, while no nodelet watches
+
+    control.registered.clear()
+    nodelet.start()
+    async with asyncio.timeout(30):
+        await control.registered.wait()
+    unthrottled = await control.next_event(timeout_s=20)
+    assert isinstance(unthrottled, ev.ContainerUnthrottled)
+    assert unthrottled.container_id == busy.container_id
+    assert control.throttled == set()
+
+
+@pytest.mark.slow
 async def test_throttling_becomes_events_and_samples_flow(
     control: StandInControlPlane, nodelet: NodeletProcess, nats_url: str
 ) -> None:

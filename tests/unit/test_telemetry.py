@@ -264,6 +264,24 @@ STEP_CASES = [
     ),
     pytest.param(
         {},
+        [(0, 0), (10, 10), (20, 20), (20, 20), (20, 20), (20, 20)],
+        [None, None, thr(1.0), None, None, unthr(0.0)],
+        id="a-throttled-container-that-goes-idle-is-unthrottled",
+    ),
+    pytest.param(
+        {},
+        [(0, 0), (10, 10), (20, 20), (20, 20), (30, 20), (30, 20)],
+        [None, None, thr(1.0), None, None, unthr(0.0)],
+        id="idle-and-unthrottled-samples-both-count-toward-leaving",
+    ),
+    pytest.param(
+        {},
+        [(0, 0), (10, 10), (10, 10), (10, 10), (20, 20)],
+        [None, None, None, None, thr(1.0)],
+        id="idle-while-unthrottled-is-no-data",
+    ),
+    pytest.param(
+        {},
         [(0, 0), (10, 10), (20, 20), (120, 25), (220, 30), (320, 35), (420, 40)],
         [None, None, thr(1.0), None, None, None, None],
         id="dead-band-keeps-throttled",
@@ -421,8 +439,11 @@ def test_no_transition_without_data(h: Hysteresis, counters: list[tuple[int, int
         if baseline is None or periods < baseline or throttled < before.nr_throttled:  # first sample, or a reset
             assert transition is None
             assert after == ThrottleState(throttled=before.throttled, nr_periods=periods, nr_throttled=throttled)
-        elif periods == baseline:
+        elif periods == baseline and not before.throttled:
             assert (after, transition) == (before, None)
+        elif periods == baseline:  # idle while throttled: toward leaving, never toward entering
+            assert transition is None or transition.kind == "unthrottled"
+            assert (transition is not None) == (not after.throttled)
         else:  # edge-triggered: a transition exactly when the state flips
             assert (transition is not None) == (after.throttled != before.throttled)
 
@@ -446,7 +467,7 @@ def test_a_constant_ratio_in_the_dead_band_never_flips(
     if start_throttled:  # every period throttled until it enters
         counters += [(dp * (i + 1), dp * (i + 1)) for i in range(h.enter_samples)]
     periods, throttled = counters[-1]
-    for k in multiples:
+    for k in multiples if not start_throttled else [k for k in multiples if k]:  # idle leaves the throttled state
         periods, throttled = periods + k * dp, throttled + k * dt
         counters.append((periods, throttled))
     assert [t.kind for t in transitions_of(h, counters)] == (["throttled"] if start_throttled else [])
