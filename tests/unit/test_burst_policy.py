@@ -1,0 +1,319 @@
+"""CPU Burst policy core, table-driven from the documented behaviour (../shared/reference/cpu-burst.md)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodelet.burst import (
+    Burst,
+    NodeState,
+    Scale,
+    ShareSample,
+    TokenBucket,
+    base_quota_us,
+    decide,
+    eligible,
+    new_bucket,
+    node_state,
+    spend,
+    static_burst,
+    target_quota,
+)
+from tests.builders import spec
+from wire.burst import (
+    DEFAULTS,
+    BurstConfig,
+    BurstPolicy,
+    BurstSettings,
+    BurstStrategy,
+    NodeBurstStrategy,
+    Resolved,
+    resolve,
+)
+from wire.spec import QoS
+
+AUTO = Resolved(policy=BurstPolicy.AUTO)
+S = 10**9
+
+
+def scaled(start: int, base: int, decision: Scale, steps: int, policy: Resolved = AUTO) -> list[int]:
+    out, cur = [], start
+    for _ in range(steps):
+        cur = target_quota(cur, base, policy, decision)
+        out.append(cur)
+    return out
+
+
+def test_limit_two_cpus_throttled_every_second_on_an_idle_node_scales_up_to_the_ceiling() -> None:
+    base = base_quota_us(2000)
+    assert base == 200_000
+    decision = decide(AUTO, None, throttled_ratio=0.4, node=NodeState.IDLE)
+    assert decision is Scale.UP
+    assert scaled(base, base, decision, 7) == [240000, 288000, 345600, 414720, 497664, 597196, 600000]
+
+
+def test_scale_down_from_the_ceiling_to_the_base() -> None:
+    assert scaled(600_000, 200_000, Scale.DOWN, 5) == [480000, 384000, 307200, 245760, 200000]
+
+
+@pytest.mark.parametrize(
+    ("policy", "bucket_allowed", "ratio", "node", "decision"),
+    [
+        pytest.param(BurstPolicy.NONE, True, 0.5, NodeState.IDLE, Scale.RESET, id="none-resets"),
+        pytest.param(BurstPolicy.CPU_BURST_ONLY, True, 0.5, NodeState.IDLE, Scale.RESET, id="burst-only-resets"),
+        pytest.param(BurstPolicy.CFS_QUOTA_BURST_ONLY, True, 0.5, NodeState.IDLE, Scale.UP, id="quota-only-scales"),
+        pytest.param(BurstPolicy.AUTO, True, 0.01, NodeState.IDLE, Scale.UP, id="any-throttling-scales-up"),
+        pytest.param(BurstPolicy.AUTO, True, 0.0, NodeState.IDLE, Scale.REMAIN, id="not-throttled-remains"),
+        pytest.param(BurstPolicy.AUTO, True, None, NodeState.IDLE, Scale.REMAIN, id="no-data-remains"),
+        pytest.param(BurstPolicy.AUTO, False, 0.5, NodeState.IDLE, Scale.DOWN, id="empty-bucket-scales-down"),
+        pytest.param(BurstPolicy.AUTO, True, 0.5, NodeState.OVERLOAD, Scale.DOWN, id="overload-up-becomes-down"),
+        pytest.param(BurstPolicy.AUTO, True, 0.0, NodeState.OVERLOAD, Scale.DOWN, id="overload-remain-becomes-down"),
+        pytest.param(BurstPolicy.AUTO, True, 0.5, NodeState.COOLING, Scale.REMAIN, id="cooling-up-becomes-remain"),
+        pytest.param(BurstPolicy.AUTO, True, 0.5, NodeState.UNKNOWN, Scale.REMAIN, id="unknown-up-becomes-remain"),
+        pytest.param(BurstPolicy.AUTO, False, 0.5, NodeState.COOLING, Scale.DOWN, id="cooling-keeps-down"),
+        pytest.param(BurstPolicy.NONE, True, 0.5, NodeState.OVERLOAD, Scale.RESET, id="off-resets-even-overloaded"),
+    ],
+)
+def test_decide(
+    policy: BurstPolicy, bucket_allowed: bool, ratio: float | None, node: NodeState, decision: Scale
+) -> None:
+    bucket = TokenBucket(100.0, 50.0 if bucket_allowed else 0.0)
+    assert decide(Resolved(policy=policy), bucket, ratio, node) is decision
+
+
+@pytest.mark.parametrize(
+    ("current", "decision", "want"),
+    [
+        (200_000, Scale.REMAIN, 200_000),
+        (345_600, Scale.REMAIN, 345_600),
+        (345_600, Scale.RESET, 200_000),
+        (150_000, Scale.REMAIN, 200_000),  # below the base (changed by hand): back within bounds
+        (900_000, Scale.REMAIN, 600_000),
+        (200_000, Scale.DOWN, 200_000),
+        (600_000, Scale.UP, 600_000),
+    ],
+)
+def test_target_quota_stays_within_base_and_ceiling(current: int, decision: Scale, want: int) -> None:
+    assert target_quota(current, 200_000, AUTO, decision) == want
+
+
+@given(
+    base=st.integers(1000, 10**7),
+    percent=st.integers(100, 1000),
+    current=st.integers(0, 10**8),
+    decisions=st.lists(st.sampled_from(list(Scale)), max_size=30),
+)
+def test_property_quota_always_within_bounds(base: int, percent: int, current: int, decisions: list[Scale]) -> None:
+    policy = Resolved(policy=BurstPolicy.AUTO, cfs_quota_burst_percent=percent)
+    for d in decisions:
+        current = target_quota(current, base, policy, d)
+        assert base <= current <= base * percent // 100
+
+
+def test_token_bucket_as_documented() -> None:
+    policy = Resolved(policy=BurstPolicy.AUTO, cfs_quota_burst_percent=150, cfs_quota_burst_period_seconds=100)
+    bucket = new_bucket(policy)
+    assert bucket == TokenBucket(5000.0, 5000.0)
+    for _ in range(10):
+        bucket = spend(bucket, 150, 1.0)
+    assert bucket == TokenBucket(5000.0, 4500.0)
+    assert bucket.allowed
+
+
+@pytest.mark.parametrize(
+    ("tokens", "usage", "dt", "after"),
+    [
+        (100.0, 250, 1.0, -50.0),
+        (100.0, 100, 5.0, 100.0),  # at the limit: nothing spent
+        (100.0, 80, 3.0, 100.0),  # between 60 % and 100 %: nothing refilled
+        (100.0, 59, 2.0, 182.0),
+        (-5000.0, 1000, 10.0, -5000.0),  # clamped at -capacity
+        (4990.0, 0, 10.0, 5000.0),  # clamped at capacity
+        (100.0, 500, 0.9, 100.0),  # whole seconds only
+        (100.0, 200, 2.7, -100.0),
+    ],
+)
+def test_spend(tokens: float, usage: float, dt: float, after: float) -> None:
+    assert spend(TokenBucket(5000.0, tokens), usage, dt).tokens == pytest.approx(after)
+
+
+def test_no_time_budget_means_no_bucket() -> None:
+    assert new_bucket(AUTO) is None
+    assert decide(AUTO, None, 0.5, NodeState.IDLE) is Scale.UP
+
+
+def test_an_empty_bucket_is_not_allowed_and_refills() -> None:
+    bucket = TokenBucket(10.0, 0.0)
+    assert not bucket.allowed
+    assert spend(bucket, 10, 1.0).allowed
+
+
+@pytest.mark.parametrize(
+    ("policy", "limit", "quota", "burst"),
+    [
+        pytest.param(BurstPolicy.NONE, 2000, 200_000, Burst(0, 0, "policy none"), id="off"),
+        pytest.param(BurstPolicy.CFS_QUOTA_BURST_ONLY, 2000, 200_000, Burst(0, 0, "policy cfsQuotaBurstOnly"), id="q"),
+        pytest.param(
+            BurstPolicy.CPU_BURST_ONLY,
+            2000,
+            200_000,
+            Burst(200_000, 2_000_000, "cpuBurstPercent 1000 clamped to the quota 200000us"),
+            id="default-1000-percent-clamped",
+        ),
+        pytest.param(
+            BurstPolicy.AUTO,
+            2000,
+            345_600,
+            Burst(345_600, 2_000_000, "cpuBurstPercent 1000 clamped to the quota 345600us"),
+            id="clamped-to-the-scaled-quota",
+        ),
+    ],
+)
+def test_static_burst(policy: BurstPolicy, limit: int, quota: int, burst: Burst) -> None:
+    assert static_burst(Resolved(policy=policy), limit, quota) == burst
+
+
+def test_static_burst_within_the_quota_is_not_clamped() -> None:
+    assert static_burst(Resolved(policy=BurstPolicy.AUTO, cpu_burst_percent=50), 500, 50_000) == Burst(
+        25_000, 25_000, "cpuBurstPercent 50"
+    )
+
+
+@given(limit=st.integers(1, 256_000), percent=st.integers(0, 100_000), quota=st.integers(1000, 10**8))
+def test_property_burst_never_exceeds_the_quota(limit: int, percent: int, quota: int) -> None:
+    b = static_burst(Resolved(policy=BurstPolicy.CPU_BURST_ONLY, cpu_burst_percent=percent), limit, quota)
+    assert 0 <= b.burst_us <= quota
+    assert b.burst_us == min(b.wanted_us, quota)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ok"),
+    [
+        ({"cpu_limit_millis": 500}, True),
+        ({"cpu_limit_millis": 500, "qos": QoS.LS}, True),
+        ({}, False),  # no limit: no quota to burst above
+        ({"cpu_limit_millis": 500, "qos": QoS.BE}, False),
+        ({"cpu_request_millis": 2000, "cpu_limit_millis": 2000, "qos": QoS.LSE}, False),
+        ({"cpu_request_millis": 2000, "cpu_limit_millis": 2000, "memory_limit_bytes": 1 << 30}, False),  # LSR
+    ],
+)
+def test_eligible(kwargs: dict[str, object], ok: bool) -> None:
+    assert eligible(spec("c", **kwargs)) is ok
+
+
+def share(at_s: float, busy_s: float, outside_s: float = 0.0, pool: float = 2.0) -> ShareSample:
+    return ShareSample(int(at_s * S), int(busy_s * S), int(outside_s * S), pool)
+
+
+@pytest.mark.parametrize(
+    ("samples", "state"),
+    [
+        pytest.param([], NodeState.UNKNOWN, id="no-data"),
+        pytest.param([share(0, 0)], NodeState.UNKNOWN, id="one-sample"),
+        pytest.param([share(0, 0), share(5, 2)], NodeState.IDLE, id="20-percent"),
+        pytest.param([share(0, 0), share(5, 4.5)], NodeState.COOLING, id="45-percent"),
+        pytest.param([share(0, 0), share(5, 5)], NodeState.OVERLOAD, id="50-percent"),
+        pytest.param([share(0, 0), share(5, 9, outside_s=5)], NodeState.IDLE, id="be-use-is-outside-the-pool"),
+        pytest.param([share(0, 0), share(5, 3, pool=1.0)], NodeState.OVERLOAD, id="exclusive-cpus-shrink-the-pool"),
+        pytest.param(
+            [share(0, 0), share(1, 1), share(2, 2), share(7, 3)], NodeState.IDLE, id="only-the-last-five-seconds"
+        ),
+        pytest.param([share(0, 5), share(5, 1)], NodeState.UNKNOWN, id="counters-went-back"),
+    ],
+)
+def test_node_state(samples: list[ShareSample], state: NodeState) -> None:
+    assert node_state(samples, 50) is state
+
+
+# --- precedence ---------------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_koordinators() -> None:
+    assert (
+        resolve(BurstConfig(), {})
+        == DEFAULTS
+        == Resolved(
+            policy=BurstPolicy.NONE,
+            cpu_burst_percent=1000,
+            cfs_quota_burst_percent=300,
+            cfs_quota_burst_period_seconds=-1,
+            share_pool_threshold_percent=50,
+        )
+    )
+
+
+CONFIG = BurstConfig(
+    cluster=BurstStrategy(policy=BurstPolicy.CPU_BURST_ONLY, cpu_burst_percent=200, share_pool_threshold_percent=60),
+    nodes=(
+        NodeBurstStrategy(selector={"pool": "batch"}, strategy=BurstStrategy(policy=BurstPolicy.NONE)),
+        NodeBurstStrategy(
+            selector={"pool": "web", "zone": "a"},
+            strategy=BurstStrategy(policy=BurstPolicy.AUTO, share_pool_threshold_percent=70),
+        ),
+        NodeBurstStrategy(selector={"pool": "web"}, strategy=BurstStrategy(cfs_quota_burst_percent=150)),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("labels", "container", "want"),
+    [
+        pytest.param({}, None, {"policy": "cpuBurstOnly", "cpu_burst_percent": 200, "threshold": 60}, id="cluster"),
+        pytest.param({"pool": "batch"}, None, {"policy": "none", "cpu_burst_percent": 200}, id="node-overrides"),
+        pytest.param(
+            {"pool": "web", "zone": "a"}, None, {"policy": "auto", "threshold": 70, "ceiling": 300}, id="first-match"
+        ),
+        pytest.param({"pool": "web"}, None, {"policy": "cpuBurstOnly", "ceiling": 150}, id="second-match"),
+        pytest.param(
+            {"pool": "batch"},
+            BurstSettings(policy=BurstPolicy.AUTO, cfs_quota_burst_period_seconds=30),
+            {"policy": "auto", "period": 30, "cpu_burst_percent": 200},
+            id="container-overrides-field-by-field",
+        ),
+        pytest.param(
+            {},
+            BurstStrategy(share_pool_threshold_percent=99),
+            {"threshold": 60},
+            id="a-container-never-sets-the-threshold",
+        ),
+    ],
+)
+def test_precedence(labels: dict[str, str], container: BurstSettings | None, want: dict[str, object]) -> None:
+    got = resolve(CONFIG, labels, container)
+    names = {
+        "policy": got.policy,
+        "cpu_burst_percent": got.cpu_burst_percent,
+        "threshold": got.share_pool_threshold_percent,
+        "ceiling": got.cfs_quota_burst_percent,
+        "period": got.cfs_quota_burst_period_seconds,
+    }
+    assert {k: names[k] for k in want} == want
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"policy": "sometimes"},
+        {"cfs_quota_burst_percent": 99},
+        {"cfs_quota_burst_period_seconds": -2},
+        {"cpu_burst_percent": -1},
+        {"share_pool_threshold_percent": 0},
+        {"share_pool_threshold_percent": 101},
+        {"unknown": 1},
+    ],
+)
+def test_bad_strategies_are_refused(body: dict[str, object]) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(msgspec.json.encode(body), type=BurstStrategy)
+
+
+def test_a_container_setting_cannot_carry_a_threshold() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"share_pool_threshold_percent": 50}', type=BurstSettings)
+
+
+def test_config_round_trips() -> None:
+    assert msgspec.json.decode(msgspec.json.encode(CONFIG), type=BurstConfig) == CONFIG
