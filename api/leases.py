@@ -8,9 +8,9 @@ does I/O; the control plane's NATS shell feeds it and appends the transitions it
 - Time counts only while the control plane could hear: from its start, and again from each reconnect to NATS
   or wake from a stall of its own (each restarts every lease's clock), never while it was disconnected. Its own
   restart or a NATS outage therefore never makes a node lost. Until a node is heard again it gets the grace
-  (nodes reconnect each at its own pace); once a beat of it arrives, its own lease counts, from its last round
-  trip or the reconnect, whichever is later (a node that fails just after a reconnect is found as fast as any
-  other, even when its beats could not be answered while the control plane was away or stalled).
+  (nodes reconnect each at its own pace); its first beat after the reconnect renews its lease from that beat
+  (no answer could reach it meanwhile, so what it says it missed proves nothing), and round trips from then on
+  (a node that fails just after a reconnect is found as fast as any other).
 - A heartbeat that cannot renew says why, so the node knows to register again: its node was declared lost (it
   re-registers with a new epoch, kills what it no longer owns and is recovered), it comes from an older
   incarnation, or the node is unknown here.
@@ -26,7 +26,7 @@ from wire.commands import LeaseStatus
 class Lease(msgspec.Struct, frozen=True, gc=False):
     epoch: int
     renewed_ns: int  # the last round trip known: registration, or a heartbeat less the node's wait for an answer
-    heard_ns: int  # when its last heartbeat (or registration) arrived
+    fresh: bool = False  # not heard since the control plane (re)connected
     lost: bool = False
 
 
@@ -43,9 +43,12 @@ class LeaseTable:
     # --- what the control plane could hear ------------------------------------------------------------------
 
     def hear(self, now: int) -> None:
-        """Connected (at start, or again after an outage): every lease counts from now."""
+        """Connected (at start, or again after an outage): every lease counts from now; no node is heard yet."""
         self.hearing_since = now
         self._last_tick = now
+        for node, lease in self.leases.items():
+            if not lease.fresh:
+                self.leases[node] = msgspec.structs.replace(lease, fresh=True)
 
     def deaf(self) -> None:
         """Disconnected from NATS: no lease expires until ``hear``."""
@@ -55,10 +58,10 @@ class LeaseTable:
 
     def load(self, node: str, epoch: int, lost: bool, now: int) -> None:
         """A node as the log knows it (at start): a live one gets a full lease from now."""
-        self.leases[node] = Lease(epoch, now, now, lost)  # not heard since this start: the grace first
+        self.leases[node] = Lease(epoch, now, fresh=True, lost=lost)  # not heard since this start: the grace first
 
     def registered(self, node: str, epoch: int, now: int) -> None:
-        self.leases[node] = Lease(epoch, now, now)
+        self.leases[node] = Lease(epoch, now)  # a registration is a round trip
 
     def heartbeat(self, node: str, epoch: int, now: int, unanswered_ns: int = 0) -> LeaseStatus:
         """A beat heard at ``now`` from a node that last heard this control plane ``unanswered_ns`` before it."""
@@ -69,7 +72,10 @@ class LeaseTable:
             return LeaseStatus.STALE
         if lease.lost:
             return LeaseStatus.LOST
-        self.leases[node] = Lease(epoch, max(lease.renewed_ns, now - max(0, unanswered_ns)), now)
+        # Its first beat since the control plane (re)connected renews from now: no answer could reach it meanwhile,
+        # so what it says it missed proves nothing. Round trips count from then on.
+        renewed = now if lease.fresh else max(lease.renewed_ns, now - max(0, unanswered_ns))
+        self.leases[node] = Lease(epoch, renewed)
         return LeaseStatus.RENEWED
 
     def unlose(self, node: str) -> None:
@@ -96,7 +102,7 @@ class LeaseTable:
             for node, lease in self.leases.items()
             if not lease.lost
             and now - max(lease.renewed_ns, since) > self.lease_ns
-            and (lease.heard_ns > since or now - since > max(self.lease_ns, self.grace_ns))
+            and (not lease.fresh or now - since > max(self.lease_ns, self.grace_ns))
         ]
         for node, _ in expired:
             self.leases[node] = msgspec.structs.replace(self.leases[node], lost=True)

@@ -225,12 +225,13 @@ class Agent:
         delay = 0.05
         while True:
             try:
+                asked = time.monotonic()  # the control plane's lease counts from no earlier than this
                 msg = await self.nc.request(subjects.register(self.config.node), message, self.config.request_timeout_s)
                 reply = control_reply_decoder.decode(msg.data)
                 if isinstance(reply, Registered):
                     self.service.epoch = reply.epoch
                     self._lease_s = reply.lease_s
-                    self._renewed = self._answered = time.monotonic()
+                    self._renewed, self._answered = asked, time.monotonic()
                     self.service.fenced = False  # heard: the sync that follows may start what it should
                     if reply.lease_s < 5 * self.config.heartbeat_s:
                         log.warning(
@@ -306,9 +307,11 @@ class Agent:
             if cid not in self.service.containers:
                 await self.service.handle(start)
         # Throttling as last reported (by an earlier run's reports sent again, else as the control plane holds it)
-        # for containers the detector has not seen: it reports the end of a throttling that began before.
+        # for running containers the detector has not seen: it reports the end of a throttling that began before.
+        sampled = self.service.stats_paths()
         for cid in desired:
-            self._detector.assume(cid, self._reported_throttling.get(cid, cid in reply.throttled))
+            if cid in sampled:
+                self._detector.assume(cid, self._reported_throttling.get(cid, cid in reply.throttled))
         self._reported_throttling.clear()
         self._synced.set()
         return True
@@ -390,7 +393,9 @@ class Agent:
     async def _beat(self, beat: Heartbeat, sent: float) -> None:
         assert self.nc is not None
         try:
-            msg = await self.nc.request(subjects.lease(self.config.node), encode(beat), self.config.heartbeat_s * 2)
+            # Waited for as long as a lease: a late answer still says the control plane can reach this node.
+            timeout = max(self.config.heartbeat_s * 2, self._lease_s)
+            msg = await self.nc.request(subjects.lease(self.config.node), encode(beat), timeout)
             reply = control_reply_decoder.decode(msg.data)
         except NoRespondersError:
             # NATS is there and no control plane listens (it is restarting): none can call this node lost now,
@@ -416,7 +421,6 @@ class Agent:
         forget); throttling transitions, edge-triggered with hysteresis, become events. A sweep that fails (a
         file the kernel wrote in a form not understood) is logged and the next one tried: telemetry never
         takes the node down."""
-        await self._synced.wait()
         with Sampler() as sampler:
             while True:
                 try:
@@ -435,15 +439,22 @@ class Agent:
             if cid not in sampler:
                 with contextlib.suppress(OSError):  # exited between the listing and the open
                     sampler.add(cid, paths)
-        # Every running container's cgroup files, read on a thread: the loop never waits on them.
-        sweep, (busy, total) = await asyncio.to_thread(lambda: (sampler.sweep(), sampler.node_cpu()))
+        # Every running container's cgroup files, read on a thread: the loop never waits on them. Cut short, the
+        # read is waited for all the same (the sampler's files must not close under it).
+        reading = asyncio.ensure_future(asyncio.to_thread(lambda: (sampler.sweep(), sampler.node_cpu())))
+        try:
+            sweep, (busy, total) = await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            await asyncio.wait([reading])
+            raise
         for gone in sampler.take_gone():
             detector.forget(gone)
         sample = stats_sample(self.config.node, self.clock(), sweep, busy, total)
         with contextlib.suppress(nats.errors.Error):
             await self.nc.publish(subjects.stats(self.config.node), encode(sample))
-        for cid, transition in detector.feed_all(sweep).items():
-            self._report(throttle_event(self.config.node, cid, transition))
+        if self._synced.is_set():  # else the detector does not know yet what was reported before this run
+            for cid, transition in detector.feed_all(sweep).items():
+                self._report(throttle_event(self.config.node, cid, transition))
         await self.service.rotate_logs(self.config.log_max_bytes)
 
 

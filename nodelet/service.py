@@ -117,7 +117,9 @@ class NodeService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting: dict[str, _Container] = {}  # being started: their CPUs are held already
         self._start_slots = asyncio.Semaphore(config.parallel_starts)
-        self._rebalancing = asyncio.Lock()  # one move of the shared pools at a time
+        # Changes of a running container's cgroup (moves between pools, updates): one at a time, each planned and
+        # written under it, so a change planned from settings another has replaced is never written.
+        self.cgroup_writes = asyncio.Lock()
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per container: one command at a time, in
         # arrival order; with how many commands hold or wait for it (dropped when none do)
         self.fenced = False  # cut off from the control plane: no start is taken (set by the agent)
@@ -198,27 +200,27 @@ class NodeService:
         writes (a cpuset write migrates tasks, and can take milliseconds) run on a thread."""
         if self.cgroups is None or not self.config.cpus:
             return
-        async with self._rebalancing:
+        async with self.cgroup_writes:
             pool = self._pools()
-            moves: list[tuple[_Container, CpuSettings]] = []
+            moves: list[tuple[_Container, CpuSettings, CpuSettings]] = []
             for c in self._live():
                 qos = c.command.spec.qos or QoS.LS
                 if qos.exclusive or c.settings is None or c.state is not State.RUNNING:
                     continue
                 want = format_cpulist(cpuset_for(qos, (), pool))
                 if c.settings.cpus != want:
-                    moves.append((c, msgspec.structs.replace(c.settings, cpus=want)))
+                    moves.append((c, c.settings, msgspec.structs.replace(c.settings, cpus=want)))
             if moves:
                 for c, new in await asyncio.to_thread(self._move, moves):
                     c.settings = new
 
-    def _move(self, moves: list[tuple[_Container, CpuSettings]]) -> list[tuple[_Container, CpuSettings]]:
+    def _move(self, moves: list[tuple[_Container, CpuSettings, CpuSettings]]) -> list[tuple[_Container, CpuSettings]]:
         """Write the moves (on a thread); return those made."""
         assert self.cgroups is not None
         made = []
-        for c, new in moves:
+        for c, old, new in moves:
             try:
-                self.cgroups.apply(c.cgroup, new, c.settings)
+                self.cgroups.apply(c.cgroup, new, old)
                 made.append((c, new))
             except CgroupError as e:
                 log.warning("container %s: cannot move to CPUs %s: %s", c.id, new.cpus, e)
@@ -318,14 +320,14 @@ class NodeService:
                 raise
         c.state = lifecycle.transition(c.state, Op.START)
         self.containers[c.id] = c
-        if (cmd.spec.qos or QoS.LS).exclusive:
-            await self._rebalance()
         # Reported in the background (the answer does not wait for the control plane); its exit after it.
         started = ev.ContainerStarted(container_id=c.id, node=self.config.node, pid=c.pid, started_ns=self.clock())
         c.started_report = asyncio.ensure_future(self.emit(started))
         self._tasks.add(c.started_report)
         c.started_report.add_done_callback(self._tasks.discard)
-        self._watch(c)
+        self._watch(c)  # watched and reported before any await: a start cut short after this still ends known
+        if (cmd.spec.qos or QoS.LS).exclusive:
+            await self._rebalance()
         return CommandAccepted(command_id=cmd.command_id)
 
     async def _undo_when(self, c: _Container, *steps: asyncio.Future[Any] | None) -> None:
@@ -417,29 +419,32 @@ class NodeService:
             await self.runtime.stop(c.id, grace_s)  # the watcher reports the exit
 
     async def _update(self, cmd: UpdateResources) -> Reply:
-        c = self.containers.get(cmd.container_id)
-        if c is None or c.settings is None:
-            raise Rejected(Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id} is not on node {self.config.node}")
-        if c.state is not State.RUNNING:
-            raise Rejected(Reject.ILLEGAL_STATE, f"cannot update container in state {c.state}")
-        old = c.settings
-        changes: dict[str, object] = {}
-        if cmd.cpu_limit_millis is not None:
-            changes["quota_us"] = max(cmd.cpu_limit_millis * old.period_us // 1000, 1000)
-        if cmd.cpuset is not None:
-            changes["cpus"] = ",".join(map(str, real_cpuset(self.config.cpu_map, cmd.cpuset)))
-        if cmd.burst_us is not None:
-            changes["burst_us"] = cmd.burst_us
-        try:
-            new = msgspec.structs.replace(old, **changes)
-        except ValueError as e:
-            raise Rejected(Reject.INVALID_UPDATE, str(e)) from None
-        if self.cgroups is not None:
+        async with self.cgroup_writes:
+            c = self.containers.get(cmd.container_id)
+            if c is None or c.settings is None:
+                raise Rejected(
+                    Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id} is not on node {self.config.node}"
+                )
+            if c.state is not State.RUNNING:
+                raise Rejected(Reject.ILLEGAL_STATE, f"cannot update container in state {c.state}")
+            old = c.settings
+            changes: dict[str, object] = {}
+            if cmd.cpu_limit_millis is not None:
+                changes["quota_us"] = max(cmd.cpu_limit_millis * old.period_us // 1000, 1000)
+            if cmd.cpuset is not None:
+                changes["cpus"] = ",".join(map(str, real_cpuset(self.config.cpu_map, cmd.cpuset)))
+            if cmd.burst_us is not None:
+                changes["burst_us"] = cmd.burst_us
             try:
-                await asyncio.to_thread(self.cgroups.apply, c.cgroup, new, old)
-            except CgroupError as e:
-                raise Rejected(Reject.UPDATE_FAILED, str(e)) from None
-        c.settings = new
+                new = msgspec.structs.replace(old, **changes)
+            except ValueError as e:
+                raise Rejected(Reject.INVALID_UPDATE, str(e)) from None
+            if self.cgroups is not None:
+                try:
+                    await asyncio.to_thread(self.cgroups.apply, c.cgroup, new, old)
+                except CgroupError as e:
+                    raise Rejected(Reject.UPDATE_FAILED, str(e)) from None
+            c.settings = new
         if new.burst_us != old.burst_us:
             await self.emit(ev.CpuBurstSet(container_id=c.id, node=self.config.node, burst_us=new.burst_us))
         if new.quota_us != old.quota_us:
@@ -572,7 +577,7 @@ class NodeService:
                     if older.exists():  # about to be replaced: its lines leave for good
                         (bundle / "log.base").write_text(str(self._log_base(cid) + _count_lines(older)))
                     self.runtime.rotate_logs(cid)
-            except (FileNotFoundError, RuntimeError_) as e:
+            except (OSError, RuntimeError_) as e:  # gone meanwhile, or its monitor busy: the next sweep tries again
                 log.debug("container %s: %s", cid, e)
 
     def stats_paths(self) -> dict[str, StatsPaths]:

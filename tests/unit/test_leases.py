@@ -194,6 +194,21 @@ def test_a_node_heard_after_a_reconnect_with_no_round_trip_yet_has_a_lease_from_
     assert table.expire(int(6.2 * S)) == [("n2", 1)]  # never heard: the grace
 
 
+def test_a_node_that_reconnects_late_keeps_its_grace_and_then_has_a_lease_from_its_first_beat() -> None:
+    """Grace twice the lease: a node first heard 3 s after the reconnect (later than a lease, within the grace),
+    its beat saying it heard nothing for 20 s (the outage), is renewed by that beat, not lost at once; silent
+    from then, it is lost a lease after that beat."""
+    table = LeaseTable(LEASE, grace_ns=2 * LEASE)
+    table.hear(0)
+    table.registered("n1", 1, 0)
+    table.deaf()
+    table.hear(10 * S)
+    assert [x for t in range(102, 130, 2) for x in table.expire(t * S // 10)] == []
+    assert table.heartbeat("n1", 1, 13 * S, 20 * S) is Beat.RENEWED
+    lost = {t: table.expire(t * S // 10) for t in range(130, 170, 2)}
+    assert [(t, x) for t, xs in lost.items() for x in xs] == [(162, ("n1", 1))]  # 13 s + 3 s, not at once
+
+
 def test_nodes_loaded_at_start_get_the_grace() -> None:
     table = LeaseTable(LEASE, grace_ns=2 * LEASE)
     table.hear(5 * S)
