@@ -171,3 +171,120 @@ def target_quota(current_us: int, base_us: int, policy: Resolved, decision: Scal
         case Scale.REMAIN:
             want = current_us
     return min(max(want, base_us), ceiling)
+
+
+# --- one node's controller: state carried from one second to the next ----------------------------------------
+
+
+class Running(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """A running container as the controller sees it: what it asked for and what its cgroup holds now."""
+
+    container_id: str
+    spec: ContainerSpec
+    quota_us: int | None
+    burst_us: int
+    policy: Resolved  # resolved for this container on this node
+
+
+class Change(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """New quota and burst for one container, and why (only made when either differs from its cgroup's)."""
+
+    container_id: str
+    quota_us: int
+    burst_us: int
+    scale: Scale
+    burst: Burst
+
+
+class _Seen(msgspec.Struct, frozen=True, gc=False):
+    at_ns: int
+    usage_ns: int
+    nr_periods: int
+    nr_throttled: int
+
+
+class BurstController:
+    """Koordinator's 1 s CPU Burst loop over one node, without I/O: ``step`` takes a sweep (cumulative counters
+    per container and of the node, at ``at_ns``) and the running containers, and returns the cgroup changes.
+    Each container keeps its last sample (for the throttled ratio and use) and its token bucket; the node keeps
+    5 s of share-pool samples."""
+
+    def __init__(self, logical_cpus: int) -> None:
+        self.logical_cpus = logical_cpus
+        self._seen: dict[str, _Seen] = {}
+        self._buckets: dict[str, TokenBucket | None] = {}
+        self._bucket_policy: dict[str, Resolved] = {}
+        self._node: list[ShareSample] = []
+
+    def node_state(self, threshold_percent: int) -> NodeState:
+        return node_state(self._node, threshold_percent)
+
+    def step(
+        self,
+        at_ns: int,
+        node_busy_ns: int,
+        usage: dict[str, tuple[int, int, int]],
+        running: Sequence[Running],
+    ) -> list[Change]:
+        """``usage``: per container id, cumulative (usage_ns, nr_periods, nr_throttled) at ``at_ns``."""
+        outside = sum(usage[r.container_id][0] for r in running if r.container_id in usage and not _shares_pool(r))
+        exclusive = sum(r.spec.exclusive_cpus for r in running if _exclusive(r))
+        self._node.append(ShareSample(at_ns, node_busy_ns, outside, float(self.logical_cpus - exclusive)))
+        self._node = [s for s in self._node if at_ns - s.at_ns <= WINDOW_NS]
+        changes: list[Change] = []
+        alive = set()
+        for r in running:
+            alive.add(r.container_id)
+            if r.container_id not in usage or r.quota_us is None or not eligible(r.spec):
+                continue
+            used, periods, throttled = usage[r.container_id]
+            now = _Seen(at_ns, used, periods, throttled)
+            before = self._seen.get(r.container_id)
+            self._seen[r.container_id] = now
+            change = self._decide(r, before, now)
+            if change is not None:
+                changes.append(change)
+        for gone in set(self._seen) - alive:
+            self.forget(gone)
+        return changes
+
+    def _decide(self, r: Running, before: _Seen | None, now: _Seen) -> Change | None:
+        assert r.quota_us is not None and r.spec.cpu_limit_millis is not None
+        limit = r.spec.cpu_limit_millis
+        policy = r.policy
+        if self._bucket_policy.get(r.container_id) != policy:  # a new policy starts a new bucket
+            self._buckets[r.container_id] = new_bucket(policy)
+            self._bucket_policy[r.container_id] = policy
+        bucket = self._buckets[r.container_id]
+        ratio = None
+        if before is not None and now.nr_periods > before.nr_periods and now.nr_throttled >= before.nr_throttled:
+            ratio = (now.nr_throttled - before.nr_throttled) / (now.nr_periods - before.nr_periods)
+        if bucket is not None and before is not None and now.at_ns > before.at_ns:
+            dt_s = (now.at_ns - before.at_ns) / 1e9
+            use = max(now.usage_ns - before.usage_ns, 0) / 1e9 / dt_s / (limit / 1000) * 100
+            bucket = spend(bucket, use, dt_s)
+            self._buckets[r.container_id] = bucket
+        scale = decide(policy, bucket, ratio, self.node_state(policy.share_pool_threshold_percent))
+        quota = target_quota(r.quota_us, base_quota_us(limit), policy, scale)
+        burst = static_burst(policy, limit, quota)
+        if quota == r.quota_us and burst.burst_us == r.burst_us:
+            return None
+        return Change(container_id=r.container_id, quota_us=quota, burst_us=burst.burst_us, scale=scale, burst=burst)
+
+    def forget(self, container_id: str) -> None:
+        self._seen.pop(container_id, None)
+        self._buckets.pop(container_id, None)
+        self._bucket_policy.pop(container_id, None)
+
+
+def _qos(spec: ContainerSpec) -> QoS:
+    return spec.qos or derive_qos(spec.cpu_request_millis, spec.cpu_limit_millis, spec.memory_limit_bytes)
+
+
+def _exclusive(r: Running) -> bool:
+    return _qos(r.spec).exclusive
+
+
+def _shares_pool(r: Running) -> bool:
+    """LS (and unclassified) containers make the share pool's use; LSE/LSR/BE are outside it."""
+    return _qos(r.spec) is QoS.LS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -9,7 +11,10 @@ from hypothesis import strategies as st
 
 from nodelet.burst import (
     Burst,
+    BurstController,
+    Change,
     NodeState,
+    Running,
     Scale,
     ShareSample,
     TokenBucket,
@@ -317,3 +322,111 @@ def test_a_container_setting_cannot_carry_a_threshold() -> None:
 
 def test_config_round_trips() -> None:
     assert msgspec.json.decode(msgspec.json.encode(CONFIG), type=BurstConfig) == CONFIG
+
+
+# --- the controller over time ------------------------------------------------------------------------------------
+
+
+def running(cid: str, quota: int | None, burst: int, policy: Resolved = AUTO, **kwargs: Any) -> Running:
+    s = spec(cid, **({"cpu_request_millis": 1000, "cpu_limit_millis": 2000} | kwargs))
+    return Running(container_id=cid, spec=s, quota_us=quota, burst_us=burst, policy=policy)
+
+
+def drive(
+    controller: BurstController,
+    seconds: int,
+    throttled_per_s: int,
+    node_busy_per_s: float,
+    policy: Resolved = AUTO,
+    quota: int = 200_000,
+    burst: int = 0,
+    usage_per_s: float = 1.0,
+) -> list[Change]:
+    """Feed one container ``seconds`` sweeps 1 s apart, applying each change as the shell would."""
+    changes = []
+    for t in range(seconds):
+        usage = {"c1": (int(t * usage_per_s * S), t * 10, t * throttled_per_s)}
+        got = controller.step(t * S, int(t * node_busy_per_s * S), usage, [running("c1", quota, burst, policy)])
+        for change in got:
+            quota, burst = change.quota_us, change.burst_us
+        changes += got
+    return changes
+
+
+def test_controller_scales_a_throttled_container_up_to_the_ceiling_on_an_idle_node() -> None:
+    changes = drive(BurstController(8), seconds=9, throttled_per_s=5, node_busy_per_s=1.0)
+    assert [c.quota_us for c in changes] == [200000, 240000, 288000, 345600, 414720, 497664, 597196, 600000]
+    assert [c.burst_us for c in changes] == [c.quota_us for c in changes]  # 1000 % clamped to the quota
+    assert changes[0].scale is Scale.REMAIN  # the first second: no ratio yet, and the node unknown
+    assert all(c.scale is Scale.UP for c in changes[1:])
+    assert "clamped" in changes[0].burst.reason
+
+
+def test_controller_scales_down_on_an_overloaded_node() -> None:
+    controller = BurstController(2)
+    changes = drive(controller, seconds=7, throttled_per_s=5, node_busy_per_s=1.9, quota=600_000, burst=600_000)
+    assert [c.quota_us for c in changes] == [480000, 384000, 307200, 245760, 200000]
+    assert all(c.scale is Scale.DOWN for c in changes)
+    assert controller.node_state(50) is NodeState.OVERLOAD
+
+
+def test_controller_leaves_a_container_alone_when_nothing_changes() -> None:
+    assert drive(BurstController(8), seconds=5, throttled_per_s=0, node_busy_per_s=1.0, burst=200_000) == []
+
+
+def test_controller_resets_when_the_policy_is_turned_off() -> None:
+    off = Resolved(policy=BurstPolicy.NONE)
+    changes = drive(
+        BurstController(8), seconds=3, throttled_per_s=5, node_busy_per_s=1.0, policy=off, quota=414_720, burst=300_000
+    )
+    assert [(c.quota_us, c.burst_us, c.scale) for c in changes] == [(200_000, 0, Scale.RESET)]
+
+
+def test_controller_scales_down_when_the_time_budget_is_spent() -> None:
+    budget = Resolved(policy=BurstPolicy.AUTO, cfs_quota_burst_percent=150, cfs_quota_burst_period_seconds=2)
+    # Capacity 2 x 50 = 100 tokens; using 3 CPUs of a 2-CPU limit (150 %) spends 50 a second.
+    changes = drive(
+        BurstController(8), seconds=6, throttled_per_s=5, node_busy_per_s=3.0, policy=budget, usage_per_s=3.0
+    )
+    scales = [c.scale for c in changes]
+    assert Scale.UP in scales and scales[-1] is Scale.DOWN
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"qos": QoS.BE}, id="BE"),
+        pytest.param({"cpu_request_millis": 2000, "cpu_limit_millis": 2000, "qos": QoS.LSE}, id="LSE"),
+        pytest.param({"cpu_limit_millis": None}, id="no-limit"),
+    ],
+)
+def test_controller_never_touches_ineligible_containers(kwargs: dict[str, Any]) -> None:
+    controller = BurstController(8)
+    for t in range(5):
+        r = running("c1", 200_000 if kwargs.get("qos") is not QoS.LSE else None, 0, **kwargs)
+        assert controller.step(t * S, t * S, {"c1": (t * S, t * 10, t * 5)}, [r]) == []
+
+
+def test_controller_forgets_containers_that_are_gone() -> None:
+    controller = BurstController(8)
+    controller.step(0, 0, {"c1": (0, 0, 0)}, [running("c1", 200_000, 0)])
+    controller.step(S, S, {}, [])
+    assert controller._seen == {} and controller._buckets == {}
+
+
+def test_exclusive_and_be_use_is_outside_the_share_pool() -> None:
+    """Two CPUs, one held by an LSE container spinning, a BE container using the other: the share pool (1 CPU)
+    is idle, so a throttled LS container still scales up."""
+    controller = BurstController(2)
+    lse = running("lse", None, 0, cpu_request_millis=1000, cpu_limit_millis=1000, qos=QoS.LSE)
+    be = running("be", 100_000, 0, qos=QoS.BE)
+    quota, burst = 200_000, 200_000
+    scales = []
+    for t in range(4):
+        usage = {"lse": (t * S, 0, 0), "be": (int(t * 0.9 * S), 0, 0), "ls": (int(t * 0.05 * S), t * 10, t * 5)}
+        ls = running("ls", quota, burst)
+        for change in controller.step(t * S, int(t * 1.95 * S), usage, [lse, be, ls]):
+            quota, burst = change.quota_us, change.burst_us
+            scales.append(change.scale)
+    assert scales == [Scale.UP] * 3  # from the second sweep on
+    assert controller.node_state(50) is NodeState.IDLE
