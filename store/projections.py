@@ -19,11 +19,12 @@ import msgspec
 from msgspec.structs import replace
 
 from wire import events as ev
+from wire.burst import BurstConfig
 from wire.resources import Resources
 from wire.spec import ContainerSpec, QoS, ServiceSpec, restart_backoff, restarts_on_exit
 from wire.topology import Topology
 
-SNAPSHOT_SCHEMA = 2
+SNAPSHOT_SCHEMA = 3
 
 
 class ContainerState(enum.StrEnum):
@@ -102,8 +103,9 @@ class ContainerView(msgspec.Struct, frozen=True, gc=False):
     throttled: bool = False
     throttled_ratio: float = 0.0
     burst_us: int | None = None
+    burst_reason: str = ""  # why the burst is what it is (its policy, a clamp to the quota)
     cfs_quota_us: int | None = None
-    burst_policy: str | None = None
+    quota_reason: str = ""  # the last change of the quota: scale up / scale down / reset / update
     stop_requested: bool = False  # kept when it then ends some other way (lost): it was not meant to run on
     stop_grace_s: float = 10.0  # the grace of the stop asked for, if one was
     message: str = ""  # why it ended, when it never ran (e.g. its node refused to start it)
@@ -126,6 +128,7 @@ class ClusterState(msgspec.Struct):
     containers: dict[str, ContainerView] = {}
     services: dict[str, ServiceView] = {}
     versions: dict[str, int] = {}  # "container/<id>", "node/<name>", "service/<id>" → stream version
+    burst: BurstConfig = BurstConfig()  # the cluster's CPU Burst configuration
 
 
 # --- pure folds ----------------------------------------------------------------------------------------------
@@ -282,9 +285,8 @@ _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.ContainerLost: lambda v, e, _: v if v.state in TERMINAL else replace(v, state=LOST, throttled=False),
     ev.ContainerThrottled: lambda v, e, _: replace(v, throttled=True, throttled_ratio=e.throttled_ratio),
     ev.ContainerUnthrottled: lambda v, e, _: replace(v, throttled=False, throttled_ratio=e.throttled_ratio),
-    ev.CpuBurstSet: lambda v, e, _: replace(v, burst_us=e.burst_us),
-    ev.CfsQuotaScaled: lambda v, e, _: replace(v, cfs_quota_us=e.to_us),
-    ev.BurstPolicyChanged: lambda v, e, _: replace(v, burst_policy=e.policy),
+    ev.CpuBurstSet: lambda v, e, _: replace(v, burst_us=e.burst_us, burst_reason=e.reason),
+    ev.CfsQuotaScaled: lambda v, e, _: replace(v, cfs_quota_us=e.to_us, quota_reason=e.reason),
     ev.ContainerRemoved: lambda v, e, _: v if v.state not in TERMINAL else None,
 }
 
@@ -320,6 +322,7 @@ def _evolve(folds: dict[type, _Fold], view: _V | None, event: ev.Event, position
 # Which folds an event type concerns, and under which key, decided once per type.
 
 _Step = Callable[[ClusterState, int, Any], None]
+BURST_POLICY_KEY = "cluster/burst-policy"  # its version in ``ClusterState.versions``
 
 
 def _entity_step(index: str, key: str, fold: _Fold, creates: bool) -> _Step:
@@ -380,6 +383,8 @@ def version_key(event: ev.Event) -> str:
 
 
 def _version_key_of(cls: type) -> Callable[[Any], str]:
+    if cls is ev.BurstPolicyChanged:
+        return lambda _: BURST_POLICY_KEY
     fields = set(getattr(cls, "__struct_fields__", ()))
     for kind, attr in (("container", "container_id"), ("service", "service_id"), ("node", "node")):
         if attr in fields:
@@ -416,7 +421,13 @@ def _route(cls: type) -> _Step:
     return _versioned(_route_views(cls), cls)
 
 
+def _burst_policy(state: ClusterState, _: int, event: ev.BurstPolicyChanged) -> None:
+    state.burst = event.config
+
+
 def _route_views(cls: type) -> _Step:
+    if cls is ev.BurstPolicyChanged:
+        return _burst_policy
     if cls in _PLACEMENT_EVENTS:
         return _placement_step(_CONTAINER_FOLDS[cls], allocates=cls is ev.ContainerScheduled)
     steps = [

@@ -1,4 +1,5 @@
-"""CPU Burst configuration, with Koordinator's field names and defaults (../shared/reference/cpu-burst.md).
+"""CPU Burst configuration of the cluster and its nodes, with Koordinator's field names and defaults
+(../shared/reference/cpu-burst.md); a container's own settings are ``wire.spec.BurstSettings``.
 
 A cluster strategy, overridden by the first node strategy whose label selector matches the node, overridden
 field by field by a container's own settings (all but the share-pool threshold, which is node-level only).
@@ -7,44 +8,11 @@ Fields left out (None) inherit from the level below; ``resolve`` gives the setti
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated
 
 import msgspec
 
-from wire.spec import Labels
-
-
-class BurstPolicy(enum.StrEnum):
-    NONE = "none"  # neither; earlier changes are undone (burst 0, quota back to its base)
-    CPU_BURST_ONLY = "cpuBurstOnly"  # cfs burst only
-    CFS_QUOTA_BURST_ONLY = "cfsQuotaBurstOnly"  # dynamic quota only
-    AUTO = "auto"  # both
-
-    @property
-    def burst(self) -> bool:
-        return self in (BurstPolicy.CPU_BURST_ONLY, BurstPolicy.AUTO)
-
-    @property
-    def scales_quota(self) -> bool:
-        return self in (BurstPolicy.CFS_QUOTA_BURST_ONLY, BurstPolicy.AUTO)
-
-
-Percent = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
-QuotaPercent = Annotated[int, msgspec.Meta(ge=100, le=100_000)]  # a ceiling below the base quota means nothing
-PeriodSeconds = Annotated[int, msgspec.Meta(ge=-1, le=86_400 * 365)]  # -1: no time budget
-ThresholdPercent = Annotated[int, msgspec.Meta(ge=1, le=100)]
-
-
-class BurstSettings(
-    msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
-):
-    """A container's own settings (in its spec): each field set overrides the node's."""
-
-    policy: BurstPolicy | None = None
-    cpu_burst_percent: Percent | None = None
-    cfs_quota_burst_percent: QuotaPercent | None = None
-    cfs_quota_burst_period_seconds: PeriodSeconds | None = None
+from wire.spec import BurstPolicy, BurstSettings, Labels, ThresholdPercent
 
 
 class BurstStrategy(BurstSettings, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):

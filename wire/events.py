@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 
 from wire import checks
+from wire.burst import BurstConfig
 from wire.ids import ContainerId, NodeName, ServiceId
 from wire.resources import Resources
 from wire.spec import ContainerSpec, HostPath, ImageRef, QoS, ServiceSpec
@@ -189,6 +190,7 @@ class CpuBurstSet(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
     burst_us: int
+    reason: str = ""  # the policy that set it, and a clamp to the quota if there was one
 
 
 class CfsQuotaScaled(_Event, frozen=True, tag=True):
@@ -200,9 +202,9 @@ class CfsQuotaScaled(_Event, frozen=True, tag=True):
 
 
 class BurstPolicyChanged(_Event, frozen=True, tag=True):
-    container_id: ContainerId
-    policy: str  # Koordinator: none | cpuBurstOnly | cfsQuotaBurstOnly | auto
-    burst_percent: int = 1000
+    """The cluster's CPU Burst configuration, whole, as it is from now on."""
+
+    config: BurstConfig
 
 
 Event = (

@@ -79,3 +79,6 @@ def node_stream(node: str) -> str:
 
 def service_stream(service_id: str) -> str:
     return f"service-{service_id}"
+
+
+BURST_POLICY_STREAM = "cluster-burst-policy"  # the cluster's CPU Burst configuration, one event per change

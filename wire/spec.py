@@ -132,6 +132,41 @@ class Mount(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, k
                 raise ValueError(f"mounts: {field} {path!r} must be an absolute path without '..'")
 
 
+# --- CPU Burst: Koordinator's names and defaults (wire.burst has the cluster's and nodes' strategies) -------
+
+
+class BurstPolicy(enum.StrEnum):
+    NONE = "none"  # neither; earlier changes are undone (burst 0, quota back to its base)
+    CPU_BURST_ONLY = "cpuBurstOnly"  # cfs burst only
+    CFS_QUOTA_BURST_ONLY = "cfsQuotaBurstOnly"  # dynamic quota only
+    AUTO = "auto"  # both
+
+    @property
+    def burst(self) -> bool:
+        return self in (BurstPolicy.CPU_BURST_ONLY, BurstPolicy.AUTO)
+
+    @property
+    def scales_quota(self) -> bool:
+        return self in (BurstPolicy.CFS_QUOTA_BURST_ONLY, BurstPolicy.AUTO)
+
+
+Percent = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+QuotaPercent = Annotated[int, msgspec.Meta(ge=100, le=100_000)]  # a ceiling below the base quota means nothing
+PeriodSeconds = Annotated[int, msgspec.Meta(ge=-1, le=86_400 * 365)]  # -1: no time budget
+ThresholdPercent = Annotated[int, msgspec.Meta(ge=1, le=100)]
+
+
+class BurstSettings(
+    msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """A container's own settings (in its spec): each field set overrides the node's."""
+
+    policy: BurstPolicy | None = None
+    cpu_burst_percent: Percent | None = None
+    cfs_quota_burst_percent: QuotaPercent | None = None
+    cfs_quota_burst_period_seconds: PeriodSeconds | None = None
+
+
 class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
     """A container to run. ``qos`` left empty is derived as Kubernetes maps pod classes onto Koordinator's:
     Guaranteed (CPU request == limit, whole CPUs, memory limit set) → LSR, no CPU request and no limits → BE,
@@ -155,6 +190,7 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     # Never two copies at once (Nomad's stop_after_client_disconnect): its node stops it when cut off from the
     # control plane for longer than it can be sure to keep its lease, before a replacement can start elsewhere.
     at_most_one: bool = False
+    burst: BurstSettings | None = None  # CPU Burst settings of its own, over its node's (LS with a CPU limit only)
 
     def __post_init__(self) -> None:
         if checks.is_trusted():

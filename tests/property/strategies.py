@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from tests.builders import cid, lsr, registered, spec
 from wire import events as ev
+from wire.burst import BurstConfig, BurstStrategy
 from wire.resources import Resources
-from wire.spec import QoS, ServiceSpec
+from wire.spec import BurstPolicy, QoS, ServiceSpec
 
 nodes = st.sampled_from(["n1", "n2", "n3"])
 containers = st.integers(1, 6).map(cid)
@@ -69,7 +70,10 @@ events: st.SearchStrategy[ev.Event] = st.one_of(
     st.builds(
         lambda c, n: ev.CfsQuotaScaled(container_id=c, node=n, from_us=100_000, to_us=120_000), containers, nodes
     ),
-    st.builds(lambda c: ev.BurstPolicyChanged(container_id=c, policy="auto"), containers),
+    st.builds(
+        lambda p: ev.BurstPolicyChanged(config=BurstConfig(cluster=BurstStrategy(policy=p))),
+        st.sampled_from(BurstPolicy),
+    ),
     st.builds(
         lambda s, r: ev.ServiceCreated(service_id=s, spec=ServiceSpec(name="svc", replicas=r, template=spec("t"))),
         services,

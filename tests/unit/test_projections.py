@@ -32,8 +32,9 @@ from store.projections import (
 )
 from tests.builders import cid, lsr, registered, scheduled, spec, submitted
 from wire import events as ev
+from wire.burst import BurstConfig, BurstStrategy, NodeBurstStrategy
 from wire.resources import Resources
-from wire.spec import QoS, ServiceSpec
+from wire.spec import BurstPolicy, QoS, ServiceSpec
 
 GI = 1 << 30
 SUBMITTED_AT = 7  # the log position the submission folds at
@@ -247,21 +248,15 @@ CONTAINER_CASES = [
     ),
     pytest.param(
         RUNNING,
-        ev.CpuBurstSet(container_id=cid(1), node="n1", burst_us=50_000),
-        replace(RUNNING, burst_us=50_000),
+        ev.CpuBurstSet(container_id=cid(1), node="n1", burst_us=50_000, reason="cpuBurstPercent 50"),
+        replace(RUNNING, burst_us=50_000, burst_reason="cpuBurstPercent 50"),
         id="cpu-burst-set",
     ),
     pytest.param(
         RUNNING,
-        ev.CfsQuotaScaled(container_id=cid(1), node="n1", from_us=100_000, to_us=150_000),
-        replace(RUNNING, cfs_quota_us=150_000),
+        ev.CfsQuotaScaled(container_id=cid(1), node="n1", from_us=100_000, to_us=150_000, reason="scale up"),
+        replace(RUNNING, cfs_quota_us=150_000, quota_reason="scale up"),
         id="cfs-quota-scaled",
-    ),
-    pytest.param(
-        RUNNING,
-        ev.BurstPolicyChanged(container_id=cid(1), policy="cpuBurstOnly", burst_percent=300),
-        replace(RUNNING, burst_policy="cpuBurstOnly"),
-        id="burst-policy-changed",
     ),
     # events that are not about containers leave a view as it is
     pytest.param(RUNNING, ev.NodeCordoned(node="n1"), RUNNING, id="node-event-changes-nothing"),
@@ -281,7 +276,6 @@ UNKNOWN_CONTAINER_EVENTS = [
     ev.ContainerUnthrottled(container_id=cid(1), node="n1", throttled_ratio=0.0),
     ev.CpuBurstSet(container_id=cid(1), node="n1", burst_us=1),
     ev.CfsQuotaScaled(container_id=cid(1), node="n1", from_us=1, to_us=2),
-    ev.BurstPolicyChanged(container_id=cid(1), policy="auto"),
 ]
 
 
@@ -661,7 +655,11 @@ def test_deleting_a_service_removes_its_key() -> None:
                         lost=True,
                     )
                 },
-                containers={cid(1): replace(THROTTLED, burst_us=1, cfs_quota_us=2, burst_policy="auto")},
+                containers={cid(1): replace(THROTTLED, burst_us=1, cfs_quota_us=2, quota_reason="scale up")},
+                burst=BurstConfig(
+                    cluster=BurstStrategy(policy=BurstPolicy.AUTO),
+                    nodes=(NodeBurstStrategy(selector={"zone": "b"}, strategy=BurstStrategy(cpu_burst_percent=80)),),
+                ),
             ),
             id="every-field-set",
         ),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tests.builders import cid, lsr, registered, scheduled, service, spec, submitted
 from wire import commands as cmd
 from wire import events as ev
+from wire.burst import BurstConfig, BurstStrategy, NodeBurstStrategy
 from wire.codec import (
     UnknownEventType,
     command_decoder,
@@ -25,7 +26,7 @@ from wire.codec import (
     reply_decoder,
 )
 from wire.resources import MAX_CPU_MILLIS, Resources
-from wire.spec import QoS
+from wire.spec import BurstPolicy, QoS
 from wire.topology import Topology
 
 GI = 2**30
@@ -82,7 +83,14 @@ EVENTS: list[ev.Event] = [
     ev.ContainerUnthrottled(container_id=cid(1), node="n1", throttled_ratio=0.01),
     ev.CpuBurstSet(container_id=cid(1), node="n1", burst_us=50_000),
     ev.CfsQuotaScaled(container_id=cid(1), node="n1", from_us=100_000, to_us=150_000, reason="throttled"),
-    ev.BurstPolicyChanged(container_id=cid(1), policy="auto", burst_percent=300),
+    ev.BurstPolicyChanged(
+        config=BurstConfig(
+            cluster=BurstStrategy(policy=BurstPolicy.AUTO, cpu_burst_percent=300),
+            nodes=(
+                NodeBurstStrategy(selector={"pool": "web"}, strategy=BurstStrategy(share_pool_threshold_percent=70)),
+            ),
+        )
+    ),
 ]
 
 
@@ -213,9 +221,14 @@ def test_malformed_msgpack_is_a_decode_error() -> None:
             id="ContainerExited-signal-oom",
         ),
         pytest.param(
-            {"type": "BurstPolicyChanged", "container_id": cid(1), "policy": "none"},
-            ev.BurstPolicyChanged(container_id=cid(1), policy="none", burst_percent=1000),
-            id="BurstPolicyChanged-burst_percent",
+            {"type": "BurstPolicyChanged", "config": {}},
+            ev.BurstPolicyChanged(config=BurstConfig()),
+            id="BurstPolicyChanged-defaults",
+        ),
+        pytest.param(
+            {"type": "CpuBurstSet", "container_id": cid(1), "node": "n1", "burst_us": 5},
+            ev.CpuBurstSet(container_id=cid(1), node="n1", burst_us=5, reason=""),
+            id="CpuBurstSet-reason",
         ),
         pytest.param(
             {
