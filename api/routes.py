@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
@@ -54,6 +54,7 @@ from store.errors import WrongExpectedHead, WrongExpectedVersion
 from store.log import EventLog, Recorded
 from store.projection import Projection
 from store.projections import (
+    BURST_POLICY_KEY,
     ClusterState,
     ContainerState,
     ContainerView,
@@ -66,9 +67,17 @@ from store.projector import DEFAULT_SNAPSHOT
 from store.recorder import NO_STREAM
 from store.sqlite import SqliteRecorder
 from wire import events as ev
+from wire.burst import BurstConfig
 from wire.commands import LogsReply
 from wire.events import EVENT_TYPES
-from wire.ids import container_stream, new_container_id, new_service_id, node_stream, service_stream
+from wire.ids import (
+    BURST_POLICY_STREAM,
+    container_stream,
+    new_container_id,
+    new_service_id,
+    node_stream,
+    service_stream,
+)
 from wire.spec import ContainerSpec, ServiceSpec, host_mount_allowed, image_name
 
 # What handlers get injected, by parameter name (see ``api.app``).
@@ -488,6 +497,60 @@ class NodeController(Controller):
         return await _node(projection, name)
 
 
+# --- CPU Burst ---------------------------------------------------------------------------------------------------
+
+
+class BurstPolicyView(msgspec.Struct, frozen=True):
+    """The cluster's CPU Burst configuration and its version (-1: never set; the defaults apply)."""
+
+    config: BurstConfig
+    version: int
+
+
+def _burst_view(state: ClusterState) -> BurstPolicyView:
+    return BurstPolicyView(config=state.burst, version=state.versions.get(BURST_POLICY_KEY, -1))
+
+
+class BurstPolicyController(Controller):
+    path = "/v1/burst-policy"
+    tags = ["cpu burst"]
+
+    @get("/", responses=errors(401))
+    async def get_burst_policy(self, *, projection: ProjectionDep) -> BurstPolicyView:
+        """The cluster strategy and the node strategies (first whose selector matches a node's labels wins);
+        a container's own ``burst`` settings override them field by field."""
+        return _burst_view(await projection.catch_up())
+
+    @put("/", opt={"body": BurstConfig}, responses=errors(400, 401, 403, 412, 413, 415, 422))
+    async def put_burst_policy(
+        self,
+        *,
+        projection: ProjectionDep,
+        event_log: LogDep,
+        data: JSONBody[BurstConfig],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+    ) -> BurstPolicyView:
+        """Replace the whole configuration (recorded as ``BurstPolicyChanged``; nodes apply it within a
+        second, without a restart). ``If-Match`` with the version read replaces only if it is still current."""
+        expected = None
+        if if_match is not None:
+            try:
+                expected = int(if_match.strip('"'))
+            except ValueError:
+                raise BodyError(422, "expected the version a GET returned", "If-Match") from None
+
+        def change(state: ClusterState) -> list[ev.Event]:
+            current = _burst_view(state)
+            if expected is not None and expected != current.version:
+                raise HTTPException(
+                    status_code=412, detail=f"the policy is at version {current.version}, not {expected}: read again"
+                )
+            return [] if current.config == data and current.version >= 0 else [ev.BurstPolicyChanged(config=data)]
+
+        await projection.decide(event_log, ("cluster", "burst-policy"), BURST_POLICY_STREAM, change)
+        return _burst_view(await projection.catch_up())
+
+
 # --- the log: plans, events, state at a position ---------------------------------------------------------------
 
 
@@ -673,6 +736,7 @@ async def healthz() -> dict[str, str]:
 
 
 CONTROLLERS: list[ControllerRouterHandler] = [
+    BurstPolicyController,
     ContainerController,
     ServiceController,
     NodeController,

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import msgspec
 
+from wire import checks
 from wire.spec import BurstPolicy, BurstSettings, Labels, ThresholdPercent
 
 
@@ -26,6 +27,9 @@ class NodeBurstStrategy(msgspec.Struct, frozen=True, gc=False, kw_only=True, for
 
     selector: Labels = {}
     strategy: BurstStrategy = BurstStrategy()
+
+    def __post_init__(self) -> None:
+        checks.labels("selector", self.selector)
 
 
 class BurstConfig(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):

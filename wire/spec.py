@@ -220,6 +220,9 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
                 raise ValueError(f"cpu_request_millis: {qos} needs a whole number of CPUs, got {format_cpu(req)}")
         elif self.cpu_bind_policy is not CpuBindPolicy.DEFAULT:
             raise ValueError(f"cpu_bind_policy: only LSE and LSR get exclusive CPUs; this container is {qos}")
+        if self.burst is not None and (qos is not QoS.LS or lim is None):
+            why = f"this container is {qos}" if qos is not QoS.LS else "this one has none"
+            raise ValueError(f"burst: CPU Burst is for LS containers with a CPU limit; {why}")
 
     @property
     def exclusive_cpus(self) -> int:

@@ -352,3 +352,48 @@ async def test_a_container_whose_node_does_not_answer_says_why_it_waits(
     assert view["state"] == "stopping" and view["waiting"].startswith(("sending the stop to n9", "waiting for n9")), (
         view
     )
+
+
+async def test_burst_policy_get_put_and_check_and_set(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    r = await client.get("/v1/burst-policy", headers=READER)
+    assert r.json() == {"config": {"cluster": {}, "nodes": []}, "version": -1}
+    config = {
+        "cluster": {"policy": "cpuBurstOnly", "cpu_burst_percent": 100},
+        "nodes": [{"selector": {"pool": "web"}, "strategy": {"policy": "auto", "share_pool_threshold_percent": 70}}],
+    }
+    r = await client.put("/v1/burst-policy", json=config, headers=ADMIN)
+    assert (r.status_code, r.json()) == (200, {"config": config, "version": 0})
+    assert (await client.put("/v1/burst-policy", json=config, headers=ADMIN)).json()["version"] == 0  # unchanged
+    assert (await client.put("/v1/burst-policy", json=config, headers=READER)).status_code == 403
+    stale = await client.put("/v1/burst-policy", json={}, headers={**ADMIN, "If-Match": "7"})
+    assert stale.status_code == 412
+    ok = await client.put("/v1/burst-policy", json={}, headers={**ADMIN, "If-Match": "0"})
+    assert ok.json() == {"config": {"cluster": {}, "nodes": []}, "version": 1}
+    history = [e.event for e in await cp.log.read_stream("cluster-burst-policy")]
+    assert [type(e).__name__ for e in history] == ["BurstPolicyChanged", "BurstPolicyChanged"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"cluster": {"policy": "sometimes"}}, "cluster.policy"),
+        ({"cluster": {"cfs_quota_burst_percent": 50}}, "cluster.cfs_quota_burst_percent"),
+        ({"cluster": {"cpu_burst_percent": "100"}}, "cluster.cpu_burst_percent"),
+        ({"nodes": [{"selector": {"bad key!": "x"}}]}, "nodes[0].selector"),
+        ({"cluster": {}, "extra": 1}, "extra"),
+    ],
+)
+async def test_a_bad_burst_policy_is_refused_and_appends_nothing(
+    client: httpx.AsyncClient, cp: ControlPlane, body: dict[str, Any], field: str
+) -> None:
+    r = await client.put("/v1/burst-policy", json=body, headers=ADMIN)
+    assert r.status_code in (400, 422), r.text
+    assert field.split("[", maxsplit=1)[0].split(".", maxsplit=1)[0] in r.text
+    assert await cp.log.read_stream("cluster-burst-policy") == []
+
+
+async def test_a_container_burst_setting_needs_an_ls_container_with_a_limit(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/containers", json={**GOOD, "burst": {"policy": "auto"}}, headers=ADMIN)
+    assert (r.status_code, r.json()["field"]) == (422, "burst")
+    ok = {**GOOD, "cpu_limit_millis": 500, "burst": {"policy": "auto", "cpu_burst_percent": 50}}
+    assert (await client.post("/v1/containers", json=ok, headers=ADMIN)).status_code == 201
