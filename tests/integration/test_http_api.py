@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 from typing import Any
 
 import httpx
 import pytest
 
 from api.controlplane import ControlPlane
-from tests.integration.conftest import ADMIN, READER
+from tests.integration.conftest import ADMIN, CORRAL, READER, ROOT
 from wire import events as ev
 from wire.ids import node_stream
 from wire.resources import Resources
@@ -397,3 +399,35 @@ async def test_a_container_burst_setting_needs_an_ls_container_with_a_limit(clie
     assert (r.status_code, r.json()["field"]) == (422, "burst")
     ok = {**GOOD, "cpu_limit_millis": 500, "burst": {"policy": "auto", "cpu_burst_percent": 50}}
     assert (await client.post("/v1/containers", json=ok, headers=ADMIN)).status_code == 201
+
+
+async def test_corral_burst_get_and_set(client: httpx.AsyncClient) -> None:
+    env = {**os.environ, "CORRAL_ADDR": str(client.base_url), "CORRAL_TOKEN": "admin-token"}
+
+    def burst(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CORRAL, "burst", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    async def config() -> dict[str, Any]:
+        r = await asyncio.to_thread(burst, "get", "-o", "json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["config"]  # type: ignore[no-any-return]
+
+    assert (await asyncio.to_thread(burst, "set", "--policy", "auto")).returncode == 0
+    web = ("--selector", "pool=web")
+    r = await asyncio.to_thread(burst, "set", *web, "--policy", "none", "--share-pool-threshold-percent", "70")
+    assert r.returncode == 0, r.stderr
+    assert await config() == {
+        "cluster": {"policy": "auto"},
+        "nodes": [{"selector": {"pool": "web"}, "strategy": {"policy": "none", "share_pool_threshold_percent": 70}}],
+    }
+    assert (await asyncio.to_thread(burst, "set", *web, "--unset", "policy")).returncode == 0
+    assert (await config())["nodes"][0]["strategy"] == {"share_pool_threshold_percent": 70}
+    table = await asyncio.to_thread(burst, "get")
+    assert "cluster" in table.stdout and "pool=web" in table.stdout and "[1000]" in table.stdout
+    assert (await asyncio.to_thread(burst, "set", *web, "--remove")).returncode == 0
+    assert (await config())["nodes"] == []
+    bad = await asyncio.to_thread(burst, "set", "--policy", "sometimes")
+    assert bad.returncode == 1 and "policy" in bad.stderr
+    assert await config() == {"cluster": {"policy": "auto"}, "nodes": []}
