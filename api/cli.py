@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from api.local import LocalCluster, UpFailed
+from wire.burst import BurstConfig, resolve
 from wire.resources import format_cpu, format_memory, parse_cpu, parse_memory
+from wire.spec import BurstSettings
 
 app = typer.Typer(
     help="Corral: an event-sourced container platform with NUMA- and cpuset-aware placement.",
@@ -379,9 +382,26 @@ def inspect(container_id: str) -> None:
     try:
         c = call("GET", f"/v1/containers/{container_id}")
         history = call("GET", f"/v1/containers/{container_id}/history")
+        burst = _burst_of(c)
     except Failed as e:
         raise _fail(e) from None
-    console.print_json(json.dumps({"container": c, "history": history}))
+    console.print_json(json.dumps({"container": c, "cpu_burst": burst, "history": history}))
+
+
+def _burst_of(c: dict[str, Any]) -> dict[str, Any]:
+    """A container's CPU Burst: the settings that apply to it on its node, and its quota and burst with why."""
+    config = msgspec.convert(call("GET", "/v1/burst-policy")["config"], BurstConfig)
+    labels: dict[str, str] = next((n["labels"] for n in call("GET", "/v1/nodes") if n["name"] == c.get("node")), {})
+    own = c["spec"].get("burst")
+    policy = resolve(config, labels, msgspec.convert(own, BurstSettings) if own else None)
+    return {
+        "applies": msgspec.to_builtins(policy),
+        "eligible": c["spec"].get("qos") == "LS" and c["spec"].get("cpu_limit_millis") is not None,
+        "cfs_quota_us": c.get("cfs_quota_us"),
+        "quota_reason": c.get("quota_reason", ""),
+        "cpu_burst_us": c.get("burst_us"),
+        "burst_reason": c.get("burst_reason", ""),
+    }
 
 
 @app.command()

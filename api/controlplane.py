@@ -47,6 +47,7 @@ from wire import subjects
 from wire.codec import encode, node_message_decoder, reply_decoder
 from wire.commands import (
     CommandRejected,
+    ConfigureBurst,
     EventAck,
     GetLogs,
     Heartbeat,
@@ -111,6 +112,15 @@ class NatsPublisher:
 
     async def start(self, node: str, command: StartContainer) -> None:
         self._spawn(self._send(node, command))
+
+    def configure(self, nodes: list[str], command: ConfigureBurst) -> None:
+        """Push a configuration to each node, once (one not reached gets it at its next sync)."""
+        for node in nodes:
+            self._spawn(self._push(node, command))
+
+    async def _push(self, node: str, command: ConfigureBurst) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.request(subjects.cmd(node), encode(command), 2.0)
 
     async def stop(self, node: str, command: StopContainer) -> None:
         self._spawn(self._send(node, command))
@@ -257,6 +267,9 @@ class ControlPlane:
             self.telemetry.forget(event.container_id)  # a removed container's samples go with it
         if isinstance(event, _SETTLED):
             self.publisher.deliveries.pop(event.container_id, None)  # no longer waits: nothing to explain
+        if isinstance(event, ev.BurstPolicyChanged):  # nodes apply it within a second, not at their next sync
+            live = [n.name for n in self.projection.state.nodes.values() if not n.lost]
+            self.publisher.configure(live, ConfigureBurst(command_id=uuid.uuid4(), config=event.config))
 
     async def _on_disconnected(self) -> None:
         self.leases.deaf()  # what cannot be heard is not judged
@@ -470,7 +483,9 @@ class ControlPlane:
             for c in state.containers.values()
             if c.node == node and c.state is ContainerState.RUNNING and c.throttled
         )
-        reply = SyncReply(node=node, epoch=epoch, desired=desired, stopping=stopping, throttled=throttled)
+        reply = SyncReply(
+            node=node, epoch=epoch, desired=desired, stopping=stopping, throttled=throttled, burst=state.burst
+        )
         await msg.respond(encode(reply))
 
     async def remove(self, container_id: str) -> None:

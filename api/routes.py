@@ -708,6 +708,13 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.containers = Gauge("corral_containers", "Containers by state", ["state"], registry=self.registry)
         self.nodes = Gauge("corral_nodes", "Registered nodes", ["status"], registry=self.registry)
+        labels = ["container", "node"]
+        self.quota = Gauge(
+            "corral_container_cfs_quota_us", "CFS quota set by CPU Burst", labels, registry=self.registry
+        )
+        self.burst = Gauge(
+            "corral_container_cpu_burst_us", "CPU burst set by CPU Burst", labels, registry=self.registry
+        )
         self.registry.register(_RefusedReports(cp))
         self.registry.register(_GroupCommit(cp))
 
@@ -717,6 +724,14 @@ class Metrics:
             counts[c.state] = counts.get(c.state, 0) + 1
         for st in ContainerState:
             self.containers.labels(state=str(st)).set(counts.get(st, 0))
+        self.quota.clear()
+        self.burst.clear()
+        for c in s.containers.values():
+            if c.state is ContainerState.RUNNING and c.node is not None:
+                if c.cfs_quota_us is not None:
+                    self.quota.labels(container=c.id, node=c.node).set(c.cfs_quota_us)
+                if c.burst_us is not None:
+                    self.burst.labels(container=c.id, node=c.node).set(c.burst_us)
         self.nodes.labels(status="lost").set(sum(1 for n in s.nodes.values() if n.lost))
         self.nodes.labels(status="ready").set(sum(1 for n in s.nodes.values() if not n.lost))
         return generate_latest(self.registry)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -24,14 +25,19 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
+from nodelet.burst import BurstController, Running
 from nodelet.outbox import Entry, Outbox
 from nodelet.service import NodeService
 from nodelet.telemetry import Sampler, ThrottleDetector, stats_sample, throttle_event
 from wire import events as ev
 from wire import subjects
+from wire.burst import BurstConfig, resolve
 from wire.codec import command_decoder, control_reply_decoder, encode
 from wire.commands import (
+    CommandAccepted,
     CommandRejected,
+    ConfigureBurst,
+    ContainerSample,
     EventAck,
     Heartbeat,
     HeartbeatReply,
@@ -92,6 +98,8 @@ class Agent:
         self._rejoin = False  # the control plane does not hold this incarnation: register again first
         self._detector = ThrottleDetector()
         self._synced = asyncio.Event()  # a sync was answered: the detector knows what was reported before
+        self.burst_config: BurstConfig | None = None  # the cluster's, as last heard (None: not yet: touch nothing)
+        self._burst = BurstController(os.cpu_count() or 1)
         self._reported_throttling: dict[str, bool] = {}  # by an earlier run, in reports sent again now
 
     async def emit(self, event: ev.Event) -> None:
@@ -287,6 +295,8 @@ class Agent:
         if not isinstance(reply, SyncReply) or reply.epoch != self.service.epoch:
             log.warning("sync refused: %s", reply)
             return False
+        if reply.burst is not None:
+            self._configure_burst(reply.burst)
         desired = {d.container_id: d for d in reply.desired}
         stopping = {s.container_id: s for s in reply.stopping}
         # What ran when it asked, and what a command of an older epoch (one queued while this node was paused or
@@ -342,6 +352,10 @@ class Agent:
             await msg.respond(
                 encode(CommandRejected(command_id=command_id, code=Reject.INVALID_COMMAND, message=str(e)))
             )
+            return
+        if isinstance(command, ConfigureBurst):
+            self._configure_burst(command.config)
+            await msg.respond(encode(CommandAccepted(command_id=command.command_id)))
             return
         try:
             reply = await self.service.handle(command)
@@ -455,7 +469,52 @@ class Agent:
         if self._synced.is_set():  # else the detector does not know yet what was reported before this run
             for cid, transition in detector.feed_all(sweep).items():
                 self._report(throttle_event(self.config.node, cid, transition))
+        await self._apply_burst(busy, sweep)
         await self.service.rotate_logs(self.config.log_max_bytes)
+
+    def _configure_burst(self, config: BurstConfig) -> None:
+        if config != self.burst_config:
+            log.info("CPU Burst configuration: %s", msgspec.json.encode(config).decode())
+            self.burst_config = config
+
+    async def _apply_burst(self, node_busy_ns: int, sweep: list[ContainerSample]) -> None:
+        """CPU Burst, once a sweep (every second): the controller decides from the counters just read; each
+        change is written to the cgroup and reported (the burst with its reason, a quota with its decision)."""
+        config = self.burst_config
+        if config is None:
+            return
+        usage = {s.container_id: (s.usage_ns, s.nr_periods, s.nr_throttled) for s in sweep}
+        running = [
+            Running(
+                container_id=cid,
+                spec=spec,
+                quota_us=settings.quota_us,
+                burst_us=settings.burst_us,
+                policy=resolve(config, self.config.labels, spec.burst),
+            )
+            for cid, spec, settings in self.service.bandwidth()
+        ]
+        for change in self._burst.step(time.monotonic_ns(), node_busy_ns, usage, running):
+            seen = next((r.quota_us, r.burst_us) for r in running if r.container_id == change.container_id)
+            old = await self.service.set_bandwidth(change.container_id, change.quota_us, change.burst_us, seen)
+            if old is None:
+                continue
+            node = self.config.node
+            if old.burst_us != change.burst_us:
+                reason = change.burst.reason
+                self._report(
+                    ev.CpuBurstSet(container_id=change.container_id, node=node, burst_us=change.burst_us, reason=reason)
+                )
+            if old.quota_us != change.quota_us:
+                self._report(
+                    ev.CfsQuotaScaled(
+                        container_id=change.container_id,
+                        node=node,
+                        from_us=old.quota_us or -1,
+                        to_us=change.quota_us,
+                        reason=str(change.scale),
+                    )
+                )
 
 
 class _CommandId(msgspec.Struct):

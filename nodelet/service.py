@@ -33,9 +33,9 @@ from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
 from nodelet.topology import real_cpuset
 from wire import events as ev
 from wire.commands import (
-    Command,
     CommandAccepted,
     CommandRejected,
+    ContainerCommand,
     GetLogs,
     LogsReply,
     Reject,
@@ -46,7 +46,7 @@ from wire.commands import (
     UpdateResources,
 )
 from wire.files import private_dir, write_private
-from wire.spec import QoS, host_mount_allowed
+from wire.spec import ContainerSpec, QoS, host_mount_allowed
 
 log = logging.getLogger("corral.nodelet")
 Emit = Callable[[ev.Event], Awaitable[None]]
@@ -127,7 +127,7 @@ class NodeService:
 
     # --- commands ------------------------------------------------------------------------------------------
 
-    async def handle(self, command: Command) -> Reply:
+    async def handle(self, command: ContainerCommand) -> Reply:
         """Answer one command; a command id seen before gets its first answer again. Commands for different
         containers run side by side; those for one container, one at a time in the order they came."""
         if isinstance(command, GetLogs):
@@ -143,7 +143,7 @@ class NodeService:
             if users[0] == 0:
                 del self._locks[cid]
 
-    async def _handle(self, command: Command) -> Reply:
+    async def _handle(self, command: ContainerCommand) -> Reply:
         seen = self._replies.get(command.command_id)
         if seen is not None:
             return msgspec.structs.replace(seen, duplicate=True) if isinstance(seen, CommandAccepted) else seen
@@ -579,6 +579,36 @@ class NodeService:
                     self.runtime.rotate_logs(cid)
             except (OSError, RuntimeError_) as e:  # gone meanwhile, or its monitor busy: the next sweep tries again
                 log.debug("container %s: %s", cid, e)
+
+    def bandwidth(self) -> list[tuple[str, ContainerSpec, CpuSettings]]:
+        """Each running container's spec and cgroup settings, as the CPU Burst loop reads them."""
+        return [
+            (cid, c.command.spec, c.settings)
+            for cid, c in self.containers.items()
+            if c.state is State.RUNNING and c.settings is not None
+        ]
+
+    async def set_bandwidth(
+        self, container_id: str, quota_us: int, burst_us: int, seen: tuple[int | None, int]
+    ) -> CpuSettings | None:
+        """Give a running container this CFS quota and burst (written in an order the kernel accepts), if its
+        (quota, burst) is still ``seen``; the settings it had, or None if nothing was written."""
+        async with self.cgroup_writes:
+            c = self.containers.get(container_id)
+            if c is None or c.settings is None or c.state is not State.RUNNING:
+                return None
+            old = c.settings
+            if (old.quota_us, old.burst_us) != seen:  # changed meanwhile: the next round decides again
+                return None
+            try:
+                new = msgspec.structs.replace(old, quota_us=quota_us, burst_us=burst_us)
+                if self.cgroups is not None:
+                    await asyncio.to_thread(self.cgroups.apply, c.cgroup, new, old)
+            except (ValueError, CgroupError) as e:
+                log.warning("container %s: cannot set quota %d burst %d: %s", container_id, quota_us, burst_us, e)
+                return None
+            c.settings = new
+            return old
 
     def stats_paths(self) -> dict[str, StatsPaths]:
         """The telemetry files of each running container."""

@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 
 from wire import checks
+from wire.burst import BurstConfig
 from wire.events import ID_CHECKS, Cpuset, Epoch, Event, HostPaths, Images
 from wire.ids import ContainerId, NodeName
 from wire.resources import CpuMillis, Resources
@@ -69,7 +70,15 @@ class GetLogs(_Message, frozen=True, tag=True):
     since_line: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
-Command = StartContainer | StopContainer | RemoveContainer | UpdateResources | GetLogs
+class ConfigureBurst(_Message, frozen=True, tag=True):
+    """The cluster's CPU Burst configuration, pushed when it changes (each sync carries it too)."""
+
+    command_id: uuid.UUID
+    config: BurstConfig
+
+
+ContainerCommand = StartContainer | StopContainer | RemoveContainer | UpdateResources | GetLogs
+Command = ContainerCommand | ConfigureBurst
 
 
 class CommandAccepted(_Message, frozen=True, tag=True):
@@ -191,6 +200,7 @@ class SyncReply(_Message, frozen=True, tag=True):
     # Of its running containers, those the control plane holds as throttled: a restarted node's detector starts
     # from there, so it reports the end of a throttling it did not see begin.
     throttled: tuple[ContainerId, ...] = ()
+    burst: BurstConfig | None = None  # the cluster's CPU Burst configuration (None: from a control plane without)
 
 
 class ContainerSample(msgspec.Struct, frozen=True, gc=False, array_like=True):
