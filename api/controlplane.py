@@ -276,7 +276,7 @@ class ControlPlane:
         log.warning("disconnected from NATS: leases are not judged until it is back")
 
     async def _on_reconnected(self) -> None:
-        self.leases.hear(time.monotonic_ns())
+        self.leases.hear(time.monotonic_ns(), reconnected=True)
         log.info("reconnected to NATS: every lease counts from now")
 
     async def stop(self) -> None:

@@ -7,10 +7,10 @@ does I/O; the control plane's NATS shell feeds it and appends the transitions it
 - A lease that is not renewed for ``lease_ns`` expires: the node is lost (``expire`` returns it once).
 - Time counts only while the control plane could hear: from its start, and again from each reconnect to NATS
   or wake from a stall of its own (each restarts every lease's clock), never while it was disconnected. Its own
-  restart or a NATS outage therefore never makes a node lost. Until a node is heard again it gets the grace
-  (nodes reconnect each at its own pace); its first beat after the reconnect renews its lease from that beat
-  (no answer could reach it meanwhile, so what it says it missed proves nothing), and round trips from then on
-  (a node that fails just after a reconnect is found as fast as any other).
+  restart or a NATS outage therefore never makes a node lost. Until a node is heard again it gets a lease, or
+  after a NATS outage the grace (nodes reconnect each at its own pace); its first beat after that renews its
+  lease from that beat (no answer could reach it meanwhile, so what it says it missed proves nothing), and
+  round trips from then on (a node that fails just after a reconnect is found as fast as any other).
 - A heartbeat that cannot renew says why, so the node knows to register again: its node was declared lost (it
   re-registers with a new epoch, kills what it no longer owns and is recovered), it comes from an older
   incarnation, or the node is unknown here.
@@ -33,8 +33,10 @@ class Lease(msgspec.Struct, frozen=True, gc=False):
 class LeaseTable:
     def __init__(self, lease_ns: int, *, stall_ns: int | None = None, grace_ns: int | None = None) -> None:
         self.lease_ns = lease_ns
-        # After the control plane (re)connects, nodes reconnect each at its own pace: each gets this long first.
+        # After the control plane reconnects to NATS, nodes reconnect each at its own pace: each gets this long
+        # to be heard. After its own start or stall they are connected already: a lease is enough.
         self.grace_ns = grace_ns if grace_ns is not None else lease_ns
+        self._grace_now = lease_ns
         self.stall_ns = stall_ns if stall_ns is not None else lease_ns // 2  # a gap between ticks that deafens
         self.leases: dict[str, Lease] = {}
         self.hearing_since: int | None = None  # None: disconnected, nothing can be judged
@@ -42,8 +44,10 @@ class LeaseTable:
 
     # --- what the control plane could hear ------------------------------------------------------------------
 
-    def hear(self, now: int) -> None:
-        """Connected (at start, or again after an outage): every lease counts from now; no node is heard yet."""
+    def hear(self, now: int, *, reconnected: bool = False) -> None:
+        """Hearing from now (at start, after a stall of its own, or ``reconnected`` to NATS after an outage):
+        every lease counts from now; no node is heard yet."""
+        self._grace_now = max(self.lease_ns, self.grace_ns) if reconnected else self.lease_ns
         self.hearing_since = now
         self._last_tick = now
         for node, lease in self.leases.items():
@@ -102,7 +106,7 @@ class LeaseTable:
             for node, lease in self.leases.items()
             if not lease.lost
             and now - max(lease.renewed_ns, since) > self.lease_ns
-            and (not lease.fresh or now - since > max(self.lease_ns, self.grace_ns))
+            and (not lease.fresh or now - since > self._grace_now)
         ]
         for node, _ in expired:
             self.leases[node] = msgspec.structs.replace(self.leases[node], lost=True)

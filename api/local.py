@@ -137,6 +137,7 @@ class LocalCluster:
         nats_port: int,
         *,
         declared_topology: str | None = None,
+        allow_host_mounts: tuple[str, ...] = (),
         timeout_s: float = 60.0,
         log_level: str = "INFO",
     ) -> dict[str, str]:
@@ -168,6 +169,8 @@ class LocalCluster:
             ]  # fmt: skip
             if declared_topology:
                 commands[n] += ["--declared-topology", declared_topology]
+            for path in allow_host_mounts:
+                commands[n] += ["--allow-host-mount", path]
         write_private(self.commands_file, json.dumps(commands).encode())
         procs: dict[str, subprocess.Popen[bytes]] = {}
         try:
