@@ -470,18 +470,7 @@ class Chaos:
         self.heal()
         if self.api is not None:
             self.api.close()
-        if self.cluster.is_up():
-            pids = self.cluster.pids()
-            for name in pids:
-                self.cluster.signal(name, signal.SIGCONT)  # a paused process could not take its TERM
-            self.cluster.stop_processes()
-            self.cluster.reap_containers()
-        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{self.home.name}/**/"), reverse=True):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        for d in Path("/sys/fs/cgroup").glob(f"*/{self.home.name}"):
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        self.cluster.down()
         self._remove_process_cgroups()
         shutil.rmtree(self.home, ignore_errors=True)
 

@@ -405,6 +405,32 @@ def _burst_of(c: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command()
+def update(
+    container_id: str,
+    cpu: Annotated[str | None, typer.Option(help="new CPU request, e.g. 500m or 2")] = None,
+    cpu_limit: Annotated[str | None, typer.Option(help="new CPU limit (one it has already)")] = None,
+) -> None:
+    """Resize a running LS container's CPU in place (docker update): its node changes shares and quota without a
+    restart; refused if the node cannot hold the new request."""
+    body: dict[str, int] = {}
+    try:
+        if cpu is not None:
+            body["cpu_request_millis"] = parse_cpu(cpu)
+        if cpu_limit is not None:
+            body["cpu_limit_millis"] = parse_cpu(cpu_limit)
+        if not body:
+            raise Failed("nothing to change: give --cpu and/or --cpu-limit")
+        c = call("PATCH", f"/v1/containers/{container_id}", json=body)
+    except (Failed, ValueError) as e:
+        raise _fail(e) from None
+    limit = c["spec"].get("cpu_limit_millis")
+    console.print(
+        f"{container_id}: request {format_cpu(c['spec']['cpu_request_millis'])}, "
+        f"limit {format_cpu(limit) if limit is not None else 'none'}"
+    )
+
+
+@app.command()
 def stop(container_ids: list[str], grace: Annotated[float, typer.Option(help="seconds before KILL")] = 10.0) -> None:
     """Stop containers (TERM, then KILL after the grace period)."""
     try:
@@ -827,16 +853,20 @@ def down() -> None:
         _stop_all(time.monotonic() + 30)
     except Failed as e:
         err.print(f"could not stop containers through the API: {e}")
-    cluster.stop_processes()
-    cluster.reap_containers()  # any the API could not stop in time
-    for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{LOCAL.name}/**/"), reverse=True):
-        with contextlib.suppress(OSError):
-            d.rmdir()
+    cluster.down()  # and any container the API could not stop in time is reaped
     console.print("[green]down[/green]")
 
 
 bench_app = typer.Typer(help="Benchmarks that run against a real cluster.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("burst")
+def bench_burst(quick: Annotated[bool, typer.Option(help="6 s runs instead of 20 s")] = False) -> None:
+    """CPU Burst's effect on a bursty workload under a 0.5 CPU limit, per policy, beside a no-limit baseline."""
+    from api.burstbench import main as run_bench  # noqa: PLC0415 -- only this command needs it
+
+    run_bench(quick)
 
 
 @bench_app.command("submit")

@@ -63,6 +63,7 @@ from wire.commands import (
     StopContainer,
     SyncReply,
     SyncRequest,
+    UpdateResources,
 )
 from wire.files import private_dir
 from wire.ids import container_stream, node_stream
@@ -112,6 +113,22 @@ class NatsPublisher:
 
     async def start(self, node: str, command: StartContainer) -> None:
         self._spawn(self._send(node, command))
+
+    async def update(self, node: str, command: UpdateResources) -> None:
+        self._spawn(self._update(node, command))
+
+    async def _update(self, node: str, command: UpdateResources) -> None:
+        """A few tries until the node answers (its sync repairs what is still lost); the answer is logged."""
+        for attempt in range(5):
+            try:
+                msg = await self.nc.request(subjects.cmd(node), encode(command), 5.0)
+            except nats.errors.Error:
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            reply = reply_decoder.decode(msg.data)
+            if isinstance(reply, CommandRejected):
+                log.warning("resize of %s on %s refused: %s", command.container_id, node, reply.message)
+            return
 
     def configure(self, nodes: list[str], command: ConfigureBurst) -> None:
         """Push a configuration to each node, once (one not reached gets it at its next sync)."""

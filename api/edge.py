@@ -34,6 +34,7 @@ from store.telemetry import NodePoint, Point
 from wire import events as ev
 from wire.codec import encode_json
 from wire.events import EVENT_TYPES
+from wire.resources import MAX_CPU_MILLIS, CpuMillis
 from wire.spec import ContainerSpec, ServiceSpec
 
 T = TypeVar("T")
@@ -110,6 +111,13 @@ class StopAccepted(msgspec.Struct, frozen=True):
 
 class Scale(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     replicas: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+
+
+class Resize(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A live container's new CPU request and limit (a field left out keeps its value)."""
+
+    cpu_request_millis: CpuMillis | None = None
+    cpu_limit_millis: Annotated[int, msgspec.Meta(ge=1, le=MAX_CPU_MILLIS)] | None = None
 
 
 class Samples(msgspec.Struct, frozen=True):

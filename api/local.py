@@ -232,6 +232,21 @@ class LocalCluster:
         for node in self.home.glob("node-*"):
             reap_containers(node, cgroup=f"/{self.home.name}/{node.name}")
 
+    def down(self) -> None:
+        """Stop every process (a paused one is woken to take its TERM), reap the containers left, and remove
+        the cluster's cgroups. Containers are not stopped through the API first: callers do that if they can."""
+        if self.is_up():
+            for name in self.pids():
+                self.signal(name, signal.SIGCONT)
+            self.stop_processes()
+            self.reap_containers()
+        for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{self.home.name}/**/"), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        for d in Path("/sys/fs/cgroup").glob(f"*/{self.home.name}"):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
     def stop_processes(self) -> None:
         """Stop the nodelets, then the control plane, then NATS (containers outlive the nodelets)."""
         pids: dict[str, int] = json.loads(self.pids_file.read_text())

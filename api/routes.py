@@ -40,6 +40,7 @@ from api.edge import (
     Limit,
     NodeSamples,
     PlanResult,
+    Resize,
     Samples,
     Scale,
     StopAccepted,
@@ -49,6 +50,7 @@ from api.edge import (
 )
 from api.openapi import errors
 from api.paging import Page, next_headers, page
+from scheduler.plan import ResizeRefused
 from scheduler.stack import Placement, Unschedulable
 from store.errors import WrongExpectedHead, WrongExpectedVersion
 from store.log import EventLog, Recorded
@@ -287,6 +289,21 @@ class ContainerController(Controller):
             event_log, ("container", cid), container_stream(cid), lambda s: stop_decision(s, cid, grace)
         )
         return StopAccepted(id=cid, state=str((await _container(projection, cid)).state))
+
+    @patch("/{cid:str}", opt={"body": Resize}, responses=errors(400, 401, 403, 404, 409, 413, 415, 422))
+    async def resize_container(
+        self, *, cp: CPDep, projection: ProjectionDep, viewer: ViewerDep, cid: FromPath[str], data: JSONBody[Resize]
+    ) -> ContainerStatus:
+        """Change a live LS container's CPU request and limit in place (``docker update --cpus``, Kubernetes'
+        in-place resize): 409 if its node cannot hold the new request, or it is not live, or not LS; its node
+        changes the cgroup's shares and quota without a restart (``ContainerResized``)."""
+        c = await _container(projection, cid)
+        request = c.spec.cpu_request_millis if data.cpu_request_millis is None else data.cpu_request_millis
+        limit = c.spec.cpu_limit_millis if data.cpu_limit_millis is None else data.cpu_limit_millis
+        decided = await cp.scheduler.applier.resize(cid, request, limit)
+        if isinstance(decided, ResizeRefused):
+            raise BodyError(409 if decided.conflict else 422, decided.reason, decided.field, "cannot resize")
+        return viewer.shown(_explained(cp, projection.state, await _container(projection, cid)))  # type: ignore[return-value]
 
     @post("/{cid:str}/remove", status_code=202, responses=errors(401, 403, 404, 409))
     async def remove_container(self, *, cp: CPDep, projection: ProjectionDep, cid: FromPath[str]) -> StopAccepted:

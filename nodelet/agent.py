@@ -49,9 +49,11 @@ from wire.commands import (
     StopContainer,
     SyncReply,
     SyncRequest,
+    UpdateResources,
 )
 from wire.ids import new_command_id, new_event_id
 from wire.resources import Resources
+from wire.spec import ContainerSpec
 from wire.topology import Topology
 
 log = logging.getLogger("corral.nodelet.agent")
@@ -313,9 +315,21 @@ class Agent:
             elif cid not in self.service.containers and not self.service.kept(cid):
                 # Asked to stop, and never here (its start was lost): it is stopped, and nothing ran.
                 self._report(ev.ContainerStopped(container_id=cid, node=self.config.node))
+        running_specs = {cid: spec for cid, spec, _ in self.service.bandwidth()}
         for cid, start in desired.items():
             if cid not in self.service.containers:
                 await self.service.handle(start)
+            elif (mine := running_specs.get(cid)) is not None and _cpu(mine) != _cpu(start.spec):
+                # Resized while the update did not reach this node: the same values, pulled.
+                want_request, want_limit = _cpu(start.spec)
+                update = UpdateResources(
+                    command_id=new_command_id(),
+                    epoch=self.service.epoch,
+                    container_id=cid,
+                    cpu_request_millis=want_request,
+                    cpu_limit_millis=want_limit,
+                )
+                await self.service.handle(update)
         # Throttling as last reported (by an earlier run's reports sent again, else as the control plane holds it)
         # for running containers the detector has not seen: it reports the end of a throttling that began before.
         sampled = self.service.stats_paths()
@@ -515,6 +529,10 @@ class Agent:
                         reason=str(change.scale),
                     )
                 )
+
+
+def _cpu(spec: ContainerSpec) -> tuple[int, int | None]:
+    return spec.cpu_request_millis, spec.cpu_limit_millis
 
 
 class _CommandId(msgspec.Struct):

@@ -173,7 +173,7 @@ def settings_for(
         raise ValueError(f"burst_us: {burst_us} is negative")
     if qos.exclusive and len(set(cpuset)) != spec.exclusive_cpus:
         raise ValueError(f"cpuset: a {qos} container needs {spec.exclusive_cpus} exclusive CPUs, got {cpuset}")
-    shares = min(max(spec.cpu_request_millis * 1024 // 1000, MIN_SHARES), MAX_SHARES)
+    shares = shares_for(spec.cpu_request_millis)
     if qos is QoS.BE:
         shares = MIN_SHARES
     limit = spec.cpu_limit_millis
@@ -193,6 +193,11 @@ def settings_for(
         pids_max=pids_max,
     )
     return settings, clamp
+
+
+def shares_for(request_millis: int) -> int:
+    """Kubernetes' mapping of a CPU request to cpu.shares: 1024 a CPU, within the kernel's bounds."""
+    return min(max(request_millis * 1024 // 1000, MIN_SHARES), MAX_SHARES)
 
 
 def shares_to_weight(shares: int) -> int:

@@ -24,7 +24,15 @@ from typing import Any
 import msgspec
 
 from nodelet import lifecycle
-from nodelet.cgroups import CgroupError, Cgroups, CpuSettings, StatsPaths, format_cpulist, settings_for
+from nodelet.cgroups import (
+    CgroupError,
+    Cgroups,
+    CpuSettings,
+    StatsPaths,
+    format_cpulist,
+    settings_for,
+    shares_for,
+)
 from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
 from nodelet.ocispec import MountNotAllowed, oci_config
@@ -429,8 +437,15 @@ class NodeService:
                 raise Rejected(Reject.ILLEGAL_STATE, f"cannot update container in state {c.state}")
             old = c.settings
             changes: dict[str, object] = {}
+            spec = c.command.spec
             if cmd.cpu_limit_millis is not None:
-                changes["quota_us"] = max(cmd.cpu_limit_millis * old.period_us // 1000, 1000)
+                quota = max(cmd.cpu_limit_millis * old.period_us // 1000, 1000)
+                # A quota lowered under the burst takes the burst down with it (the kernel's rule).
+                changes |= {"quota_us": quota, "burst_us": min(old.burst_us, quota)}
+                spec = msgspec.structs.replace(spec, cpu_limit_millis=cmd.cpu_limit_millis)
+            if cmd.cpu_request_millis is not None:
+                changes["shares"] = shares_for(cmd.cpu_request_millis)
+                spec = msgspec.structs.replace(spec, cpu_request_millis=cmd.cpu_request_millis)
             if cmd.cpuset is not None:
                 changes["cpus"] = ",".join(map(str, real_cpuset(self.config.cpu_map, cmd.cpuset)))
             if cmd.burst_us is not None:
@@ -445,6 +460,8 @@ class NodeService:
                 except CgroupError as e:
                     raise Rejected(Reject.UPDATE_FAILED, str(e)) from None
             c.settings = new
+            # What it runs with from now on: the CPU Burst loop's base quota, and syncs, compare against it.
+            c.command = msgspec.structs.replace(c.command, spec=spec)
         if new.burst_us != old.burst_us:
             await self.emit(ev.CpuBurstSet(container_id=c.id, node=self.config.node, burst_us=new.burst_us))
         if new.quota_us != old.quota_us:

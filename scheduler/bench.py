@@ -26,7 +26,7 @@ from store.log import EventLog
 from store.recorder import NO_STREAM
 from store.sqlite import SqliteRecorder
 from wire import events as ev
-from wire.commands import StartContainer, StopContainer
+from wire.commands import StartContainer, StopContainer, UpdateResources
 from wire.ids import container_stream, node_stream
 from wire.resources import Resources
 from wire.spec import ContainerSpec, CpuBindPolicy, NumaPolicy, QoS
@@ -43,6 +43,9 @@ class Discard:
         return None
 
     async def stop(self, node: str, command: StopContainer) -> None:
+        return None
+
+    async def update(self, node: str, command: UpdateResources) -> None:
         return None
 
 

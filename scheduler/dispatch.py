@@ -19,7 +19,7 @@ from typing import Protocol
 from store.projection import Projection
 from store.projections import ClusterState, ContainerState, ContainerView
 from wire import events as ev
-from wire.commands import StartContainer, StopContainer
+from wire.commands import StartContainer, StopContainer, UpdateResources
 from wire.ids import command_id
 
 log = logging.getLogger("corral.dispatch")
@@ -33,6 +33,8 @@ class Publisher(Protocol):
     async def start(self, node: str, command: StartContainer) -> None: ...
 
     async def stop(self, node: str, command: StopContainer) -> None: ...
+
+    async def update(self, node: str, command: UpdateResources) -> None: ...
 
 
 def start_command(c: ContainerView, epoch: int) -> StartContainer:
@@ -50,6 +52,24 @@ def start_command(c: ContainerView, epoch: int) -> StartContainer:
 def stop_command(c: ContainerView, epoch: int) -> StopContainer:
     return StopContainer(
         command_id=command_id(c.id, epoch, "stop"), epoch=epoch, container_id=c.id, grace_s=c.stop_grace_s
+    )
+
+
+def resize_command(state: ClusterState, container_id: str, position: int) -> tuple[str, UpdateResources] | None:
+    """The node's update after a resize folded at ``position``, while the container runs on a live node (one
+    still being started gets the new values with its start; a lost update is repaired by the node's sync)."""
+    c = state.containers.get(container_id)
+    if c is None or c.node is None or c.state is not ContainerState.RUNNING:
+        return None
+    node = state.nodes.get(c.node)
+    if node is None or node.lost:
+        return None
+    return node.name, UpdateResources(
+        command_id=command_id(c.id, node.epoch, f"resize@{position}"),
+        epoch=node.epoch,
+        container_id=c.id,
+        cpu_request_millis=c.spec.cpu_request_millis,
+        cpu_limit_millis=c.spec.cpu_limit_millis,
     )
 
 
@@ -75,6 +95,7 @@ class Dispatcher:
         self.projection = projection
         self.publisher = publisher
         self._due: dict[str, None] = {}  # containers an event touched since the last dispatch, in order
+        self._resized: dict[str, int] = {}  # containers resized since, and the position of the last resize
         self._wake = asyncio.Event()
         self.sent = 0
         projection.observers.append(self._observe)
@@ -82,6 +103,9 @@ class Dispatcher:
     def _observe(self, position: int, event: ev.Event, before: ContainerView | None) -> None:
         if isinstance(event, _TOUCHES):
             self._due[event.container_id] = None
+            self._wake.set()
+        elif isinstance(event, ev.ContainerResized):
+            self._resized[event.container_id] = position
             self._wake.set()
 
     def everything_under_way(self) -> None:
@@ -106,6 +130,12 @@ class Dispatcher:
             else:
                 await self.publisher.stop(node, command)
             sent += 1
+        resized, self._resized = self._resized, {}
+        for cid, position in resized.items():
+            update = resize_command(self.projection.state, cid, position)
+            if update is not None:
+                await self.publisher.update(*update)
+                sent += 1
         self.sent += sent
         return sent
 

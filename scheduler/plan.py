@@ -14,11 +14,12 @@ from collections.abc import Mapping
 
 import msgspec
 
-from scheduler.feasible import Request, cpu, memory
+from scheduler.feasible import Request, cpu, memory, request_of
 from scheduler.snapshot import PENDING_STATES, NodeSnap, node_snap
 from scheduler.stack import Placement
-from store.projections import ClusterState
+from store.projections import ClusterState, ContainerState
 from wire import events as ev
+from wire.spec import QoS
 
 
 class Plan(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -90,4 +91,65 @@ def scheduled_event(p: Placement) -> ev.ContainerScheduled:
         resources=p.resources,
         score=p.score,
         reason=p.reason,
+    )
+
+
+# --- in-place resize -----------------------------------------------------------------------------------------------
+
+
+class ResizeRefused(msgspec.Struct, frozen=True, gc=False):
+    """Why a resize cannot be done: ``conflict`` (the container or its node as they are now) or not."""
+
+    field: str
+    reason: str
+    conflict: bool = True
+
+
+def resize(
+    state: ClusterState, container_id: str, request: int, limit: int | None
+) -> ev.ContainerResized | ResizeRefused | None:
+    """The event that changes a live container's CPU request and limit in place, if its node can hold the new
+    request beside everything else it holds. Only LS containers, and only within their kind: a limit stays a
+    limit (a quota cannot appear or vanish under a running process), exclusive CPUs (LSE/LSR) and best-effort
+    containers keep what they have (their QoS class would change), as Kubernetes' in-place resize keeps it.
+    None: it has these values already (nothing to append)."""
+    c = state.containers.get(container_id)
+    if c is None:
+        return ResizeRefused("container_id", f"no container {container_id}", conflict=False)
+    if c.state not in (ContainerState.SCHEDULED, ContainerState.RUNNING) or c.node is None:
+        return ResizeRefused("state", f"container {container_id} is {c.state}: only a live one is resized")
+    if (request, limit) == (c.spec.cpu_request_millis, c.spec.cpu_limit_millis):
+        return None
+    qos = c.spec.qos or QoS.LS
+    if qos is not QoS.LS:
+        return ResizeRefused("qos", f"a {qos} container keeps its CPUs (resizing would change its QoS class)")
+    if (limit is None) != (c.spec.cpu_limit_millis is None):
+        had = "has a CPU limit" if c.spec.cpu_limit_millis is not None else "has no CPU limit"
+        return ResizeRefused("cpu_limit_millis", f"the container {had}: a limit can be changed, not added or removed")
+    if request == 0 and limit is None:
+        return ResizeRefused("cpu_request_millis", "a request of 0 without a limit would make it best effort")
+    try:
+        spec = msgspec.structs.replace(c.spec, cpu_request_millis=request, cpu_limit_millis=limit)
+    except ValueError as e:
+        field, _, reason = str(e).partition(": ")
+        return ResizeRefused(field if reason else "cpu_request_millis", reason or str(e), conflict=False)
+    view = state.nodes.get(c.node)
+    if view is None or view.lost:
+        return ResizeRefused("node", f"node {c.node} is {'lost' if view is not None else 'gone'}")
+    others = {k: v for k, v in view.allocations.items() if k != container_id}
+    node = node_snap(msgspec.structs.replace(view, allocations=others), state.containers)
+    wanted = request_of(container_id, spec, c.service_id)
+    why = cpu(node, wanted)
+    if why is not None:
+        free = node.ls_pool_millis - node.ls_millis
+        return ResizeRefused(
+            "cpu_request_millis", f"{why} on node {c.node}: {request}m asked, {free}m free in its pool"
+        )
+    resources = msgspec.structs.replace(c.resources, cpu_millis=request)
+    return ev.ContainerResized(
+        container_id=container_id,
+        node=c.node,
+        cpu_request_millis=request,
+        cpu_limit_millis=limit,
+        resources=resources,
     )

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from scheduler.feasible import Request, request_of
-from scheduler.plan import Plan, PlanResult, Rejection, check_plan, scheduled_event
+from scheduler.plan import Plan, PlanResult, Rejection, ResizeRefused, check_plan, resize, scheduled_event
 from scheduler.reconcile import Action, next_restart_ns, reconcile
 from scheduler.snapshot import PENDING_STATES, NodeSnap, Snapshot, node_snap
 from scheduler.stack import DEFAULT, Placement, StackConfig, Unschedulable, place
@@ -100,6 +100,26 @@ class PlanApplier:
                 else:
                     accepted.append(p)
             return msgspec.structs.replace(result, accepted=tuple(accepted), rejected=tuple(rejected))
+
+    async def resize(
+        self, container_id: str, request: int, limit: int | None
+    ) -> ev.ContainerResized | ResizeRefused | None:
+        """Change a live container's CPU request and limit in place: decided under the same lock as placements
+        (a resize and a placement never both take the last free CPU), appended against the version checked."""
+        for _ in range(8):
+            async with self._lock:
+                state = await self.latest()
+                decided = resize(state, container_id, request, limit)
+                if decided is None or isinstance(decided, ResizeRefused):
+                    return decided  # None: it has these values already
+                try:
+                    await self.log.append(
+                        container_stream(container_id), [decided], version(state, "container", container_id)
+                    )
+                except WrongExpectedVersion:
+                    continue  # the container changed meanwhile: decide again
+                return decided
+        return ResizeRefused("container_id", f"container {container_id} kept changing; try again")
 
 
 class Scheduler:

@@ -425,9 +425,26 @@ def _burst_policy(state: ClusterState, _: int, event: ev.BurstPolicyChanged) -> 
     state.burst = event.config
 
 
+def _resized(state: ClusterState, _: int, e: ev.ContainerResized) -> None:
+    """A live container placed on the event's node takes the new request and limit, and so does what its node
+    holds for it; anything else (ended, moved) is left as it is."""
+    c = state.containers.get(e.container_id)
+    if c is None or c.state in TERMINAL or c.node != e.node:
+        return
+    spec = replace(c.spec, cpu_request_millis=e.cpu_request_millis, cpu_limit_millis=e.cpu_limit_millis)
+    state.containers[e.container_id] = replace(c, spec=spec, resources=e.resources)
+    node = state.nodes.get(e.node)
+    held = None if node is None else node.allocations.get(e.container_id)
+    if node is not None and held is not None:
+        allocations = {**node.allocations, e.container_id: replace(held, resources=e.resources)}
+        state.nodes[e.node] = replace(node, allocations=allocations)
+
+
 def _route_views(cls: type) -> _Step:
     if cls is ev.BurstPolicyChanged:
         return _burst_policy
+    if cls is ev.ContainerResized:
+        return _resized
     if cls in _PLACEMENT_EVENTS:
         return _placement_step(_CONTAINER_FOLDS[cls], allocates=cls is ev.ContainerScheduled)
     steps = [

@@ -56,6 +56,7 @@ class UpdateResources(_Message, frozen=True, tag=True):
     epoch: Epoch
     container_id: ContainerId
     cpu_limit_millis: CpuMillis | None = None
+    cpu_request_millis: CpuMillis | None = None  # shares follow it (Kubernetes' mapping)
     cpuset: Cpuset | None = None
     burst_us: Annotated[int, msgspec.Meta(ge=0)] | None = None
 

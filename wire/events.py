@@ -16,7 +16,7 @@ import msgspec
 from wire import checks
 from wire.burst import BurstConfig
 from wire.ids import ContainerId, NodeName, ServiceId
-from wire.resources import Resources
+from wire.resources import CpuMillis, Resources
 from wire.spec import ContainerSpec, HostPath, ImageRef, QoS, ServiceSpec
 from wire.topology import CpuId, Topology
 
@@ -102,6 +102,17 @@ class ContainerScheduled(_Event, frozen=True, tag=True):
     resources: Resources = Resources()  # what the placement reserved on the node
     score: float = 0.0
     reason: str = ""  # why this node, for `history`
+
+
+class ContainerResized(_Event, frozen=True, tag=True):
+    """A live container's CPU request and limit changed in place (``docker update``, Kubernetes' in-place
+    resize): its node's allocation follows, and the node changes the cgroup files."""
+
+    container_id: ContainerId
+    node: NodeName
+    cpu_request_millis: CpuMillis
+    cpu_limit_millis: CpuMillis | None
+    resources: Resources  # what it now holds on the node
 
 
 class ContainerUnschedulable(_Event, frozen=True, tag=True):
@@ -217,6 +228,7 @@ Event = (
     | NodeDrained
     | ContainerSubmitted
     | ContainerScheduled
+    | ContainerResized
     | ContainerUnschedulable
     | ContainerStarted
     | ContainerExited

@@ -370,3 +370,36 @@ async def test_burst_policies_reach_a_running_container_without_a_restart(
     history = [r.event for r in await control.log.read_stream(container_stream(cid))]
     reasons = [e.reason for e in history if isinstance(e, ev.CfsQuotaScaled)]
     assert reasons[0] == "scale up" and reasons[-1] == "reset"
+
+
+def cpu_files(tag: str, cid: str) -> tuple[int, int]:
+    """(shares or weight, quota) as the container's cgroup files hold them."""
+    layout = detect_layout()
+    path = f"/corral-cp-{tag}/n1/{cid}"
+    if layout.version == 1:
+        shares = int(Path(layout.file("cpu.shares", path)).read_text())
+        return shares, int(Path(layout.file("cpu.cfs_quota_us", path)).read_text())
+    weight = int(Path(layout.file("cpu.weight", path)).read_text())
+    return weight, int(Path(layout.file("cpu.max", path)).read_text().split()[0])
+
+
+@pytest.mark.slow
+async def test_a_running_container_is_resized_in_place(control: ControlPlane, nodelets: Nodelets, tag: str) -> None:
+    nodelets.start("n1")
+    await until(control, lambda: "n1" in control.projection.state.nodes)
+    cid = await submit(control, spec("web", command=("sleep", "600"), cpu_request_millis=500, cpu_limit_millis=1000))
+    await until(control, lambda: (v := view(control, cid)) is not None and v.state is ContainerState.RUNNING)
+    pid = view(control, cid).pid  # type: ignore[union-attr]
+    before = await asyncio.to_thread(cpu_files, tag, cid)
+    assert before[1] == 100_000
+
+    resized = await control.scheduler.applier.resize(cid, 1500, 2000)
+    assert isinstance(resized, ev.ContainerResized)
+    async with asyncio.timeout(20):
+        while (now := await asyncio.to_thread(cpu_files, tag, cid))[1] != 200_000:  # noqa: ASYNC110 -- files
+            await asyncio.sleep(0.1)
+    assert now[0] > before[0]  # the shares (or weight) follow the request
+    v = view(control, cid)
+    assert v is not None and v.pid == pid and v.state is ContainerState.RUNNING  # in place: the same process
+    assert control.projection.state.nodes["n1"].allocations[cid].resources.cpu_millis == 1500
+    await until(control, lambda: (x := view(control, cid)) is not None and x.cfs_quota_us == 200_000)

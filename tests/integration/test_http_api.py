@@ -431,3 +431,29 @@ async def test_corral_burst_get_and_set(client: httpx.AsyncClient) -> None:
     bad = await asyncio.to_thread(burst, "set", "--policy", "sometimes")
     assert bad.returncode == 1 and "policy" in bad.stderr
     assert await config() == {"cluster": {"policy": "auto"}, "nodes": []}
+
+
+async def test_patch_resizes_a_live_container_and_refuses_what_does_not_fit(
+    client: httpx.AsyncClient, cp: ControlPlane
+) -> None:
+    topo = Topology.uniform(1, 1, 2, 2, memory_per_numa=8 << 30)  # 4 CPUs
+    await cp.log.append(
+        node_stream("n1"), [ev.NodeRegistered(node="n1", topology=topo, capacity=Resources(4000, 8 << 30), epoch=1)]
+    )
+    cid = (await client.post("/v1/containers", json={**GOOD, "cpu_limit_millis": 1000}, headers=ADMIN)).json()["id"]
+    await until(cp, lambda: cp.projection.state.containers[cid].state == "scheduled")
+    r = await client.patch(
+        f"/v1/containers/{cid}", json={"cpu_request_millis": 1000, "cpu_limit_millis": 2000}, headers=ADMIN
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["spec"]["cpu_request_millis"], r.json()["spec"]["cpu_limit_millis"]) == (1000, 2000)
+    assert cp.projection.state.nodes["n1"].allocations[cid].resources.cpu_millis == 1000
+    too_big = await client.patch(f"/v1/containers/{cid}", json={"cpu_request_millis": 5000}, headers=ADMIN)
+    assert (too_big.status_code, too_big.json()["field"]) == (409, "cpu_request_millis")
+    for body in ({"cpu_request_millis": "2"}, {"cpus": 2}, {"cpu_limit_millis": 0}):
+        bad = await client.patch(f"/v1/containers/{cid}", json=body, headers=ADMIN)
+        assert bad.status_code in (400, 422), (body, bad.text)
+    assert (await client.patch(f"/v1/containers/{cid}", json={}, headers=READER)).status_code == 403
+    assert (await client.patch("/v1/containers/00000000000000ff", json={}, headers=ADMIN)).status_code == 404
+    history = [type(e.event).__name__ for e in await cp.log.read_stream(f"container-{cid}")]
+    assert history.count("ContainerResized") == 1  # the refused ones appended nothing

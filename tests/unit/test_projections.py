@@ -676,3 +676,48 @@ def test_snapshot_is_the_schema_and_the_state() -> None:
 def test_a_snapshot_of_another_schema_decodes_to_none() -> None:
     assert decode_snapshot(msgspec.msgpack.encode((999, SCENARIO_STATE))) is None
     assert decode_snapshot(msgspec.msgpack.encode((SNAPSHOT_SCHEMA + 1, "a state we cannot read"))) is None
+
+
+# --- in-place resize -----------------------------------------------------------------------------------------------
+
+
+def resized(n: int = 1, request: int = 800, limit: int | None = 1600, node_name: str = "n1") -> ev.ContainerResized:
+    return ev.ContainerResized(
+        container_id=cid(n),
+        node=node_name,
+        cpu_request_millis=request,
+        cpu_limit_millis=limit,
+        resources=Resources(request, 1 << 28),
+    )
+
+
+def placed_state(c: ContainerView) -> ClusterState:
+    alloc = Allocation(QoS.LS, c.resources)
+    held = {cid(1): alloc} if not c.state.terminal else {}
+    return ClusterState(position=10, nodes={"n1": node(allocations=held)}, containers={cid(1): c})
+
+
+@pytest.mark.parametrize("start", [SCHEDULED, RUNNING, STOPPING], ids=["scheduled", "running", "stopping"])
+def test_a_resize_changes_the_spec_and_what_the_node_holds(start: ContainerView) -> None:
+    state = placed_state(start)
+    apply(state, 11, resized())
+    c = state.containers[cid(1)]
+    assert (c.spec.cpu_request_millis, c.spec.cpu_limit_millis, c.resources) == (800, 1600, Resources(800, 1 << 28))
+    assert state.nodes["n1"].allocations[cid(1)].resources == Resources(800, 1 << 28)
+    assert state.nodes["n1"].allocated == Resources(800, 1 << 28)
+
+
+@pytest.mark.parametrize(
+    ("start", "event"),
+    [
+        pytest.param(EXITED, resized(), id="ended"),
+        pytest.param(RUNNING, resized(node_name="n2"), id="another-node"),
+        pytest.param(PENDING, resized(), id="not-placed"),
+    ],
+)
+def test_a_resize_that_no_longer_applies_changes_nothing(start: ContainerView, event: ev.ContainerResized) -> None:
+    state = placed_state(start)
+    before = (state.containers[cid(1)], state.nodes["n1"])
+    apply(state, 11, event)
+    assert (state.containers[cid(1)], state.nodes["n1"]) == before
+    assert state.versions == {f"container/{cid(1)}": 0}  # still an event of the container's stream

@@ -23,7 +23,7 @@ from store.memory import MemoryRecorder
 from store.projections import ClusterState, ContainerState, apply_all
 from tests.builders import cid, spec
 from wire import events as ev
-from wire.commands import StartContainer, StopContainer
+from wire.commands import StartContainer, StopContainer, UpdateResources
 from wire.ids import container_stream, node_stream, service_stream
 from wire.resources import Resources
 from wire.spec import ContainerSpec, Mount, NumaPolicy, QoS, ServiceSpec
@@ -63,12 +63,16 @@ class Recorded:
     def __init__(self) -> None:
         self.starts: list[tuple[str, StartContainer]] = []
         self.stops: list[tuple[str, StopContainer]] = []
+        self.updates: list[tuple[str, UpdateResources]] = []
 
     async def start(self, node_name: str, command: StartContainer) -> None:
         self.starts.append((node_name, command))
 
     async def stop(self, node_name: str, command: StopContainer) -> None:
         self.stops.append((node_name, command))
+
+    async def update(self, node_name: str, command: UpdateResources) -> None:
+        self.updates.append((node_name, command))
 
 
 class Harness:

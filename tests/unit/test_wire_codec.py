@@ -66,6 +66,9 @@ EVENTS: list[ev.Event] = [
         score=0.875,
         reason="least allocated",
     ),
+    ev.ContainerResized(
+        container_id=cid(1), node="n1", cpu_request_millis=700, cpu_limit_millis=1500, resources=Resources(700, GI)
+    ),
     ev.ContainerUnschedulable(
         container_id=cid(4), nodes_total=3, reasons={"insufficient cpu": 2, "cordoned": 1}, message="0/3 nodes"
     ),
