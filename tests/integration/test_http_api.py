@@ -448,8 +448,12 @@ async def test_patch_resizes_a_live_container_and_refuses_what_does_not_fit(
     assert r.status_code == 200, r.text
     assert (r.json()["spec"]["cpu_request_millis"], r.json()["spec"]["cpu_limit_millis"]) == (1000, 2000)
     assert cp.projection.state.nodes["n1"].allocations[cid].resources.cpu_millis == 1000
-    too_big = await client.patch(f"/v1/containers/{cid}", json={"cpu_request_millis": 5000}, headers=ADMIN)
+    too_big = await client.patch(
+        f"/v1/containers/{cid}", json={"cpu_request_millis": 5000, "cpu_limit_millis": 6000}, headers=ADMIN
+    )
     assert (too_big.status_code, too_big.json()["field"]) == (409, "cpu_request_millis")
+    above = await client.patch(f"/v1/containers/{cid}", json={"cpu_request_millis": 3000}, headers=ADMIN)
+    assert (above.status_code, above.json()["field"]) == (422, "cpu_request_millis")  # above its limit
     for body in ({"cpu_request_millis": "2"}, {"cpus": 2}, {"cpu_limit_millis": 0}):
         bad = await client.patch(f"/v1/containers/{cid}", json=body, headers=ADMIN)
         assert bad.status_code in (400, 422), (body, bad.text)
