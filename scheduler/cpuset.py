@@ -33,7 +33,8 @@ Pipeline of ``pick_cpus``:
      FullPCPUs is *preferred*, as Koordinator's default: it falls back to single CPUs instead of failing the
      node, so this module never returns a "no whole cores" reason.
    - SpreadByPCPUs: one CPU of every core before any core's second CPU, from the first NUMA node (by strategy)
-     with ``count`` free CPUs, else the first such socket, else every free CPU in the fallback order.
+     with ``count`` distinct free cores, else the first such socket; only then the first NUMA node, then socket,
+     with ``count`` free CPUs; else every free CPU in the fallback order.
 
 Strategy order: ``MostAllocated`` packs (fewest free CPUs first), ``LeastAllocated`` spreads (most free first).
 NUMA nodes are ordered by (free CPUs, free CPUs of their socket, id), sockets by (free CPUs, id).
@@ -310,7 +311,10 @@ class _Request:
             if len(fits) <= 1:
                 return tuple(fits) or None
             sf = _socket_free(som, ids, nf)
-            return (min(fits, key=lambda n: (self.whole_cpus(n) < need, sign * nf[n], sign * sf[som[n]], n)),)
+            if full:  # whole cores that cover the even part first
+                return (min(fits, key=lambda n: (self.whole_cpus(n) < need, sign * nf[n], sign * sf[som[n]], n)),)
+            # SpreadByPCPUs: a node with a free core for every CPU first
+            return (min(fits, key=lambda n: (self.free_cores(n) < count, sign * nf[n], sign * sf[som[n]], n)),)
         if sum(sorted(nf.values(), reverse=True)[:k]) < count:
             return None
         if math.comb(len(ids), k) > _MAX_NUMA_SETS:
@@ -327,6 +331,11 @@ class _Request:
             if best is None or key < best[0]:
                 best = (key, combo)
         return None if best is None else best[1]
+
+    def free_cores(self, numa: int) -> int:
+        """Cores of ``numa`` with at least one free CPU."""
+        free = self.free
+        return sum(1 for _, cpus in self.index._cores_by_id[numa] if not free.isdisjoint(cpus))
 
     def whole_cpus(self, numa: int) -> int:
         got = self.whole.get(numa)
@@ -387,19 +396,26 @@ class _Request:
         return self.take_singles(scope, picked)
 
     def spread_by_pcpus(self, scope: Sequence[int]) -> list[int]:
+        """Koordinator's order: a NUMA node, then a socket, with ``count`` distinct free cores (no two CPUs share
+        a core); only then a NUMA node, then a socket, with ``count`` free CPUs; else the fallback order."""
         index, count, free, sign = self.index, self.count, self.free, self.sign
         nf, som, cores_by_id = self.numa_free, index._socket_of_numa, index._cores_by_id
         sf = _socket_free(som, scope, nf)
         numa_key = _numa_key(nf, sf, som, sign)
-        fits = [n for n in scope if nf[n] >= count]
-        if fits:
-            n = min(fits, key=numa_key)
-            return _spread([[c for c in cpus if c in free] for _, cpus in cores_by_id[n]], count)
-        socket_fits = [s for s in sf if sf[s] >= count]
-        if socket_fits:
-            s = min(socket_fits, key=lambda s: (sign * sf[s], s))
-            numas = sorted((n for n in scope if som[n] == s), key=numa_key)
-            return _spread([[c for c in cpus if c in free] for n in numas for _, cpus in cores_by_id[n]], count)
+        cores = {n: [[c for c in cpus if c in free] for _, cpus in cores_by_id[n]] for n in scope}
+        free_cores = {n: sum(1 for cpus in cores[n] if cpus) for n in scope}
+        socket_cores = _socket_free(som, scope, free_cores)
+
+        def in_socket(s: int) -> list[list[int]]:
+            return [cpus for n in sorted((n for n in scope if som[n] == s), key=numa_key) for cpus in cores[n]]
+
+        for enough_numa, enough_socket in ((free_cores, socket_cores), (nf, sf)):
+            fits = [n for n in scope if enough_numa[n] >= count]
+            if fits:
+                return _spread(cores[min(fits, key=numa_key)], count)
+            socket_fits = [s for s in sf if enough_socket[s] >= count]
+            if socket_fits:
+                return _spread(in_socket(min(socket_fits, key=lambda s: (sign * sf[s], s))), count)
         return _spread(self.fallback_order(scope, []), count)
 
     # --- single CPUs ----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Expected cpusets are written in cpulist notation ("0-3,32-35").
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,11 +133,13 @@ CASES = [
     pytest.param(node(T8), 3, {}, pick("0-1,4", 0), id="t8-odd"),
     pytest.param(node(T8).holding("0"), 2, {"strategy": MOST}, pick("1,5", 0), id="t8-most"),
     pytest.param(node(T8).holding("0"), 2, {"strategy": LEAST}, pick("2,6", 1), id="t8-least"),
-    # SpreadByPCPUs: one CPU per core first, in one NUMA node, else one socket.
+    # SpreadByPCPUs: one CPU per core, from a NUMA node, else a socket, with that many free cores; only then
+    # second threads, in one NUMA node, else one socket.
     pytest.param(node(), 4, {"bind": SPREAD}, pick("0-3", 0), id="spread-4"),
-    pytest.param(node(), 10, {"bind": SPREAD}, pick("0-7,32-33", 0), id="spread-10-second-threads-last"),
+    pytest.param(node(), 10, {"bind": SPREAD}, pick("0-9", 0, 1), id="spread-10-cores-of-the-socket-not-siblings"),
     pytest.param(node(), 20, {"bind": SPREAD}, pick("0-15,32-35", 0, 1), id="spread-20-one-socket"),
-    pytest.param(QUARTER_HELD, 6, {"bind": SPREAD}, pick("4-7,36-37", 0), id="spread-packs-most-allocated"),
+    pytest.param(QUARTER_HELD, 4, {"bind": SPREAD}, pick("4-7", 0), id="spread-packs-most-allocated"),
+    pytest.param(QUARTER_HELD, 6, {"bind": SPREAD}, pick("8-13", 1), id="spread-a-node-with-six-free-cores"),
     pytest.param(node(T8), 2, {"bind": SPREAD}, pick("0-1", 0), id="t8-spread"),
     # Whole cores across NUMA nodes (None) versus one NUMA node with two lone threads (any NUMA policy).
     pytest.param(FRAGMENTED, 6, {}, pick("0,8-9,32,40-41", 0, 1), id="none-prefers-whole-cores"),
@@ -461,3 +464,65 @@ def test_ten_thousand_picks_on_a_half_full_node() -> None:
         got = pick_cpus(index, half, count, bind=bind, numa_policy=policy, strategy=strategy)
         picks += isinstance(got, Pick)
     assert picks == 10_000
+
+
+def _free_cores(index: TopologyIndex, free: frozenset[int], numas: Iterable[int]) -> int:
+    return sum(1 for n in numas for c in index.cores_of_numa[n] if set(index.cpus_of_core[c]) & free)
+
+
+@given(requests(smt_topologies | irregular_topologies()))
+def test_spread_by_pcpus_never_shares_a_core_when_a_numa_node_or_socket_has_enough_free_cores(r: Request) -> None:
+    _never_siblings_when_cores_suffice(r)
+
+
+def _never_siblings_when_cores_suffice(r: Request) -> None:
+    """Koordinator's SpreadByPCPUs looks for a NUMA node, then a socket, with ``count`` distinct free cores
+    before it settles for free CPUs: hyperthread siblings are what the policy exists to avoid."""
+    index = r.index
+    by_numa = any(_free_cores(index, r.free, (n,)) >= r.count for n in index.numa_ids)
+    by_socket = any(_free_cores(index, r.free, index.numas_of_socket[s]) >= r.count for s in index.socket_ids)
+    if not (by_numa or by_socket):
+        return
+    got = pick_cpus(index, r.free, r.count, bind=CpuBindPolicy.SPREAD_BY_PCPUS, strategy=r.strategy)
+    assert isinstance(got, Pick)
+    cores = [index.core_of[c] for c in got.cpus]
+    assert len(set(cores)) == len(cores), f"siblings picked: {got.cpus}"
+    if by_numa:
+        assert len(got.numa_nodes) == 1
+
+
+@st.composite
+def core_level_requests(draw: st.DrawFn) -> Request:
+    """Two-thread topologies whose cores are each wholly free, half free or taken: where siblings matter."""
+    index = TopologyIndex.of(draw(smt_topologies))
+    free: set[int] = set()
+    for n in index.numa_ids:
+        for c in index.cores_of_numa[n]:
+            free.update(index.cpus_of_core[c][: draw(st.integers(0, 2))])
+    count = draw(st.integers(1, max(1, len(free))))
+    return Request(index, frozenset(free), count, CpuBindPolicy.SPREAD_BY_PCPUS, NumaPolicy.NONE, draw(numa_strategies))
+
+
+@given(core_level_requests())
+def test_spread_by_pcpus_prefers_distinct_cores_over_free_cpus(r: Request) -> None:
+    _never_siblings_when_cores_suffice(r)
+
+
+@given(core_level_requests())
+def test_single_numa_node_spread_prefers_a_node_with_enough_free_cores(r: Request) -> None:
+    index = r.index
+    if not any(_free_cores(index, r.free, (n,)) >= r.count for n in index.numa_ids):
+        return
+    got = pick_cpus(index, r.free, r.count, bind=CpuBindPolicy.SPREAD_BY_PCPUS, numa_policy=NumaPolicy.SINGLE_NUMA_NODE)
+    assert isinstance(got, Pick)
+    assert len({index.core_of[c] for c in got.cpus}) == r.count
+
+
+def test_spread_by_pcpus_takes_the_numa_node_with_free_cores_over_the_one_with_free_siblings() -> None:
+    """NUMA 0 has two whole free cores (4 CPUs), NUMA 1 one free CPU on each of its 4 cores: 3 CPUs spread
+    come from NUMA 1, one per core, not 0, 1 and 0's sibling 8 (transcribed from the issue's finding)."""
+    index = TopologyIndex.of(Topology.uniform(1, 2, 4, 2))
+    free = frozenset({0, 8, 1, 9, 4, 5, 6, 7})
+    for strategy in NumaStrategy:
+        got = pick_cpus(index, free, 3, bind=CpuBindPolicy.SPREAD_BY_PCPUS, strategy=strategy)
+        assert got == Pick(cpus=(4, 5, 6), numa_nodes=(1,))
