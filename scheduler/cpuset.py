@@ -23,10 +23,14 @@ Pipeline of ``pick_cpus``:
    - FullPCPUs (also ``Default``, and any policy on one-thread cores): whole free cores
 
      a. from the first NUMA node, ordered by strategy, whose whole free cores cover ``count``;
-     b. else from the first socket, ordered by strategy, whose whole free cores cover it, taking its NUMA
-        nodes in strategy order;
-     c. else every whole free core of the sockets with the most whole free cores that still fit, then whole
-        cores one at a time from the other sockets (fewest whole free cores first);
+     b. from a socket whose whole free cores cover it: wholly free NUMA nodes first, then whole cores from the
+        NUMA nodes already spanned, then the others in strategy order;
+     c. the kubelet's packed order over every socket: wholly free sockets that fit, then wholly free NUMA nodes
+        that fit (the largest first), then whole cores one at a time, from the NUMA nodes already spanned first,
+        then from the sockets with the most whole free CPUs;
+
+     and of the picks of b (every socket that can) and c, the one spanning the fewest NUMA nodes, then
+     sockets, then b before c in strategy order: a container spans as few NUMA nodes as it can;
      d. what whole cores cannot cover (an odd count on two-thread cores, or too few whole cores) is taken as
         single CPUs in the *fallback order*, so a half-used core is filled before a whole one is broken.
 
@@ -356,44 +360,73 @@ class _Request:
             picked: list[int] = []
             if _take_whole(whole_order[n], free, count, picked) <= tail:
                 return self.take_singles((n,), picked)
-        # b. one socket, its NUMA nodes in strategy order
-        for s in sorted((s for s in sf if sf[s] >= count), key=lambda s: (sign * sf[s], s)):
+        # b. one socket whose whole free cores cover it, packed; c. the kubelet's packed order over every socket:
+        #    wholly free sockets that fit, then wholly free NUMA nodes that fit (the largest first), then whole
+        #    cores -- from the NUMA nodes already spanned, then from the sockets with the most whole free CPUs.
+        #    Of these picks, the one spanning the fewest NUMA nodes, then sockets; then b before c, by strategy.
+        numa_of, socket_of = index._numa_of, index.socket_of
+        best: tuple[tuple[int, int, int], list[int]] | None = None
+        sockets = sorted((s for s in sf if sf[s] >= count), key=lambda s: (sign * sf[s], s))
+        for rank, s in enumerate(sockets):
             numas = sorted((n for n in scope if som[n] == s), key=numa_key)
             picked = []
-            left = count
-            for n in numas:
-                left = _take_whole(whole_order[n], free, left, picked)
-            if left <= tail:
-                return self.take_singles(numas, picked)
-        # c. whole sockets' free cores (most first), then whole cores from the rest (fewest first)
-        per_socket: list[tuple[int, int, list[tuple[int, ...]]]] = []
-        for s in sf:
-            cores = [
-                cpus
-                for n in sorted((n for n in scope if som[n] == s), key=numa_key)
-                for cs, cpus in whole_order[n]
-                if cs <= free
-            ]
-            per_socket.append((sum(map(len, cores)), s, cores))
-        per_socket.sort(key=lambda t: (-t[0], t[1]))
-        picked = []
-        left = count
-        rest = []
-        for size, s, cores in per_socket:
-            if 0 < size <= left:
-                for cpus in cores:
-                    picked.extend(cpus)
-                left -= size
-            else:
-                rest.append((size, s, cores))
-        rest.sort(key=lambda t: (t[0], t[1]))
-        for _, _, cores in rest:
-            for cpus in cores:
-                if len(cpus) <= left:
-                    picked.extend(cpus)
-                    left -= len(cpus)
-        # d. single CPUs
+            if self.pack(numas, count, picked) <= tail:
+                picked = self.take_singles(numas, picked)
+                key = (len({numa_of[c] for c in picked}), 1, rank)
+                if best is None or key < best[0]:
+                    best = (key, picked)
+        picked = self.packed_everywhere(scope, numa_key)
+        key = (len({numa_of[c] for c in picked}), len({socket_of[c] for c in picked}), len(sockets))
+        if best is None or key < best[0]:
+            best = (key, picked)
+        return best[1]
+
+    def packed_everywhere(self, scope: Sequence[int], numa_key: Callable[[int], tuple[int, int, int]]) -> list[int]:
+        """Step c (module docstring), then single CPUs (step d)."""
+        index, nf = self.index, self.numa_free
+        som, whole_order = index._socket_of_numa, index._whole_order
+        sf = _socket_free(som, scope, nf)
+        socket_cpus = _socket_free(som, scope, {n: len(index._numa_sets[n]) for n in scope})
+        whole_in_socket = _socket_free(som, scope, {n: self.whole_cpus(n) for n in scope})
+        picked: list[int] = []
+        left = self.count
+        for s in sorted(sf, key=lambda s: (-sf[s], s)):
+            if sf[s] == socket_cpus[s] == whole_in_socket[s] and 0 < sf[s] <= left:
+                for n in sorted((n for n in scope if som[n] == s), key=numa_key):
+                    for _, cpus in whole_order[n]:
+                        picked.extend(cpus)
+                left -= sf[s]
+        numas = sorted(scope, key=lambda n: (-whole_in_socket[som[n]], som[n], numa_key(n)))
+        self.pack(numas, left, picked)
         return self.take_singles(scope, picked)
+
+    def pack(self, numas: Sequence[int], left: int, picked: list[int]) -> int:
+        """Whole free cores of ``numas`` (in that order) into ``picked``, as the kubelet packs: wholly free NUMA
+        nodes that fit first (the largest first), then single whole cores, from the NUMA nodes already spanned
+        first. Returns how many CPUs are still wanted."""
+        index, free, nf = self.index, self.free, self.numa_free
+        numa_sets, whole_order, numa_of = index._numa_sets, index._whole_order, index._numa_of
+        wholly = sorted(
+            (n for n in numas if nf[n] and nf[n] == len(numa_sets[n])), key=lambda n: -nf[n]
+        )  # stable: the given order among equals
+        taken = set(picked)
+        for n in wholly:
+            if nf[n] <= left and taken.isdisjoint(numa_sets[n]):
+                for _, cpus in whole_order[n]:
+                    picked.extend(cpus)
+                    taken.update(cpus)
+                left -= nf[n]
+        spanned = {numa_of[c] for c in picked}
+        order = sorted(numas, key=lambda n: n not in spanned)  # stable
+        for n in order:
+            for core, cpus in whole_order[n]:
+                if not left:
+                    return 0
+                if len(cpus) <= left and core <= free and taken.isdisjoint(cpus):
+                    picked.extend(cpus)
+                    taken.update(cpus)
+                    left -= len(cpus)
+        return left
 
     def spread_by_pcpus(self, scope: Sequence[int]) -> list[int]:
         """Koordinator's order: a NUMA node, then a socket, with ``count`` distinct free cores (no two CPUs share

@@ -422,7 +422,7 @@ async def test_401_says_how_to_authenticate_and_405_and_options_say_what_is_allo
     assert r.status_code == 405
     assert {m.strip() for m in r.headers["Allow"].split(",")} >= {"GET", "DELETE"}
     r = await client.options("/v1/containers/0000000000000001", headers=ADMIN)
-    assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "DELETE", "OPTIONS"}
+    assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "PATCH", "DELETE", "OPTIONS"}
     r = await client.options("/v1/services/0000000000000001", headers=ADMIN)
     assert {m.strip() for m in r.headers["Allow"].split(",")} == {"PATCH", "DELETE", "OPTIONS"}
 

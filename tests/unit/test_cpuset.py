@@ -526,3 +526,43 @@ def test_spread_by_pcpus_takes_the_numa_node_with_free_cores_over_the_one_with_f
     for strategy in NumaStrategy:
         got = pick_cpus(index, free, 3, bind=CpuBindPolicy.SPREAD_BY_PCPUS, strategy=strategy)
         assert got == Pick(cpus=(4, 5, 6), numa_nodes=(1,))
+
+
+def test_full_pcpus_takes_a_wholly_free_numa_node_before_cores_of_a_used_one() -> None:
+    """2 sockets x 2 NUMA nodes x 4 two-thread cores; NUMA node 3 has one free core. 24 CPUs: socket 0 whole,
+    then NUMA node 2 whole -- three NUMA nodes, not a core of node 3 and three of node 2 (four NUMA nodes)."""
+    index = TopologyIndex.of(Topology.uniform(2, 2, 4, 2))
+    held = frozenset(c for core in index.cores_of_numa[3][1:] for c in index.cpus_of_core[core])
+    for strategy in NumaStrategy:
+        got = pick_cpus(index, index.cpus - held, 24, bind=CpuBindPolicy.FULL_PCPUS, strategy=strategy)
+        assert isinstance(got, Pick) and got.numa_nodes == (0, 1, 2)
+
+
+@st.composite
+def numa_sized_requests(draw: st.DrawFn) -> tuple[TopologyIndex, frozenset[int], int]:
+    """A uniform topology with some cores held, and a request of whole NUMA nodes that wholly free ones hold."""
+    index = TopologyIndex.of(
+        draw(st.builds(Topology.uniform, st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.just(2)))
+    )
+    held: set[int] = set()
+    for n in index.numa_ids:
+        if draw(st.booleans()):
+            for core in index.cores_of_numa[n][: draw(st.integers(1, len(index.cores_of_numa[n])))]:
+                held.update(index.cpus_of_core[core])
+    free = index.cpus - held
+    wholly = [n for n in index.numa_ids if index.cpus_of_numa[n] <= free]
+    assume = draw(st.integers(1, max(1, len(wholly))))
+    size = len(index.cpus_of_numa[index.numa_ids[0]])
+    return index, frozenset(free), (assume if wholly else 0) * size
+
+
+@given(numa_sized_requests(), numa_strategies)
+def test_full_pcpus_spans_as_few_numa_nodes_as_whole_free_ones_allow(
+    case: tuple[TopologyIndex, frozenset[int], int], strategy: NumaStrategy
+) -> None:
+    index, free, count = case
+    if count == 0:
+        return
+    got = pick_cpus(index, free, count, bind=CpuBindPolicy.FULL_PCPUS, strategy=strategy)
+    assert isinstance(got, Pick)
+    assert len(got.numa_nodes) == count // len(index.cpus_of_numa[index.numa_ids[0]])
