@@ -35,7 +35,8 @@ Pipeline of ``pick_cpus``:
         single CPUs in the *fallback order*, so a half-used core is filled before a whole one is broken.
 
      FullPCPUs is *preferred*, as Koordinator's default: it falls back to single CPUs instead of failing the
-     node, so this module never returns a "no whole cores" reason.
+     node. ``FullPCPUsOnly`` *requires* whole cores: the same pick, refused (``NoFit("FullPCPUsOnly")``) when it
+     is not made of whole cores (an odd count on two-thread cores, or too few whole free cores).
    - SpreadByPCPUs: one CPU of every core before any core's second CPU, from the first NUMA node (by strategy)
      with ``count`` distinct free cores, else the first such socket; only then the first NUMA node, then socket,
      with ``count`` free CPUs; else every free CPU in the fallback order.
@@ -81,6 +82,7 @@ from wire.topology import Topology
 INSUFFICIENT_CPU: Final = "insufficient CPU"
 SINGLE_NUMA_NODE: Final = "SingleNUMANode"
 RESTRICTED: Final = "Restricted"
+FULL_PCPUS_ONLY: Final = "FullPCPUsOnly"  # whole cores were required and the node cannot give them
 
 # Above this many candidate NUMA sets, Restricted/BestEffort take the k nodes with the most free CPUs.
 _MAX_NUMA_SETS: Final = 128
@@ -251,6 +253,11 @@ def pick_cpus(
         free = free & index.cpus
     if count > len(free):
         return NoFit(INSUFFICIENT_CPU)
+    if bind == CpuBindPolicy.FULL_PCPUS_ONLY:
+        got = pick_cpus(index, free, count, bind=CpuBindPolicy.FULL_PCPUS, numa_policy=numa_policy, strategy=strategy)
+        if isinstance(got, Pick) and not _whole_cores(index, got.cpus):
+            return NoFit(FULL_PCPUS_ONLY)
+        return got
     request = _Request(index, free, count, strategy)
     full = bind != CpuBindPolicy.SPREAD_BY_PCPUS or index.threads_per_core == 1
     scope = index.numa_ids
@@ -267,6 +274,13 @@ def pick_cpus(
     picked.sort()
     numa_of = index._numa_of
     return Pick(cpus=tuple(picked), numa_nodes=tuple(sorted({numa_of[c] for c in picked})))
+
+
+def _whole_cores(index: TopologyIndex, cpus: Sequence[int]) -> bool:
+    """Whether ``cpus`` is made of whole cores (every CPU of each core it touches)."""
+    mine = set(cpus)
+    core_of, cpus_of_core = index.core_of, index.cpus_of_core
+    return all(mine.issuperset(cpus_of_core[core_of[c]]) for c in cpus)
 
 
 def numa_fit(index: TopologyIndex, free: frozenset[int], count: int, policy: NumaPolicy) -> bool:

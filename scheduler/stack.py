@@ -8,18 +8,19 @@ wins. With no feasible node every node has been checked, so the unschedulable re
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import msgspec
 
-from scheduler.cpuset import NoFit, NumaStrategy, pick_cpus
+from scheduler.cpuset import FULL_PCPUS_ONLY, NoFit, NumaStrategy, pick_cpus
 from scheduler.feasible import Request, feasible
 from scheduler.rank import Scoring, score
 from scheduler.snapshot import NodeSnap, Snapshot
 from wire.resources import Resources
-from wire.spec import QoS
+from wire.spec import NODE_CPU_BIND_POLICY, NODE_NUMA_STRATEGY, CpuBindPolicy, QoS
 
 
 class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,19 +121,40 @@ def _place(
             return placement
 
 
+def node_cpu_policies(
+    labels: Mapping[str, str], bind: CpuBindPolicy, strategy: NumaStrategy
+) -> tuple[CpuBindPolicy | None, NumaStrategy]:
+    """The bind policy and NUMA strategy a container gets on a node, by the node's labels (Koordinator's): the
+    node's bind policy for a container that asks for none, and FullPCPUsOnly for every container on a node that
+    requires it (None: the container asks to spread, which such a node refuses); the node's strategy if it
+    names a valid one. Unknown label values are ignored."""
+    with contextlib.suppress(ValueError):
+        strategy = NumaStrategy(labels.get(NODE_NUMA_STRATEGY, strategy))
+    try:
+        node_bind = CpuBindPolicy(labels.get(NODE_CPU_BIND_POLICY, CpuBindPolicy.DEFAULT))
+    except ValueError:
+        node_bind = CpuBindPolicy.DEFAULT
+    if node_bind is CpuBindPolicy.FULL_PCPUS_ONLY:
+        return (None if bind is CpuBindPolicy.SPREAD_BY_PCPUS else CpuBindPolicy.FULL_PCPUS_ONLY), strategy
+    return (node_bind if bind is CpuBindPolicy.DEFAULT else bind), strategy
+
+
 def _placement(
     node: NodeSnap, req: Request, s: float, config: StackConfig, *, ranked: int, total: int
 ) -> Placement | NoFit:
     cpuset: tuple[int, ...] = ()
     numa: tuple[int, ...] = ()
     if req.qos.exclusive:
+        bind, strategy = node_cpu_policies(node.labels, req.bind, config.numa_strategy)
+        if bind is None:
+            return NoFit(FULL_PCPUS_ONLY)
         pick = pick_cpus(
             node.index,
             node.free_exclusive,
             req.exclusive_cpus,
-            bind=req.bind,
+            bind=bind,
             numa_policy=req.numa_policy,
-            strategy=config.numa_strategy,
+            strategy=strategy,
         )
         if isinstance(pick, NoFit):
             return pick

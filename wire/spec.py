@@ -78,8 +78,16 @@ class QoS(enum.StrEnum):
 
 class CpuBindPolicy(enum.StrEnum):
     DEFAULT = "Default"  # FullPCPUs for exclusive cpusets
-    FULL_PCPUS = "FullPCPUs"  # whole physical cores
+    FULL_PCPUS = "FullPCPUs"  # whole physical cores, preferred (single CPUs when whole cores cannot cover it)
     SPREAD_BY_PCPUS = "SpreadByPCPUs"  # one logical CPU per physical core first
+    FULL_PCPUS_ONLY = "FullPCPUsOnly"  # whole physical cores, required: a node that cannot give them is refused
+
+
+# Node labels that set a node's cpuset policies (Koordinator's names): the bind policy a container that asks for
+# none gets there (FullPCPUsOnly: every exclusive container there gets whole cores, or does not go there), and
+# the order NUMA nodes and sockets are filled in (MostAllocated packs, LeastAllocated spreads).
+NODE_CPU_BIND_POLICY = "node.koordinator.sh/cpu-bind-policy"
+NODE_NUMA_STRATEGY = "node.koordinator.sh/numa-allocate-strategy"
 
 
 class NumaPolicy(enum.StrEnum):

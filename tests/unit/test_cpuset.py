@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.cpuset import (
+    FULL_PCPUS_ONLY,
     INSUFFICIENT_CPU,
     RESTRICTED,
     SINGLE_NUMA_NODE,
@@ -322,7 +323,8 @@ def irregular_topologies(draw: st.DrawFn) -> Topology:
 
 
 topologies = uniform_topologies | irregular_topologies()
-binds = st.sampled_from(list(CpuBindPolicy))
+PREFERRED = [b for b in CpuBindPolicy if b is not CpuBindPolicy.FULL_PCPUS_ONLY]  # they always fit what fits
+binds = st.sampled_from(PREFERRED)
 policies = st.sampled_from(list(NumaPolicy))
 numa_strategies = st.sampled_from(list(NumaStrategy))
 
@@ -456,7 +458,7 @@ def test_ten_thousand_picks_on_a_half_full_node() -> None:
     half = node().holding("0-3,32-35,9,12,16-21,48-53,26-31,60-63").free
     assert len(half) == 32
     requests = itertools.islice(
-        itertools.cycle(itertools.product((1, 2, 4, 8), list(CpuBindPolicy), list(NumaPolicy), list(NumaStrategy))),
+        itertools.cycle(itertools.product((1, 2, 4, 8), PREFERRED, list(NumaPolicy), list(NumaStrategy))),
         10_000,
     )
     picks = 0
@@ -566,3 +568,24 @@ def test_full_pcpus_spans_as_few_numa_nodes_as_whole_free_ones_allow(
     got = pick_cpus(index, free, count, bind=CpuBindPolicy.FULL_PCPUS, strategy=strategy)
     assert isinstance(got, Pick)
     assert len(got.numa_nodes) == count // len(index.cpus_of_numa[index.numa_ids[0]])
+
+
+@given(requests())
+def test_full_pcpus_only_is_full_pcpus_when_that_gives_whole_cores_and_refused_otherwise(r: Request) -> None:
+    only = pick_cpus(
+        r.index, r.free, r.count, bind=CpuBindPolicy.FULL_PCPUS_ONLY, numa_policy=r.policy, strategy=r.strategy
+    )
+    preferred = pick_cpus(
+        r.index, r.free, r.count, bind=CpuBindPolicy.FULL_PCPUS, numa_policy=r.policy, strategy=r.strategy
+    )
+    if isinstance(preferred, NoFit):
+        assert only == preferred
+        return
+    whole = all(set(r.index.cpus_of_core[r.index.core_of[c]]) <= set(preferred.cpus) for c in preferred.cpus)
+    assert only == (preferred if whole else NoFit(FULL_PCPUS_ONLY))
+
+
+def test_full_pcpus_only_refuses_an_odd_count_on_two_thread_cores() -> None:
+    index = TopologyIndex.of(T64)
+    assert pick_cpus(index, index.cpus, 3, bind=CpuBindPolicy.FULL_PCPUS_ONLY) == NoFit(FULL_PCPUS_ONLY)
+    assert pick_cpus(index, index.cpus, 4, bind=CpuBindPolicy.FULL_PCPUS_ONLY) == pick("0-1,32-33", 0)

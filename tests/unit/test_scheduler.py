@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scheduler.cpuset import NumaStrategy
 from scheduler.dispatch import Dispatcher
 from scheduler.feasible import feasible, request_of
 from scheduler.plan import Plan, check_plan
 from scheduler.rank import Scoring
 from scheduler.service import Scheduler
 from scheduler.snapshot import take_snapshot
-from scheduler.stack import Placement, StackConfig, Unschedulable, place, walk
+from scheduler.stack import Placement, StackConfig, Unschedulable, node_cpu_policies, place, walk
 from store.log import EventLog
 from store.memory import MemoryRecorder
 from store.projections import ClusterState, ContainerState, apply_all
@@ -26,7 +27,16 @@ from wire import events as ev
 from wire.commands import StartContainer, StopContainer, UpdateResources
 from wire.ids import container_stream, node_stream, service_stream
 from wire.resources import Resources
-from wire.spec import ContainerSpec, Mount, NumaPolicy, QoS, ServiceSpec
+from wire.spec import (
+    NODE_CPU_BIND_POLICY,
+    NODE_NUMA_STRATEGY,
+    ContainerSpec,
+    CpuBindPolicy,
+    Mount,
+    NumaPolicy,
+    QoS,
+    ServiceSpec,
+)
 from wire.topology import Topology
 
 GI = 1 << 30
@@ -410,3 +420,57 @@ async def test_stop_requests_are_sent_to_the_node_with_its_epoch() -> None:
     await h.dispatcher.dispatch()
     [(node_name, command)] = h.publisher.stops
     assert (node_name, command.container_id, command.epoch, command.grace_s) == ("n1", a, 4, 2.0)
+
+
+ONLY = {NODE_CPU_BIND_POLICY: "FullPCPUsOnly"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "bind", "expected"),
+    [
+        pytest.param({}, CpuBindPolicy.DEFAULT, (CpuBindPolicy.DEFAULT, NumaStrategy.MOST_ALLOCATED), id="none"),
+        pytest.param(
+            {NODE_CPU_BIND_POLICY: "SpreadByPCPUs", NODE_NUMA_STRATEGY: "LeastAllocated"},
+            CpuBindPolicy.DEFAULT,
+            (CpuBindPolicy.SPREAD_BY_PCPUS, NumaStrategy.LEAST_ALLOCATED),
+            id="the-nodes-for-a-container-that-asks-none",
+        ),
+        pytest.param(
+            {NODE_CPU_BIND_POLICY: "SpreadByPCPUs"},
+            CpuBindPolicy.FULL_PCPUS,
+            (CpuBindPolicy.FULL_PCPUS, NumaStrategy.MOST_ALLOCATED),
+            id="the-containers-own-wins",
+        ),
+        pytest.param(
+            ONLY, CpuBindPolicy.DEFAULT, (CpuBindPolicy.FULL_PCPUS_ONLY, NumaStrategy.MOST_ALLOCATED), id="only"
+        ),
+        pytest.param(
+            ONLY, CpuBindPolicy.FULL_PCPUS, (CpuBindPolicy.FULL_PCPUS_ONLY, NumaStrategy.MOST_ALLOCATED), id="only-wins"
+        ),
+        pytest.param(
+            ONLY, CpuBindPolicy.SPREAD_BY_PCPUS, (None, NumaStrategy.MOST_ALLOCATED), id="only-refuses-spread"
+        ),
+        pytest.param(
+            {NODE_CPU_BIND_POLICY: "Sometimes", NODE_NUMA_STRATEGY: "Random"},
+            CpuBindPolicy.DEFAULT,
+            (CpuBindPolicy.DEFAULT, NumaStrategy.MOST_ALLOCATED),
+            id="unknown-values-ignored",
+        ),
+    ],
+)
+def test_node_cpu_policies(
+    labels: dict[str, str], bind: CpuBindPolicy, expected: tuple[CpuBindPolicy | None, NumaStrategy]
+) -> None:
+    assert node_cpu_policies(labels, bind, NumaStrategy.MOST_ALLOCATED) == expected
+
+
+def test_a_full_pcpus_only_node_refuses_what_whole_cores_cannot_hold() -> None:
+    """An odd count of exclusive CPUs goes to the node that may break a core, never to the one that may not."""
+    state = state_of(node("only", labels=ONLY), node("any"))
+    odd = place(take_snapshot(state), request_of(cid(1), lsr(cpus=3)), seed=1)
+    assert isinstance(odd, Placement) and odd.node == "any"
+    alone = state_of(node("only", labels=ONLY))
+    refused = place(take_snapshot(alone), request_of(cid(1), lsr(cpus=3)), seed=1)
+    assert isinstance(refused, Unschedulable) and refused.reasons == {"FullPCPUsOnly": 1}
+    even = place(take_snapshot(alone), request_of(cid(1), lsr(cpus=4)), seed=1)
+    assert isinstance(even, Placement) and len({c % 32 for c in even.cpuset}) == 2  # two whole cores
