@@ -158,7 +158,9 @@ def run(
     cpu_limit: Annotated[str | None, typer.Option(help="CPU limit (default: the request for LSE/LSR)")] = None,
     memory: Annotated[str | None, typer.Option(help="memory limit, e.g. 256Mi")] = None,
     qos: Annotated[str | None, typer.Option(help="LSE, LSR, LS or BE (default: derived)")] = None,
-    cpuset_policy: Annotated[str | None, typer.Option(help="Default, FullPCPUs, FullPCPUsOnly or SpreadByPCPUs")] = None,
+    cpuset_policy: Annotated[
+        str | None, typer.Option(help="Default, FullPCPUs, FullPCPUsOnly or SpreadByPCPUs")
+    ] = None,
     numa_policy: Annotated[str | None, typer.Option(help="None, BestEffort, Restricted or SingleNUMANode")] = None,
     restart: Annotated[str, typer.Option(help="Never, OnFailure or Always")] = "Never",
     detach: Annotated[bool, typer.Option("-d", "--detach", help="print the id and return")] = False,
