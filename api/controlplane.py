@@ -355,6 +355,7 @@ class ControlPlane:
                 cpu_map=reg.cpu_map,
                 images=reg.images,
                 host_mounts=reg.host_mounts,
+                reserved_cpus=reg.reserved_cpus,
             )
             chosen.update(epoch=epoch, recovered=int(view is not None and view.lost))
             if chosen["recovered"]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import uvloop
 
 from nodelet.agent import Agent, AgentConfig
-from nodelet.cgroups import Cgroups, detect_layout
+from nodelet.cgroups import Cgroups, detect_layout, parse_cpulist
 from nodelet.images import ImageStore
 from nodelet.outbox import Outbox
 from nodelet.runtime import RuncRuntime, RuntimePaths
@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--allow-host-mount", action="append", default=[], metavar="PATH")
+    p.add_argument(
+        "--reserved-cpus",
+        default="",
+        metavar="LIST",
+        help="CPUs kept for the system, e.g. 0,1 (the kubelet's reservedSystemCPUs): no container gets them",
+    )
     p.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
     p.add_argument("--sync", type=float, default=10.0, help="seconds between reconciliations with the control plane")
     p.add_argument("--log-level", default="INFO")
@@ -57,11 +63,13 @@ async def main(args: argparse.Namespace) -> None:
             "declared topology %s mapped onto real CPUs %s: %s", args.declared_topology, real.cpus(), cpu_map
         )
     data_dir = Path(args.data_dir or f"/run/corral/{args.node}")
+    reserved = parse_cpulist(args.reserved_cpus) if args.reserved_cpus else ()
+    real_reserved = {cpu_map.get(c, c) for c in reserved}
     config = NodeConfig(
         node=args.node,
         data_dir=str(data_dir),
         cgroup_root=args.cgroup_root,
-        cpus=real.cpus(),
+        cpus=tuple(c for c in real.cpus() if c not in real_reserved),
         cpu_map=cpu_map,
         allowed_host_mounts=tuple(args.allow_host_mount),
     )
@@ -86,6 +94,7 @@ async def main(args: argparse.Namespace) -> None:
             capacity=Resources(topology.cpu_count * 1000, topology.memory_bytes),
             labels=labels,
             cpu_map=cpu_map,
+            reserved_cpus=tuple(sorted(reserved)),
             user=args.user,
             password=os.environ.get("CORRAL_NATS_PASSWORD"),
             nkey_seed=args.nkey_seed,

@@ -66,6 +66,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     capacity: Resources
     labels: dict[str, str] = {}
     cpu_map: dict[int, int] = {}
+    reserved_cpus: tuple[int, ...] = ()  # of the topology: kept for the system
     user: str | None = None
     password: str | None = None
     nkey_seed: str | None = None  # path of an nkey seed file; preferred to a password
@@ -230,6 +231,7 @@ class Agent:
                 cpu_map=self.config.cpu_map,
                 images=self._images,
                 host_mounts=self.service.config.allowed_host_mounts,
+                reserved_cpus=self.config.reserved_cpus,
             )
         )
         delay = 0.05

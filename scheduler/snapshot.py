@@ -81,7 +81,7 @@ def node_snap(view: NodeView, containers: Mapping[str, ContainerView]) -> NodeSn
         name=view.name,
         epoch=view.epoch,
         index=index,
-        cpus=index.cpus,
+        cpus=index.cpus.difference(view.reserved_cpus) if view.reserved_cpus else index.cpus,
         numa_of=numa_of,
         capacity=view.capacity,
         labels=view.labels,

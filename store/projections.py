@@ -67,6 +67,7 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
     allocations: dict[str, Allocation] = {}  # container id → what it holds
     images: frozenset[str] | None = None  # None: the node did not say
     host_mounts: tuple[str, ...] = ()
+    reserved_cpus: tuple[int, ...] = ()  # kept for the system: no container gets them
 
     @property
     def allocated(self) -> Resources:
@@ -155,6 +156,7 @@ def _node_registered(view: NodeView | None, e: ev.NodeRegistered, _: int) -> Nod
         cpu_map=dict(e.cpu_map),
         images=None if e.images is None else frozenset(e.images),
         host_mounts=e.host_mounts,
+        reserved_cpus=e.reserved_cpus,
         **kept,
     )
 

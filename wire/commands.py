@@ -147,6 +147,16 @@ class Register(_Message, frozen=True, tag=True):
     cpu_map: dict[int, int] = {}
     images: Images | None = None
     host_mounts: HostPaths = ()
+    reserved_cpus: Cpuset = ()  # kept for the system (kubelet's reservedSystemCPUs): never handed to containers
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reserved_cpus:
+            cpus = set(self.topology.cpus())
+            if not set(self.reserved_cpus) <= cpus:
+                raise ValueError(f"reserved_cpus: {sorted(set(self.reserved_cpus) - cpus)} are not in the topology")
+            if len(set(self.reserved_cpus)) >= len(cpus):
+                raise ValueError("reserved_cpus: every CPU reserved leaves none for containers")
 
 
 class Registered(_Message, frozen=True, tag=True):

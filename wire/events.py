@@ -47,6 +47,7 @@ class NodeRegistered(_Event, frozen=True, tag=True):
     # ``wire.spec.image_name`` spells them; None when it did not say) and the host paths it lets containers mount.
     images: Images | None = None
     host_mounts: HostPaths = ()
+    reserved_cpus: Cpuset = ()  # kept for the system: never handed to containers, outside every pool
 
 
 class NodeImagesChanged(_Event, frozen=True, tag=True):

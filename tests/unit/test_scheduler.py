@@ -474,3 +474,33 @@ def test_a_full_pcpus_only_node_refuses_what_whole_cores_cannot_hold() -> None:
     assert isinstance(refused, Unschedulable) and refused.reasons == {"FullPCPUsOnly": 1}
     even = place(take_snapshot(alone), request_of(cid(1), lsr(cpus=4)), seed=1)
     assert isinstance(even, Placement) and len({c % 32 for c in even.cpuset}) == 2  # two whole cores
+
+
+def test_reserved_cpus_are_never_handed_out_and_leave_the_ls_pool() -> None:
+    """The kubelet's reservedSystemCPUs: a node keeps 0, 1 and their siblings (32, 33) for itself."""
+    reserved = msgspec.structs.replace(node("n1"), reserved_cpus=(0, 1, 32, 33))
+    state = state_of(reserved)
+    snap = take_snapshot(state)
+    assert snap.nodes["n1"].ls_pool_millis == 60_000
+    picked: set[int] = set()
+    for i in range(15):  # 15 x 4 = the 60 CPUs left
+        result = place(snap, request_of(cid(i), lsr(cpus=4)), seed=i)
+        assert isinstance(result, Placement), result
+        picked.update(result.cpuset)
+        n = snap.nodes["n1"].with_placement(result.qos, result.cpuset, result.resources, None)
+        snap = msgspec.structs.replace(snap, nodes={"n1": n})
+    assert picked.isdisjoint({0, 1, 32, 33}) and len(picked) == 60
+    assert isinstance(place(snap, request_of(cid(99), lsr(cpus=1)), seed=1), Unschedulable)
+    assert isinstance(place(take_snapshot(state), request_of(cid(1), ls(cpu=60_001)), seed=1), Unschedulable)
+
+
+@pytest.mark.parametrize(("reserved", "why"), [((64,), "not in the topology"), (tuple(range(64)), "leaves none")])
+def test_a_registration_that_reserves_what_the_node_lacks_is_refused(reserved: tuple[int, ...], why: str) -> None:
+    from wire.codec import encode, node_message_decoder
+    from wire.commands import Register
+
+    good = Register(node="n1", topology=BIG, capacity=Resources(64_000, GI))
+    raw = msgspec.msgpack.decode(encode(good))
+    raw["reserved_cpus"] = list(reserved)
+    with pytest.raises(msgspec.ValidationError, match=why):
+        node_message_decoder.decode(msgspec.msgpack.encode(raw))
