@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -102,7 +101,7 @@ class Agent:
         self._detector = ThrottleDetector()
         self._synced = asyncio.Event()  # a sync was answered: the detector knows what was reported before
         self.burst_config: BurstConfig | None = None  # the cluster's, as last heard (None: not yet: touch nothing)
-        self._burst = BurstController(os.cpu_count() or 1)
+        self._burst = BurstController()
         self._reported_throttling: dict[str, bool] = {}  # by an earlier run, in reports sent again now
 
     async def emit(self, event: ev.Event) -> None:
@@ -284,6 +283,8 @@ class Agent:
         answer. Returns whether the control plane answered."""
         assert self.nc is not None
         running = self.service.running()
+        # What each ran with when it asked: an update that lands while the answer is on its way is newer.
+        asked_specs = {cid: spec for cid, spec, _ in self.service.bandwidth()}
         request = encode(SyncRequest(node=self.config.node, epoch=self.service.epoch, running=running))
         try:
             msg = await self.nc.request(subjects.sync(self.config.node), request, self.config.request_timeout_s)
@@ -317,7 +318,7 @@ class Agent:
             elif cid not in self.service.containers and not self.service.kept(cid):
                 # Asked to stop, and never here (its start was lost): it is stopped, and nothing ran.
                 self._report(ev.ContainerStopped(container_id=cid, node=self.config.node))
-        running_specs = {cid: spec for cid, spec, _ in self.service.bandwidth()}
+        running_specs = {cid: spec for cid, spec, _ in self.service.bandwidth() if asked_specs.get(cid) == spec}
         for cid, start in desired.items():
             if cid not in self.service.containers:
                 await self.service.handle(start)
@@ -485,7 +486,10 @@ class Agent:
         if self._synced.is_set():  # else the detector does not know yet what was reported before this run
             for cid, transition in detector.feed_all(sweep).items():
                 self._report(throttle_event(self.config.node, cid, transition))
-        await self._apply_burst(busy, sweep)
+        try:
+            await self._apply_burst(busy, sweep)
+        except Exception:  # the burst loop must not stop telemetry or log rotation
+            log.exception("CPU Burst step failed; trying again next sweep")
         await self.service.rotate_logs(self.config.log_max_bytes)
 
     def _configure_burst(self, config: BurstConfig) -> None:
@@ -510,27 +514,29 @@ class Agent:
             )
             for cid, spec, settings in self.service.bandwidth()
         ]
-        for change in self._burst.step(time.monotonic_ns(), node_busy_ns, usage, running):
-            seen = next((r.quota_us, r.burst_us) for r in running if r.container_id == change.container_id)
+        specs = {r.container_id: r.spec for r in running}
+        pool = self.service.share_pool_cpus()
+        for change in self._burst.step(time.monotonic_ns(), node_busy_ns, usage, running, pool):
+            r = next(r for r in running if r.container_id == change.container_id)
+            seen = (r.quota_us, r.burst_us, specs[r.container_id].cpu_limit_millis)
             old = await self.service.set_bandwidth(change.container_id, change.quota_us, change.burst_us, seen)
             if old is None:
                 continue
-            node = self.config.node
-            if old.burst_us != change.burst_us:
-                reason = change.burst.reason
-                self._report(
-                    ev.CpuBurstSet(container_id=change.container_id, node=node, burst_us=change.burst_us, reason=reason)
+            node, cid, burst = self.config.node, change.container_id, change.burst
+            if old.quota_us != change.quota_us:  # one report for both when the burst follows the quota
+                moved = burst.burst_us if old.burst_us != burst.burst_us else None
+                scaled = ev.CfsQuotaScaled(
+                    container_id=cid,
+                    node=node,
+                    from_us=old.quota_us or -1,
+                    to_us=change.quota_us,
+                    reason=str(change.scale),
+                    burst_us=moved,
+                    burst_reason=burst.reason if moved is not None else "",
                 )
-            if old.quota_us != change.quota_us:
-                self._report(
-                    ev.CfsQuotaScaled(
-                        container_id=change.container_id,
-                        node=node,
-                        from_us=old.quota_us or -1,
-                        to_us=change.quota_us,
-                        reason=str(change.scale),
-                    )
-                )
+                self._report(scaled)
+            elif old.burst_us != burst.burst_us:
+                self._report(ev.CpuBurstSet(container_id=cid, node=node, burst_us=burst.burst_us, reason=burst.reason))
 
 
 def _cpu(spec: ContainerSpec) -> tuple[int, int | None]:

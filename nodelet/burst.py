@@ -205,15 +205,18 @@ class _Seen(msgspec.Struct, frozen=True, gc=False):
 
 class BurstController:
     """Koordinator's 1 s CPU Burst loop over one node, without I/O: ``step`` takes a sweep (cumulative counters
-    per container and of the node, at ``at_ns``) and the running containers, and returns the cgroup changes.
-    Each container keeps its last sample (for the throttled ratio and use) and its token bucket; the node keeps
-    5 s of share-pool samples."""
+    per container and of the node, at ``at_ns``), the running containers and the share pool's size, and returns
+    the cgroup changes. Each container keeps its last sample (for the throttled ratio and use) and its token
+    bucket; the node keeps 5 s of share-pool samples, whose CPU used outside the pool is summed from each
+    container's own change between sweeps (a container that comes or goes moves nothing)."""
 
-    def __init__(self, logical_cpus: int) -> None:
-        self.logical_cpus = logical_cpus
-        self._seen: dict[str, _Seen] = {}
+    def __init__(self) -> None:
+        self._seen: dict[str, _Seen] = {}  # eligible containers: their last sample
+        self._used: dict[str, int] = {}  # every container: its CPU time at the last sweep
+        self._outside_ns = 0  # CPU time used outside the share pool since the controller began
         self._buckets: dict[str, TokenBucket | None] = {}
-        self._bucket_policy: dict[str, Resolved] = {}
+        self._bucket_key: dict[str, tuple[int, int]] = {}
+        self._carry_s: dict[str, float] = {}  # the part of a second the bucket has not counted yet
         self._node: list[ShareSample] = []
 
     def node_state(self, threshold_percent: int) -> NodeState:
@@ -225,11 +228,17 @@ class BurstController:
         node_busy_ns: int,
         usage: dict[str, tuple[int, int, int]],
         running: Sequence[Running],
+        pool_cpus: float,
     ) -> list[Change]:
-        """``usage``: per container id, cumulative (usage_ns, nr_periods, nr_throttled) at ``at_ns``."""
-        outside = sum(usage[r.container_id][0] for r in running if r.container_id in usage and not _shares_pool(r))
-        exclusive = sum(r.spec.exclusive_cpus for r in running if _exclusive(r))
-        self._node.append(ShareSample(at_ns, node_busy_ns, outside, float(self.logical_cpus - exclusive)))
+        """``usage``: per container id, cumulative (usage_ns, nr_periods, nr_throttled) at ``at_ns``;
+        ``pool_cpus``: the CPUs of the share pool (the node's, less the exclusive ones and the reserved)."""
+        used = {r.container_id: usage[r.container_id][0] for r in running if r.container_id in usage}
+        for r in running:
+            was, now = self._used.get(r.container_id), used.get(r.container_id)
+            if not _shares_pool(r) and was is not None and now is not None and now >= was:
+                self._outside_ns += now - was
+        self._used = used
+        self._node.append(ShareSample(at_ns, node_busy_ns, self._outside_ns, pool_cpus))
         self._node = [s for s in self._node if at_ns - s.at_ns <= WINDOW_NS]
         changes: list[Change] = []
         alive = set()
@@ -237,11 +246,11 @@ class BurstController:
             alive.add(r.container_id)
             if r.container_id not in usage or r.quota_us is None or not eligible(r.spec):
                 continue
-            used, periods, throttled = usage[r.container_id]
-            now = _Seen(at_ns, used, periods, throttled)
+            cpu, periods, throttled = usage[r.container_id]
+            sample = _Seen(at_ns, cpu, periods, throttled)
             before = self._seen.get(r.container_id)
-            self._seen[r.container_id] = now
-            change = self._decide(r, before, now)
+            self._seen[r.container_id] = sample
+            change = self._decide(r, before, sample)
             if change is not None:
                 changes.append(change)
         for gone in set(self._seen) - alive:
@@ -250,39 +259,37 @@ class BurstController:
 
     def _decide(self, r: Running, before: _Seen | None, now: _Seen) -> Change | None:
         assert r.quota_us is not None and r.spec.cpu_limit_millis is not None
-        limit = r.spec.cpu_limit_millis
-        policy = r.policy
-        if self._bucket_policy.get(r.container_id) != policy:  # a new policy starts a new bucket
-            self._buckets[r.container_id] = new_bucket(policy)
-            self._bucket_policy[r.container_id] = policy
-        bucket = self._buckets[r.container_id]
+        cid, limit, policy = r.container_id, r.spec.cpu_limit_millis, r.policy
+        key = (policy.cfs_quota_burst_percent, policy.cfs_quota_burst_period_seconds)
+        if self._bucket_key.get(cid) != key:  # a new time budget starts a new bucket (other fields keep it)
+            self._buckets[cid] = new_bucket(policy)
+            self._bucket_key[cid] = key
+            self._carry_s[cid] = 0.0
+        bucket = self._buckets[cid]
         ratio = None
         if before is not None and now.nr_periods > before.nr_periods and now.nr_throttled >= before.nr_throttled:
             ratio = (now.nr_throttled - before.nr_throttled) / (now.nr_periods - before.nr_periods)
         if bucket is not None and before is not None and now.at_ns > before.at_ns:
             dt_s = (now.at_ns - before.at_ns) / 1e9
             use = max(now.usage_ns - before.usage_ns, 0) / 1e9 / dt_s / (limit / 1000) * 100
-            bucket = spend(bucket, use, dt_s)
-            self._buckets[r.container_id] = bucket
+            counted = self._carry_s[cid] + dt_s  # whole seconds count; the rest waits for the next sweep
+            bucket = spend(bucket, use, counted)
+            self._carry_s[cid] = counted - math.floor(counted)
+            self._buckets[cid] = bucket
         scale = decide(policy, bucket, ratio, self.node_state(policy.share_pool_threshold_percent))
         quota = target_quota(r.quota_us, base_quota_us(limit), policy, scale)
         burst = static_burst(policy, limit, quota)
         if quota == r.quota_us and burst.burst_us == r.burst_us:
             return None
-        return Change(container_id=r.container_id, quota_us=quota, burst_us=burst.burst_us, scale=scale, burst=burst)
+        return Change(container_id=cid, quota_us=quota, burst_us=burst.burst_us, scale=scale, burst=burst)
 
     def forget(self, container_id: str) -> None:
-        self._seen.pop(container_id, None)
-        self._buckets.pop(container_id, None)
-        self._bucket_policy.pop(container_id, None)
+        for table in (self._seen, self._buckets, self._bucket_key, self._carry_s):
+            table.pop(container_id, None)
 
 
 def _qos(spec: ContainerSpec) -> QoS:
     return spec.qos or derive_qos(spec.cpu_request_millis, spec.cpu_limit_millis, spec.memory_limit_bytes)
-
-
-def _exclusive(r: Running) -> bool:
-    return _qos(r.spec).exclusive
 
 
 def _shares_pool(r: Running) -> bool:

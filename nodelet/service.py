@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -438,7 +439,7 @@ class NodeService:
             old = c.settings
             changes: dict[str, object] = {}
             spec = c.command.spec
-            if cmd.cpu_limit_millis is not None:
+            if cmd.cpu_limit_millis is not None and cmd.cpu_limit_millis != spec.cpu_limit_millis:
                 quota = max(cmd.cpu_limit_millis * old.period_us // 1000, 1000)
                 # A quota lowered under the burst takes the burst down with it (the kernel's rule).
                 changes |= {"quota_us": quota, "burst_us": min(old.burst_us, quota)}
@@ -463,7 +464,8 @@ class NodeService:
             # What it runs with from now on: the CPU Burst loop's base quota, and syncs, compare against it.
             c.command = msgspec.structs.replace(c.command, spec=spec)
         if new.burst_us != old.burst_us:
-            await self.emit(ev.CpuBurstSet(container_id=c.id, node=self.config.node, burst_us=new.burst_us))
+            burst = ev.CpuBurstSet(container_id=c.id, node=self.config.node, burst_us=new.burst_us, reason="update")
+            await self.emit(burst)
         if new.quota_us != old.quota_us:
             await self.emit(
                 ev.CfsQuotaScaled(
@@ -597,6 +599,10 @@ class NodeService:
             except (OSError, RuntimeError_) as e:  # gone meanwhile, or its monitor busy: the next sweep tries again
                 log.debug("container %s: %s", cid, e)
 
+    def share_pool_cpus(self) -> int:
+        """The CPUs LS containers share now: the node's, less exclusive and reserved ones."""
+        return len(self._pools().ls) if self.config.cpus else (os.cpu_count() or 1)
+
     def bandwidth(self) -> list[tuple[str, ContainerSpec, CpuSettings]]:
         """Each running container's spec and cgroup settings, as the CPU Burst loop reads them."""
         return [
@@ -606,17 +612,17 @@ class NodeService:
         ]
 
     async def set_bandwidth(
-        self, container_id: str, quota_us: int, burst_us: int, seen: tuple[int | None, int]
+        self, container_id: str, quota_us: int, burst_us: int, seen: tuple[int | None, int, int | None]
     ) -> CpuSettings | None:
         """Give a running container this CFS quota and burst (written in an order the kernel accepts), if its
-        (quota, burst) is still ``seen``; the settings it had, or None if nothing was written."""
+        (quota, burst, CPU limit) is still ``seen``; the settings it had, or None if nothing was written."""
         async with self.cgroup_writes:
             c = self.containers.get(container_id)
             if c is None or c.settings is None or c.state is not State.RUNNING:
                 return None
             old = c.settings
-            if (old.quota_us, old.burst_us) != seen:  # changed meanwhile: the next round decides again
-                return None
+            if (old.quota_us, old.burst_us, c.command.spec.cpu_limit_millis) != seen:
+                return None  # changed meanwhile (an update, a resize): the next round decides again
             try:
                 new = msgspec.structs.replace(old, quota_us=quota_us, burst_us=burst_us)
                 if self.cgroups is not None:

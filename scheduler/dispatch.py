@@ -57,7 +57,8 @@ def stop_command(c: ContainerView, epoch: int) -> StopContainer:
 
 def resize_command(state: ClusterState, container_id: str, position: int) -> tuple[str, UpdateResources] | None:
     """The node's update after a resize folded at ``position``, while the container runs on a live node (one
-    still being started gets the new values with its start; a lost update is repaired by the node's sync)."""
+    resized while it was being started is sent this once it runs; a lost update is repaired by the node's
+    sync)."""
     c = state.containers.get(container_id)
     if c is None or c.node is None or c.state is not ContainerState.RUNNING:
         return None
@@ -96,6 +97,7 @@ class Dispatcher:
         self.publisher = publisher
         self._due: dict[str, None] = {}  # containers an event touched since the last dispatch, in order
         self._resized: dict[str, int] = {}  # containers resized since, and the position of the last resize
+        self._resized_early: dict[str, int] = {}  # resized while being started: sent once they run
         self._wake = asyncio.Event()
         self.sent = 0
         projection.observers.append(self._observe)
@@ -106,6 +108,12 @@ class Dispatcher:
             self._wake.set()
         elif isinstance(event, ev.ContainerResized):
             self._resized[event.container_id] = position
+            self._wake.set()
+        elif isinstance(event, (ev.ContainerExited, ev.ContainerStopped, ev.ContainerLost)):
+            self._resized_early.pop(event.container_id, None)  # ended before it ran: nothing to send
+        elif isinstance(event, ev.ContainerStarted) and event.container_id in self._resized_early:
+            # Resized after its start was sent: the node started it with the old values.
+            self._resized[event.container_id] = self._resized_early.pop(event.container_id)
             self._wake.set()
 
     def everything_under_way(self) -> None:
@@ -132,6 +140,10 @@ class Dispatcher:
             sent += 1
         resized, self._resized = self._resized, {}
         for cid, position in resized.items():
+            c = self.projection.state.containers.get(cid)
+            if c is not None and c.state is ContainerState.SCHEDULED:
+                self._resized_early[cid] = position
+                continue
             update = resize_command(self.projection.state, cid, position)
             if update is not None:
                 await self.publisher.update(*update)

@@ -7,7 +7,7 @@ import msgspec
 
 from scheduler.cpuset import numa_fit
 from scheduler.snapshot import NodeSnap
-from wire.spec import ContainerSpec, CpuBindPolicy, NumaPolicy, QoS, host_mount_allowed, image_name
+from wire.spec import ContainerSpec, CpuBindPolicy, CpuExclusivePolicy, NumaPolicy, QoS, host_mount_allowed, image_name
 
 
 class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -21,6 +21,7 @@ class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     node_selector: dict[str, str]
     numa_policy: NumaPolicy
     bind: CpuBindPolicy
+    exclusive: CpuExclusivePolicy = CpuExclusivePolicy.NONE
     service_id: str | None = None
     image: str = ""  # as wire.spec.image_name spells it; "" asks for no particular image
     host_paths: tuple[str, ...] = ()  # the host paths it bind-mounts
@@ -37,6 +38,7 @@ def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = 
         node_selector=spec.node_selector,
         numa_policy=spec.numa_policy,
         bind=spec.cpu_bind_policy,
+        exclusive=spec.cpu_exclusive_policy,
         service_id=service_id,
         image=image_name(spec.image),
         host_paths=tuple(m.source for m in spec.mounts),

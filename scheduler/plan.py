@@ -49,7 +49,8 @@ def check_plan(state: ClusterState, plan: Plan) -> PlanResult:
         reason = _check_one(state, plan, p, nodes)
         if reason is None:
             node = nodes[p.node]
-            nodes[p.node] = node.with_placement(p.qos, p.cpuset, p.resources, plan.requests[p.container_id].service_id)
+            req = plan.requests[p.container_id]
+            nodes[p.node] = node.with_placement(p.qos, p.cpuset, p.resources, req.service_id, req.exclusive)
             accepted.append(p)
         else:
             rejected.append(Rejection(placement=p, reason=reason))
@@ -75,6 +76,8 @@ def _check_one(state: ClusterState, plan: Plan, p: Placement, nodes: dict[str, N
         taken = set(p.cpuset) & (node.lse | node.lsr)
         if taken:
             return f"CPUs {sorted(taken)} are already held exclusively"
+        if not set(p.cpuset) <= node.free_for(req.exclusive):
+            return f"CPUs {sorted(p.cpuset)} are not apart from the other {req.exclusive} containers"
         if not set(p.cpuset) <= node.cpus:
             return "cpuset names CPUs the node does not have"
     return cpu(node, req) or memory(node, req)

@@ -42,6 +42,7 @@ _CAPACITY_EVENTS = (
     ev.ContainerExited,
     ev.ContainerStopped,
     ev.ContainerLost,
+    ev.ContainerResized,  # a smaller request leaves room
 )
 
 
@@ -239,7 +240,7 @@ class Scheduler:
                 continue
             placements.append(decision)
             nodes[decision.node] = nodes[decision.node].with_placement(
-                decision.qos, decision.cpuset, decision.resources, req.service_id
+                decision.qos, decision.cpuset, decision.resources, req.service_id, req.exclusive
             )
         plan = Plan(
             eval_id=eval_id,

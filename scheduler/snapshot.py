@@ -15,7 +15,7 @@ import msgspec
 from scheduler.cpuset import TopologyIndex
 from store.projections import Allocation, ClusterState, ContainerState, ContainerView, NodeView
 from wire.resources import Resources
-from wire.spec import QoS
+from wire.spec import CpuExclusivePolicy, QoS
 
 PENDING_STATES = frozenset({ContainerState.PENDING, ContainerState.UNSCHEDULABLE})
 
@@ -38,6 +38,19 @@ class NodeSnap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     services: Mapping[str, int] = {}  # service id → replicas on this node
     images: frozenset[str] | None = None  # None: the node did not say what it holds
     host_mounts: tuple[str, ...] = ()
+    pcpu_level: frozenset[int] = frozenset()  # cores held by PCPULevel containers
+    numa_level: frozenset[int] = frozenset()  # NUMA nodes held by NUMANodeLevel containers
+
+    def free_for(self, policy: CpuExclusivePolicy) -> frozenset[int]:
+        """The free exclusive CPUs a container with ``policy`` may take: not on a core (PCPULevel) or NUMA node
+        (NUMANodeLevel) that another container with the same policy holds."""
+        free = self.free_exclusive
+        if policy is CpuExclusivePolicy.PCPU_LEVEL and self.pcpu_level:
+            core_of = self.index.core_of
+            return frozenset(c for c in free if core_of[c] not in self.pcpu_level)
+        if policy is CpuExclusivePolicy.NUMA_NODE_LEVEL and self.numa_level:
+            return frozenset(c for c in free if self.numa_of[c] not in self.numa_level)
+        return free
 
     @property
     def free_exclusive(self) -> frozenset[int]:
@@ -56,9 +69,18 @@ class NodeSnap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
         return (len(self.lse) + len(self.lsr)) * 1000 + self.ls_millis + self.be_millis
 
     def with_placement(
-        self, qos: QoS, cpuset: tuple[int, ...], resources: Resources, service_id: str | None
+        self,
+        qos: QoS,
+        cpuset: tuple[int, ...],
+        resources: Resources,
+        service_id: str | None,
+        exclusive: CpuExclusivePolicy = CpuExclusivePolicy.NONE,
     ) -> NodeSnap:
         changes: dict[str, object] = {"memory": self.memory + resources.memory_bytes}
+        if exclusive is CpuExclusivePolicy.PCPU_LEVEL:
+            changes["pcpu_level"] = self.pcpu_level | {self.index.core_of[c] for c in cpuset}
+        elif exclusive is CpuExclusivePolicy.NUMA_NODE_LEVEL:
+            changes["numa_level"] = self.numa_level | {self.numa_of[c] for c in cpuset}
         if qos is QoS.LSE:
             changes["lse"] = self.lse | frozenset(cpuset)
         elif qos is QoS.LSR:
@@ -100,8 +122,16 @@ def _with_allocations(
     lsr: set[int] = set()
     ls = be = memory = 0
     per_service: dict[str, int] = {}
+    pcpu: set[int] = set()
+    numa: set[int] = set()
     for container_id, a in allocations:
         memory += a.resources.memory_bytes
+        c = containers.get(container_id)
+        if a.cpuset and c is not None and c.spec.cpu_exclusive_policy is not CpuExclusivePolicy.NONE:
+            if c.spec.cpu_exclusive_policy is CpuExclusivePolicy.PCPU_LEVEL:
+                pcpu.update(snap.index.core_of[cpu] for cpu in a.cpuset)
+            else:
+                numa.update(snap.numa_of[cpu] for cpu in a.cpuset)
         if a.qos is QoS.LSE:
             lse.update(a.cpuset)
         elif a.qos is QoS.LSR:
@@ -110,12 +140,19 @@ def _with_allocations(
             ls += a.resources.cpu_millis
         else:
             be += a.resources.cpu_millis
-        c = containers.get(container_id)
         sid = c.service_id if c is not None else None
         if sid is not None:
             per_service[sid] = per_service.get(sid, 0) + 1
     return msgspec.structs.replace(
-        snap, lse=frozenset(lse), lsr=frozenset(lsr), ls_millis=ls, be_millis=be, memory=memory, services=per_service
+        snap,
+        lse=frozenset(lse),
+        lsr=frozenset(lsr),
+        ls_millis=ls,
+        be_millis=be,
+        memory=memory,
+        services=per_service,
+        pcpu_level=frozenset(pcpu),
+        numa_level=frozenset(numa),
     )
 
 

@@ -148,9 +148,12 @@ def _placement(
         bind, strategy = node_cpu_policies(node.labels, req.bind, config.numa_strategy)
         if bind is None:
             return NoFit(FULL_PCPUS_ONLY)
+        free = node.free_for(req.exclusive)
+        if len(free) < req.exclusive_cpus <= len(node.free_exclusive):
+            return NoFit(str(req.exclusive))  # room, but not apart from the containers of its exclusive policy
         pick = pick_cpus(
             node.index,
-            node.free_exclusive,
+            free,
             req.exclusive_cpus,
             bind=bind,
             numa_policy=req.numa_policy,

@@ -288,7 +288,11 @@ _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.ContainerThrottled: lambda v, e, _: replace(v, throttled=True, throttled_ratio=e.throttled_ratio),
     ev.ContainerUnthrottled: lambda v, e, _: replace(v, throttled=False, throttled_ratio=e.throttled_ratio),
     ev.CpuBurstSet: lambda v, e, _: replace(v, burst_us=e.burst_us, burst_reason=e.reason),
-    ev.CfsQuotaScaled: lambda v, e, _: replace(v, cfs_quota_us=e.to_us, quota_reason=e.reason),
+    ev.CfsQuotaScaled: lambda v, e, _: (
+        replace(v, cfs_quota_us=e.to_us, quota_reason=e.reason)
+        if e.burst_us is None
+        else replace(v, cfs_quota_us=e.to_us, quota_reason=e.reason, burst_us=e.burst_us, burst_reason=e.burst_reason)
+    ),
     ev.ContainerRemoved: lambda v, e, _: v if v.state not in TERMINAL else None,
 }
 

@@ -211,6 +211,8 @@ class CfsQuotaScaled(_Event, frozen=True, tag=True):
     from_us: int
     to_us: int
     reason: str = ""
+    burst_us: int | None = None  # the burst it changed with (it follows a quota it is clamped to), if it did
+    burst_reason: str = ""
 
 
 class BurstPolicyChanged(_Event, frozen=True, tag=True):

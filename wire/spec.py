@@ -83,6 +83,16 @@ class CpuBindPolicy(enum.StrEnum):
     FULL_PCPUS_ONLY = "FullPCPUsOnly"  # whole physical cores, required: a node that cannot give them is refused
 
 
+class CpuExclusivePolicy(enum.StrEnum):
+    """Koordinator's exclusive policy among containers that set the same one: no two PCPULevel containers share a
+    physical core (their hyperthread siblings stay out of each other's way); no two NUMANodeLevel containers
+    share a NUMA node. A node that cannot keep them apart is refused."""
+
+    NONE = "None"
+    PCPU_LEVEL = "PCPULevel"
+    NUMA_NODE_LEVEL = "NUMANodeLevel"
+
+
 # Node labels that set a node's cpuset policies (Koordinator's names): the bind policy a container that asks for
 # none gets there (FullPCPUsOnly: every exclusive container there gets whole cores, or does not go there), and
 # the order NUMA nodes and sockets are filled in (MostAllocated packs, LeastAllocated spreads).
@@ -189,6 +199,7 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     memory_limit_bytes: MemoryBytes | None = None
     qos: QoS | None = None
     cpu_bind_policy: CpuBindPolicy = CpuBindPolicy.DEFAULT
+    cpu_exclusive_policy: CpuExclusivePolicy = CpuExclusivePolicy.NONE
     numa_policy: NumaPolicy = NumaPolicy.NONE
     node_selector: Labels = {}
     restart_policy: RestartPolicy = RestartPolicy.NEVER
@@ -228,6 +239,8 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
                 raise ValueError(f"cpu_request_millis: {qos} needs a whole number of CPUs, got {format_cpu(req)}")
         elif self.cpu_bind_policy is not CpuBindPolicy.DEFAULT:
             raise ValueError(f"cpu_bind_policy: only LSE and LSR get exclusive CPUs; this container is {qos}")
+        elif self.cpu_exclusive_policy is not CpuExclusivePolicy.NONE:
+            raise ValueError(f"cpu_exclusive_policy: only LSE and LSR get exclusive CPUs; this container is {qos}")
         if self.burst is not None and (qos is not QoS.LS or lim is None):
             why = f"this container is {qos}" if qos is not QoS.LS else "this one has none"
             raise ValueError(f"burst: CPU Burst is for LS containers with a CPU limit; {why}")

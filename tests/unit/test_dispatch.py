@@ -107,3 +107,38 @@ async def test_what_is_sent_is_what_the_state_says_when_it_is_sent() -> None:
     assert await d.dispatch() == 1
     assert publisher.starts == []  # a start for a container that must stop would only be undone
     assert [c.container_id for _, c in publisher.stops] == [C]
+
+
+def resized(request: int = 700, limit: int | None = 1400) -> ev.ContainerResized:
+    return ev.ContainerResized(
+        container_id=C, node="n1", cpu_request_millis=request, cpu_limit_millis=limit, resources=Resources(request, 0)
+    )
+
+
+async def test_a_resize_of_a_running_container_is_sent_once() -> None:
+    log, projection, publisher, d = await harness((node_stream("n1"), node("n1")))
+    await log.append(container_stream(C), [submitted(), scheduled(), started()])
+    await projection.catch_up()
+    await d.dispatch()
+    await log.append(container_stream(C), [resized()])
+    await projection.catch_up()
+    assert await d.dispatch() == 1
+    assert await d.dispatch() == 0
+    [(name, update)] = publisher.updates
+    assert (name, update.cpu_request_millis, update.cpu_limit_millis, update.epoch) == ("n1", 700, 1400, 1)
+
+
+async def test_a_resize_while_starting_is_sent_once_it_runs() -> None:
+    """The start went out with the old values: the update follows the node's report that it runs."""
+    log, projection, publisher, d = await harness((node_stream("n1"), node("n1")))
+    await log.append(container_stream(C), [submitted(), scheduled()])
+    await projection.catch_up()
+    await d.dispatch()
+    await log.append(container_stream(C), [resized()])
+    await projection.catch_up()
+    await d.dispatch()
+    assert publisher.updates == []
+    await log.append(container_stream(C), [started()])
+    await projection.catch_up()
+    assert await d.dispatch() == 1
+    assert [u.cpu_request_millis for _, u in publisher.updates] == [700]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.cpuset import NumaStrategy
+from scheduler.cpuset import NumaStrategy, TopologyIndex
 from scheduler.dispatch import Dispatcher
 from scheduler.feasible import feasible, request_of
 from scheduler.plan import Plan, check_plan
@@ -32,6 +32,7 @@ from wire.spec import (
     NODE_NUMA_STRATEGY,
     ContainerSpec,
     CpuBindPolicy,
+    CpuExclusivePolicy,
     Mount,
     NumaPolicy,
     QoS,
@@ -41,6 +42,7 @@ from wire.topology import Topology
 
 GI = 1 << 30
 BIG = Topology.uniform(2, 2, 8, 2, memory_per_numa=64 * GI)  # 64 CPUs
+BIG_INDEX = TopologyIndex.of(BIG)
 
 
 def node(
@@ -504,3 +506,66 @@ def test_a_registration_that_reserves_what_the_node_lacks_is_refused(reserved: t
     raw["reserved_cpus"] = list(reserved)
     with pytest.raises(msgspec.ValidationError, match=why):
         node_message_decoder.decode(msgspec.msgpack.encode(raw))
+
+
+def _place_all(specs: list[ContainerSpec], topology: Topology = BIG) -> list[Placement | Unschedulable]:
+    """Place ``specs`` one after another on one node, as the scheduler's working snapshot does."""
+    snap = take_snapshot(state_of(node("n1", topology)))
+    out: list[Placement | Unschedulable] = []
+    for i, s in enumerate(specs):
+        req = request_of(cid(i), s)
+        result = place(snap, req, seed=i)
+        out.append(result)
+        if isinstance(result, Placement):
+            n = snap.nodes["n1"].with_placement(result.qos, result.cpuset, result.resources, None, req.exclusive)
+            snap = msgspec.structs.replace(snap, nodes={"n1": n})
+    return out
+
+
+def test_pcpu_level_containers_never_share_a_core() -> None:
+    one = lsr(cpus=1, cpu_exclusive_policy=CpuExclusivePolicy.PCPU_LEVEL)
+    got = _place_all([one] * 40)  # 32 cores: the first 32 get a core each, the rest are refused
+    placed = [r for r in got if isinstance(r, Placement)]
+    index = take_snapshot(state_of(node("n1"))).nodes["n1"].index
+    cores = [index.core_of[r.cpuset[0]] for r in placed]
+    assert len(placed) == 32 and len(set(cores)) == 32
+    assert all(isinstance(r, Unschedulable) and r.reasons == {"PCPULevel": 1} for r in got[32:])
+    # A container without the policy may still take the siblings.
+    plain = _place_all([one] * 32 + [lsr(cpus=1)])
+    assert isinstance(plain[-1], Placement)
+
+
+def test_numa_node_level_containers_take_a_numa_node_each() -> None:
+    spread = lsr(cpus=2, cpu_exclusive_policy=CpuExclusivePolicy.NUMA_NODE_LEVEL)
+    got = _place_all([spread] * 5)  # 4 NUMA nodes
+    placed = [r for r in got if isinstance(r, Placement)]
+    assert sorted(r.numa_nodes for r in placed) == [(0,), (1,), (2,), (3,)]
+    assert isinstance(got[4], Unschedulable) and got[4].reasons == {"NUMANodeLevel": 1}
+
+
+def test_an_exclusive_policy_is_only_for_exclusive_cpus() -> None:
+    with pytest.raises(ValueError, match="cpu_exclusive_policy"):
+        ls(cpu_exclusive_policy=CpuExclusivePolicy.PCPU_LEVEL)
+
+
+def test_the_plan_check_keeps_pcpu_level_containers_apart() -> None:
+    """Two plans decided on the same snapshot: the second one's sibling CPU is refused at the check."""
+    one = lsr(cpus=1, cpu_exclusive_policy=CpuExclusivePolicy.PCPU_LEVEL)
+    state = state_of(node("n1"), ev.ContainerSubmitted(container_id=cid(1), spec=one))
+    first = place(take_snapshot(state), request_of(cid(1), one), seed=1)
+    assert isinstance(first, Placement)
+    state = state_of(
+        node("n1"),
+        ev.ContainerSubmitted(container_id=cid(1), spec=one),
+        ev.ContainerScheduled(
+            container_id=cid(1), node="n1", epoch=1, qos=QoS.LSR, cpuset=first.cpuset, resources=first.resources
+        ),
+        ev.ContainerSubmitted(container_id=cid(2), spec=one),
+    )
+    sibling = next(c for c in BIG_INDEX.cpus_of_core[BIG_INDEX.core_of[first.cpuset[0]]] if c != first.cpuset[0])
+    bad = msgspec.structs.replace(first, container_id=cid(2), cpuset=(sibling,))
+    plan = Plan(
+        eval_id=uuid.uuid4(), snapshot_position=0, placements=(bad,), requests={cid(2): request_of(cid(2), one)}
+    )
+    result = check_plan(state, plan)
+    assert result.accepted == () and "PCPULevel" in result.rejected[0].reason
