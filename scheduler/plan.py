@@ -94,6 +94,11 @@ def scheduled_event(p: Placement) -> ev.ContainerScheduled:
         resources=p.resources,
         score=p.score,
         reason=p.reason,
+        cpus_reason=p.cpus_reason,
+        runners_up=tuple(ev.RunnerUp(node=n, score=s) for n, s in p.runners_up),
+        snapshot_position=p.snapshot_position,
+        seed=p.seed,
+        batch_index=p.batch_index,
     )
 
 

@@ -232,12 +232,16 @@ class Scheduler:
         unschedulable: list[Unschedulable] = []
         for req in requests:
             t = time.perf_counter_ns()
-            decision = place(working, req, seed_of(eval_id, req.container_id), self.config)
+            seed = seed_of(eval_id, req.container_id)
+            decision = place(working, req, seed, self.config)
             if self.decision_ms is not None:
                 self.decision_ms.append((time.perf_counter_ns() - t) / 1e6)
             if isinstance(decision, Unschedulable):
                 unschedulable.append(decision)
                 continue
+            decision = msgspec.structs.replace(
+                decision, snapshot_position=snap.position, seed=seed, batch_index=len(placements)
+            )
             placements.append(decision)
             nodes[decision.node] = nodes[decision.node].with_placement(
                 decision.qos, decision.cpuset, decision.resources, req.service_id, req.exclusive

@@ -20,7 +20,7 @@ from scheduler.feasible import Request, feasible
 from scheduler.rank import Scoring, score
 from scheduler.snapshot import NodeSnap, Snapshot
 from wire.resources import Resources
-from wire.spec import NODE_CPU_BIND_POLICY, NODE_NUMA_STRATEGY, CpuBindPolicy, QoS
+from wire.spec import NODE_CPU_BIND_POLICY, NODE_NUMA_STRATEGY, CpuBindPolicy, CpuExclusivePolicy, QoS
 
 
 class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +39,11 @@ class Placement(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     resources: Resources
     score: float
     reason: str
+    cpus_reason: str = ""
+    runners_up: tuple[tuple[str, float], ...] = ()
+    snapshot_position: int = 0  # set by the scheduler: what to replay the decision from
+    seed: int = 0
+    batch_index: int = 0
 
 
 class Unschedulable(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -113,12 +118,13 @@ def _place(
                 message=message_for(reasons, total),
             )
         ranked = sorted(((score(n, req, config.scoring), n.name, n) for n in batch), key=lambda t: (-t[0], t[1]))
-        for s, _, node in ranked:
+        for i, (s, _, node) in enumerate(ranked):
             placement = _placement(node, req, s, config, ranked=len(batch), total=total)
             if isinstance(placement, NoFit):
                 reasons[placement.reason] += 1
                 continue
-            return placement
+            others = tuple((name, round(o, 4)) for o, name, _ in ranked[i + 1 : i + 4])
+            return msgspec.structs.replace(placement, runners_up=others)
 
 
 def node_cpu_policies(
@@ -144,6 +150,7 @@ def _placement(
 ) -> Placement | NoFit:
     cpuset: tuple[int, ...] = ()
     numa: tuple[int, ...] = ()
+    why = ""
     if req.qos.exclusive:
         bind, strategy = node_cpu_policies(node.labels, req.bind, config.numa_strategy)
         if bind is None:
@@ -162,6 +169,7 @@ def _placement(
         if isinstance(pick, NoFit):
             return pick
         cpuset, numa = pick.cpus, pick.numa_nodes
+        why = cpus_reason(node, req, bind, strategy, cpuset)
     cpu = req.exclusive_cpus * 1000 if req.qos.exclusive else req.cpu_millis
     return Placement(
         container_id=req.container_id,
@@ -173,4 +181,30 @@ def _placement(
         resources=Resources(cpu, req.memory),
         score=round(s, 4),
         reason=f"{config.scoring} score {s:.3f}, best of {ranked} feasible nodes ranked of {total}",
+        cpus_reason=why,
     )
+
+
+def cpus_reason(
+    node: NodeSnap, req: Request, bind: CpuBindPolicy, strategy: NumaStrategy, cpuset: tuple[int, ...]
+) -> str:
+    """Why these CPUs, in words: the policies that applied (and whose they were) and what the pick spans."""
+    index = node.index
+    whose = "its own" if req.bind is not CpuBindPolicy.DEFAULT else "the node's label"
+    if req.bind is CpuBindPolicy.DEFAULT and NODE_CPU_BIND_POLICY not in node.labels:
+        whose = "the default"
+    picked = set(cpuset)
+    cores = {index.core_of[c] for c in cpuset}
+    whole = sum(1 for core in cores if picked.issuperset(index.cpus_of_core[core]))
+    numas = sorted({index.numa_of[c] for c in cpuset})
+    sockets = sorted({index.socket_of[c] for c in cpuset})
+    parts = [
+        f"bind {bind} ({whose})",
+        f"NUMA strategy {strategy}",
+        f"NUMA policy {req.numa_policy}",
+    ]
+    if req.exclusive is not CpuExclusivePolicy.NONE:
+        parts.append(f"exclusive {req.exclusive}")
+    span = f"NUMA node{'s' if len(numas) > 1 else ''} {','.join(map(str, numas))}"
+    span += f" of socket{'s' if len(sockets) > 1 else ''} {','.join(map(str, sockets))}"
+    return f"{'; '.join(parts)}: {len(cpuset)} CPUs on {len(cores)} cores ({whole} whole), {span}"

@@ -93,6 +93,13 @@ class ContainerSubmitted(_Event, frozen=True, tag=True):
     restarts: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0  # restarts in its chain (for the back-off)
 
 
+class RunnerUp(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """A node that was ranked and not chosen, with its score."""
+
+    node: NodeName
+    score: float
+
+
 class ContainerScheduled(_Event, frozen=True, tag=True):
     container_id: ContainerId
     node: NodeName
@@ -103,6 +110,13 @@ class ContainerScheduled(_Event, frozen=True, tag=True):
     resources: Resources = Resources()  # what the placement reserved on the node
     score: float = 0.0
     reason: str = ""  # why this node, for `history`
+    cpus_reason: str = ""  # why these CPUs: bind policy, NUMA strategy and policy, what the pick spans
+    runners_up: Annotated[tuple[RunnerUp, ...], msgspec.Meta(max_length=8)] = ()  # the next best, best first
+    # To replay the decision: the log position of the snapshot it read, its seed, and how many placements of the
+    # same evaluation (the append's correlation id) came before it in the batch.
+    snapshot_position: int = 0
+    seed: int = 0
+    batch_index: int = 0
 
 
 class ContainerResized(_Event, frozen=True, tag=True):

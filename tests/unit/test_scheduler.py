@@ -16,6 +16,7 @@ from scheduler.dispatch import Dispatcher
 from scheduler.feasible import feasible, request_of
 from scheduler.plan import Plan, check_plan
 from scheduler.rank import Scoring
+from scheduler.replay import NotReplayable, replay
 from scheduler.service import Scheduler
 from scheduler.snapshot import take_snapshot
 from scheduler.stack import Placement, StackConfig, Unschedulable, node_cpu_policies, place, walk
@@ -569,3 +570,45 @@ def test_the_plan_check_keeps_pcpu_level_containers_apart() -> None:
     )
     result = check_plan(state, plan)
     assert result.accepted == () and "PCPULevel" in result.rejected[0].reason
+
+
+async def test_every_recorded_placement_replays_to_the_same_node_and_cpus() -> None:
+    """Batches of mixed LS and exclusive containers over several nodes; each ContainerScheduled names what it
+    read, its seed and its place in the batch, and deciding again from those gives the same node and CPUs."""
+    h = Harness()
+    await h.nodes(*(node(f"n{i}", labels={"zone": "a" if i % 2 else "b"}) for i in range(5)))
+    n = 0
+    for round_ in range(3):
+        for i in range(12):
+            n += 1
+            kind = (n + round_) % 3
+            s = (
+                lsr(cpus=1 + i % 3)
+                if kind == 0
+                else ls(cpu=250 * (1 + i % 4))
+                if kind == 1
+                else lsr(
+                    cpus=2,
+                    cpu_bind_policy=CpuBindPolicy.SPREAD_BY_PCPUS,
+                    cpu_exclusive_policy=CpuExclusivePolicy.PCPU_LEVEL,
+                )
+            )
+            await h.submit(n, s)
+        await h.scheduler.round()
+    recorded = [r for r in await h.log.read_all(1, 10_000) if isinstance(r.event, ev.ContainerScheduled)]
+    assert len(recorded) == n
+    assert any(r.event.batch_index > 0 for r in recorded) and any(r.event.runners_up for r in recorded)
+    for r in recorded:
+        event, again = await replay(h.log, r.position)
+        assert isinstance(again, Placement), again
+        assert (again.node, again.cpuset, again.score) == (event.node, event.cpuset, event.score), r.position
+        assert again.cpus_reason == event.cpus_reason
+    exclusive = next(r.event for r in recorded if r.event.cpuset)
+    assert "bind " in exclusive.cpus_reason and "NUMA strategy" in exclusive.cpus_reason
+
+
+async def test_replay_refuses_a_position_that_holds_no_placement() -> None:
+    h = Harness()
+    await h.nodes(node("n1"))
+    with pytest.raises(NotReplayable):
+        await replay(h.log, 1)
