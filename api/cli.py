@@ -162,6 +162,9 @@ def run(
         str | None, typer.Option(help="Default, FullPCPUs, FullPCPUsOnly or SpreadByPCPUs")
     ] = None,
     numa_policy: Annotated[str | None, typer.Option(help="None, BestEffort, Restricted or SingleNUMANode")] = None,
+    cpu_exclusive_policy: Annotated[
+        str | None, typer.Option(help="PCPULevel (no shared core) or NUMANodeLevel (no shared NUMA node)")
+    ] = None,
     restart: Annotated[str, typer.Option(help="Never, OnFailure or Always")] = "Never",
     detach: Annotated[bool, typer.Option("-d", "--detach", help="print the id and return")] = False,
     rm_: Annotated[bool, typer.Option("--rm", help="remove it once it has ended")] = False,
@@ -180,6 +183,8 @@ def run(
             spec["cpu_bind_policy"] = cpuset_policy
         if numa_policy is not None:
             spec["numa_policy"] = numa_policy
+        if cpu_exclusive_policy is not None:
+            spec["cpu_exclusive_policy"] = cpu_exclusive_policy
         submitted = call("POST", "/v1/containers", json=spec, headers={"Idempotency-Key": uuid.uuid4().hex})
     except (Failed, ValueError, OSError) as e:
         err.print(f"[red]error:[/red] {e}")
