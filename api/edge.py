@@ -32,6 +32,7 @@ from store.projections import (
 )
 from store.telemetry import NodePoint, Point
 from wire import events as ev
+from wire.burst import BurstConfig
 from wire.codec import encode_json
 from wire.events import EVENT_TYPES
 from wire.resources import MAX_CPU_MILLIS, CpuMillis
@@ -44,6 +45,7 @@ MAX_TAIL = 100_000  # as GetLogs bounds it
 HEARTBEAT_S = 15.0
 FROM_ZERO: dict[str, Any] = {"minimum": 0}  # Litestar drops a bound of 0 from the document
 IF_MATCH = {"pattern": '^"?[0-9]{1,19}"?$'}
+VERSION_MATCH = {"pattern": '^"?-?[0-9]{1,18}"?$'}  # a stream version: -1 is "never written"
 LAST_EVENT_ID = {"pattern": "^[0-9]{1,18}$"}  # every 18-digit position is at most MAX_POSITION
 _ONE_TYPE = "|".join(sorted(EVENT_TYPES))
 EVENT_TYPE_LIST = {"pattern": f"^(?:{_ONE_TYPE})(?:,(?:{_ONE_TYPE}))*$"}
@@ -120,6 +122,13 @@ class Resize(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cpu_limit_millis: Annotated[int, msgspec.Meta(ge=1, le=MAX_CPU_MILLIS)] | None = None
 
 
+class BurstPolicyView(msgspec.Struct, frozen=True):
+    """The cluster's CPU Burst configuration and its version (-1: never set; the defaults apply)."""
+
+    config: BurstConfig
+    version: int
+
+
 class Samples(msgspec.Struct, frozen=True):
     recent: list[Point]  # full rate, oldest first
     older: list[Point]  # downsampled
@@ -157,6 +166,9 @@ SCHEMA_TYPES = (
     ContainerSpec,
     ServiceSpec,
     Scale,
+    Resize,
+    BurstConfig,
+    BurstPolicyView,
     Submitted,
     StopAccepted,
     ContainerView,

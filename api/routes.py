@@ -33,7 +33,9 @@ from api.edge import (
     MAX_POSITION,
     MAX_TAIL,
     PAGE_HEADERS,
+    VERSION_MATCH,
     BodyError,
+    BurstPolicyView,
     ContainerStatus,
     Continue,
     HistoryEntry,
@@ -517,13 +519,6 @@ class NodeController(Controller):
 # --- CPU Burst ---------------------------------------------------------------------------------------------------
 
 
-class BurstPolicyView(msgspec.Struct, frozen=True):
-    """The cluster's CPU Burst configuration and its version (-1: never set; the defaults apply)."""
-
-    config: BurstConfig
-    version: int
-
-
 def _burst_view(state: ClusterState) -> BurstPolicyView:
     return BurstPolicyView(config=state.burst, version=state.versions.get(BURST_POLICY_KEY, -1))
 
@@ -545,7 +540,7 @@ class BurstPolicyController(Controller):
         projection: ProjectionDep,
         event_log: LogDep,
         data: JSONBody[BurstConfig],
-        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match", schema_extra=VERSION_MATCH)] = None,
     ) -> BurstPolicyView:
         """Replace the whole configuration (recorded as ``BurstPolicyChanged``; nodes apply it within a
         second, without a restart). ``If-Match`` with the version read replaces only if it is still current."""
