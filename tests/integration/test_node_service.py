@@ -170,7 +170,9 @@ async def test_stop_and_cgroup_values(node: Node) -> None:
 
     update = UpdateResources(command_id=new_command_id(), epoch=1, container_id=cmd.container_id, burst_us=50_000)
     assert isinstance(await node.service.handle(update), CommandAccepted)
-    assert await node.next_event() == ev.CpuBurstSet(container_id=cmd.container_id, node="n1", burst_us=50_000)
+    assert await node.next_event() == ev.CpuBurstSet(
+        container_id=cmd.container_id, node="n1", burst_us=50_000, reason="update"
+    )
     assert node.service.cgroups.read(path).burst_us == 50_000  # type: ignore[union-attr]
     too_big = UpdateResources(command_id=new_command_id(), epoch=1, container_id=cmd.container_id, burst_us=90_000)
     rejected = await node.service.handle(too_big)
