@@ -247,17 +247,32 @@ def pick_cpus(
 
     ``free`` is every CPU held exclusively by nobody and not reserved; CPUs outside the topology are ignored.
     """
+    return pick_cpus_explained(index, free, count, bind=bind, numa_policy=numa_policy, strategy=strategy)[0]
+
+
+def pick_cpus_explained(
+    index: TopologyIndex,
+    free: frozenset[int],
+    count: int,
+    *,
+    bind: CpuBindPolicy = CpuBindPolicy.DEFAULT,
+    numa_policy: NumaPolicy = NumaPolicy.NONE,
+    strategy: NumaStrategy = NumaStrategy.MOST_ALLOCATED,
+) -> tuple[Pick | NoFit, str]:
+    """``pick_cpus``, and the step of the pipeline that chose the CPUs (module docstring), in words."""
     if count < 1:
         raise ValueError(f"count: an exclusive cpuset needs at least 1 CPU, got {count}")
     if not free <= index.cpus:
         free = free & index.cpus
     if count > len(free):
-        return NoFit(INSUFFICIENT_CPU)
+        return NoFit(INSUFFICIENT_CPU), ""
     if bind == CpuBindPolicy.FULL_PCPUS_ONLY:
-        got = pick_cpus(index, free, count, bind=CpuBindPolicy.FULL_PCPUS, numa_policy=numa_policy, strategy=strategy)
+        got, step = pick_cpus_explained(
+            index, free, count, bind=CpuBindPolicy.FULL_PCPUS, numa_policy=numa_policy, strategy=strategy
+        )
         if isinstance(got, Pick) and not _whole_cores(index, got.cpus):
-            return NoFit(FULL_PCPUS_ONLY)
-        return got
+            return NoFit(FULL_PCPUS_ONLY), ""
+        return got, step
     request = _Request(index, free, count, strategy)
     full = bind != CpuBindPolicy.SPREAD_BY_PCPUS or index.threads_per_core == 1
     scope = index.numa_ids
@@ -267,13 +282,16 @@ def pick_cpus(
         if preferred is not None:
             scope = preferred
         elif single:
-            return NoFit(SINGLE_NUMA_NODE)
+            return NoFit(SINGLE_NUMA_NODE), ""
         elif numa_policy == NumaPolicy.RESTRICTED:
-            return NoFit(RESTRICTED)
+            return NoFit(RESTRICTED), ""
     picked = request.full_pcpus(scope) if full else request.spread_by_pcpus(scope)
     picked.sort()
     numa_of = index._numa_of
-    return Pick(cpus=tuple(picked), numa_nodes=tuple(sorted({numa_of[c] for c in picked})))
+    step = request.step
+    if scope is not index.numa_ids:
+        step = f"{step}, within the {numa_policy} hint (NUMA {','.join(map(str, scope))})"
+    return Pick(cpus=tuple(picked), numa_nodes=tuple(sorted({numa_of[c] for c in picked}))), step
 
 
 def _whole_cores(index: TopologyIndex, cpus: Sequence[int]) -> bool:
@@ -303,7 +321,7 @@ def numa_fit(index: TopologyIndex, free: frozenset[int], count: int, policy: Num
 class _Request:
     """One call's view: the free CPUs counted per NUMA node, and the steps of the pipeline."""
 
-    __slots__ = ("count", "free", "index", "numa_free", "sign", "tail", "whole")
+    __slots__ = ("count", "free", "index", "numa_free", "sign", "step", "tail", "whole")
 
     def __init__(self, index: TopologyIndex, free: frozenset[int], count: int, strategy: NumaStrategy) -> None:
         self.index = index
@@ -314,6 +332,7 @@ class _Request:
         self.sign = -1 if strategy == NumaStrategy.LEAST_ALLOCATED else 1
         self.numa_free = {n: len(s & free) for n, s in index._numa_sets.items()}
         self.whole: dict[int, int] = {}  # NUMA node → CPUs on its whole free cores, filled on demand
+        self.step = ""  # which step of the pipeline chose the CPUs, in words
 
     # --- NUMA policy ----------------------------------------------------------------------------------------
 
@@ -373,6 +392,7 @@ class _Request:
         for n in sorted((n for n in scope if nf[n] >= count), key=numa_key):
             picked: list[int] = []
             if _take_whole(whole_order[n], free, count, picked) <= tail:
+                self.step = "a: whole cores of one NUMA node"
                 return self.take_singles((n,), picked)
         # b. one socket whose whole free cores cover it, packed; c. the kubelet's packed order over every socket:
         #    wholly free sockets that fit, then wholly free NUMA nodes that fit (the largest first), then whole
@@ -389,10 +409,18 @@ class _Request:
                 key = (len({numa_of[c] for c in picked}), 1, rank)
                 if best is None or key < best[0]:
                     best = (key, picked)
+        chosen_socket = best is not None
         picked = self.packed_everywhere(scope, numa_key)
         key = (len({numa_of[c] for c in picked}), len({socket_of[c] for c in picked}), len(sockets))
         if best is None or key < best[0]:
-            best = (key, picked)
+            best, chosen_socket = (key, picked), False
+        self.step = (
+            "b: one socket, wholly free NUMA nodes before cores"
+            if chosen_socket
+            else "c: packed over sockets (whole sockets, then NUMA nodes, then cores)"
+        )
+        if not _whole_cores(index, best[1]):
+            self.step += ", topped up with single CPUs"
         return best[1]
 
     def packed_everywhere(self, scope: Sequence[int], numa_key: Callable[[int], tuple[int, int, int]]) -> list[int]:
@@ -456,13 +484,16 @@ class _Request:
         def in_socket(s: int) -> list[list[int]]:
             return [cpus for n in sorted((n for n in scope if som[n] == s), key=numa_key) for cpus in cores[n]]
 
-        for enough_numa, enough_socket in ((free_cores, socket_cores), (nf, sf)):
+        for enough_numa, enough_socket, what in ((free_cores, socket_cores, "free cores"), (nf, sf, "free CPUs")):
             fits = [n for n in scope if enough_numa[n] >= count]
             if fits:
+                self.step = f"spread: one NUMA node with enough {what}"
                 return _spread(cores[min(fits, key=numa_key)], count)
             socket_fits = [s for s in sf if enough_socket[s] >= count]
             if socket_fits:
+                self.step = f"spread: one socket with enough {what}"
                 return _spread(in_socket(min(socket_fits, key=lambda s: (sign * sf[s], s))), count)
+        self.step = "spread: every free CPU in the fallback order"
         return _spread(self.fallback_order(scope, []), count)
 
     # --- single CPUs ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 
 import msgspec
 
-from scheduler.cpuset import FULL_PCPUS_ONLY, NoFit, NumaStrategy, pick_cpus
+from scheduler.cpuset import FULL_PCPUS_ONLY, NoFit, NumaStrategy, pick_cpus_explained
 from scheduler.feasible import Request, feasible
 from scheduler.rank import Scoring, score
 from scheduler.snapshot import NodeSnap, Snapshot
@@ -158,7 +158,7 @@ def _placement(
         free = node.free_for(req.exclusive)
         if len(free) < req.exclusive_cpus <= len(node.free_exclusive):
             return NoFit(str(req.exclusive))  # room, but not apart from the containers of its exclusive policy
-        pick = pick_cpus(
+        pick, step = pick_cpus_explained(
             node.index,
             free,
             req.exclusive_cpus,
@@ -169,7 +169,7 @@ def _placement(
         if isinstance(pick, NoFit):
             return pick
         cpuset, numa = pick.cpus, pick.numa_nodes
-        why = cpus_reason(node, req, bind, strategy, cpuset)
+        why = f"{cpus_reason(node, req, bind, strategy, cpuset)}; chosen by {step}"
     cpu = req.exclusive_cpus * 1000 if req.qos.exclusive else req.cpu_millis
     return Placement(
         container_id=req.container_id,

@@ -31,6 +31,7 @@ from scheduler.cpuset import (
     TopologyIndex,
     numa_fit,
     pick_cpus,
+    pick_cpus_explained,
 )
 from wire.spec import CpuBindPolicy, NumaPolicy
 from wire.topology import Core, NumaNode, Socket, Topology
@@ -589,3 +590,22 @@ def test_full_pcpus_only_refuses_an_odd_count_on_two_thread_cores() -> None:
     index = TopologyIndex.of(T64)
     assert pick_cpus(index, index.cpus, 3, bind=CpuBindPolicy.FULL_PCPUS_ONLY) == NoFit(FULL_PCPUS_ONLY)
     assert pick_cpus(index, index.cpus, 4, bind=CpuBindPolicy.FULL_PCPUS_ONLY) == pick("0-1,32-33", 0)
+
+
+@pytest.mark.parametrize(
+    ("count", "bind", "policy", "step"),
+    [
+        (4, CpuBindPolicy.FULL_PCPUS, NumaPolicy.NONE, "a: whole cores of one NUMA node"),
+        (20, CpuBindPolicy.FULL_PCPUS, NumaPolicy.NONE, "b: one socket, wholly free NUMA nodes before cores"),
+        (40, CpuBindPolicy.FULL_PCPUS, NumaPolicy.NONE, "c: packed over sockets"),
+        (3, CpuBindPolicy.FULL_PCPUS, NumaPolicy.NONE, "a: whole cores of one NUMA node"),
+        (4, CpuBindPolicy.SPREAD_BY_PCPUS, NumaPolicy.NONE, "spread: one NUMA node with enough free cores"),
+        (10, CpuBindPolicy.SPREAD_BY_PCPUS, NumaPolicy.NONE, "spread: one socket with enough free cores"),
+        (4, CpuBindPolicy.FULL_PCPUS, NumaPolicy.SINGLE_NUMA_NODE, "within the SingleNUMANode hint (NUMA 0)"),
+    ],
+)
+def test_the_step_that_chose_the_cpus_is_said(count: int, bind: CpuBindPolicy, policy: NumaPolicy, step: str) -> None:
+    index = TopologyIndex.of(T64)
+    got, said = pick_cpus_explained(index, index.cpus, count, bind=bind, numa_policy=policy)
+    assert got == pick_cpus(index, index.cpus, count, bind=bind, numa_policy=policy)
+    assert step in said
