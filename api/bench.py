@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from api.local import free_port
 
 GET_LOAD = r"""
 import json, sys, time, httpx
@@ -41,12 +42,6 @@ print(json.dumps({"n": len(lat), "p50": lat[len(lat) // 2], "p99": lat[int(len(l
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -60,7 +55,7 @@ def bench_submit(count: int) -> dict[str, float]:
     if own:
         env["CORRAL_HOME"] = str(home)
         up = subprocess.run(
-            [*cli, "up", "--nodes", "3", "--port", str(_free_port()), "--nats-port", str(_free_port())],
+            [*cli, "up", "--nodes", "3", "--port", str(free_port()), "--nats-port", str(free_port())],
             env=env,
             capture_output=True,
             text=True,

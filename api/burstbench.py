@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from api.local import LocalCluster
+from api.local import LocalCluster, free_port
 
 # Run by the host's /usr/bin/python3 in the container; prints one JSON line of results.
 WORKLOAD = r"""
@@ -73,12 +72,6 @@ class Run:
     def pct(self, q: float) -> float:
         ordered = sorted(self.times_ms)
         return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spec(setting: str, workers: int, seconds: float, delay: float, tag: str) -> dict[str, Any]:
@@ -150,7 +143,7 @@ def bench(seconds: float, delay: float) -> list[Run]:
     home = Path(f"/run/corral-bb{uuid.uuid4().hex[:6]}")
     cluster = LocalCluster(home)
     if own:
-        env = cluster.up(1, _free_port(), _free_port(), allow_host_mounts=("/usr",))
+        env = cluster.up(1, free_port(), free_port(), allow_host_mounts=("/usr",))
         addr, token = env["addr"], env["token"]
     else:
         addr, token = os.environ["CORRAL_ADDR"], os.environ.get("CORRAL_TOKEN", "")

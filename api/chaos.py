@@ -28,7 +28,6 @@ import json
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from api.local import LocalCluster, cgroup2_root
+from api.local import LocalCluster, cgroup2_root, free_port
 
 ENDED = frozenset({"exited", "stopped", "lost"})
 IN_FLIGHT = frozenset({"pending", "scheduled", "stopping"})  # each must settle (unschedulable may stay)
@@ -145,12 +144,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --- the shell: a cluster, a workload, faults ----------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpus(text: str) -> frozenset[int]:
@@ -384,7 +377,7 @@ class Chaos:
     # --- the run -----------------------------------------------------------------------------------------------
 
     def up(self) -> None:
-        env = self.cluster.up(len(self.names), _free_port(), _free_port())
+        env = self.cluster.up(len(self.names), free_port(), free_port())
         self.api = httpx.Client(base_url=env["addr"], headers={"Authorization": f"Bearer {env['token']}"}, timeout=10)
         template = {"name": "web", "image": "busybox", "command": ["sleep", "3600"], "cpu_request_millis": 50}
         r = self.api.post("/v1/services", json={"name": "web", "replicas": self.replicas, "template": template})

@@ -30,6 +30,13 @@ from wire import subjects
 from wire.files import private_dir, write_private
 
 
+def free_port() -> int:
+    """A loopback port free now (for a cluster's API and NATS)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class UpFailed(Exception):
     pass
 

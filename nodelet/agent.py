@@ -514,11 +514,11 @@ class Agent:
             )
             for cid, spec, settings in self.service.bandwidth()
         ]
-        specs = {r.container_id: r.spec for r in running}
+        by_id = {r.container_id: r for r in running}
         pool = self.service.share_pool_cpus()
         for change in self._burst.step(time.monotonic_ns(), node_busy_ns, usage, running, pool):
-            r = next(r for r in running if r.container_id == change.container_id)
-            seen = (r.quota_us, r.burst_us, specs[r.container_id].cpu_limit_millis)
+            r = by_id[change.container_id]
+            seen = (r.quota_us, r.burst_us, r.spec.cpu_limit_millis)
             old = await self.service.set_bandwidth(change.container_id, change.quota_us, change.burst_us, seen)
             if old is None:
                 continue

@@ -23,8 +23,7 @@ REFILL_BELOW_PERCENT = 60  # the token bucket refills only while use is below th
 def eligible(spec: ContainerSpec) -> bool:
     """LS (or unclassified, which resolves to LS) with a CPU limit; never LSE/LSR (exclusive cpusets, no quota)
     nor BE."""
-    qos = spec.qos or derive_qos(spec.cpu_request_millis, spec.cpu_limit_millis, spec.memory_limit_bytes)
-    return qos is QoS.LS and spec.cpu_limit_millis is not None
+    return _qos(spec) is QoS.LS and spec.cpu_limit_millis is not None
 
 
 def base_quota_us(limit_millis: int) -> int:

@@ -410,10 +410,13 @@ class _Request:
                 if best is None or key < best[0]:
                     best = (key, picked)
         chosen_socket = best is not None
-        picked = self.packed_everywhere(scope, numa_key)
-        key = (len({numa_of[c] for c in picked}), len({socket_of[c] for c in picked}), len(sockets))
-        if best is None or key < best[0]:
-            best, chosen_socket = (key, picked), False
+        # One socket spanning as few NUMA nodes as any pick could: the packed pick cannot beat it (its key ties at
+        # best, and ranks after), so it is not made.
+        if best is None or best[0][0] > index.min_numa_nodes(count):
+            picked = self.packed_everywhere(scope, numa_key)
+            key = (len({numa_of[c] for c in picked}), len({socket_of[c] for c in picked}), len(sockets))
+            if best is None or key < best[0]:
+                best, chosen_socket = (key, picked), False
         self.step = (
             "b: one socket, wholly free NUMA nodes before cores"
             if chosen_socket
