@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system lint test bench chaos up down clean
+.PHONY: setup system lint test bench chaos up down compose-up compose-down compose-test clean
 
 setup: system $(VENV)/.installed
 
@@ -32,6 +32,19 @@ up:
 
 down:
 	$(VENV)/bin/corral down
+
+# The same cluster as containers (needs Docker): NATS, the control plane and three nodelets running nested runc.
+compose-up:
+	@bash deploy/install-docker.sh
+	bash deploy/compose.sh up
+
+compose-down:
+	bash deploy/compose.sh down
+
+# The compose demo end to end, from building its image to `down -v`; the last line says `compose: ok total_s=N`.
+compose-test: setup
+	@bash deploy/install-docker.sh
+	$(PY) -m api.composetest
 
 bench: setup
 	$(PY) -m store.bench --quick

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -20,13 +19,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-import nkeys  # type: ignore[import-untyped]
 
+from api.identities import nats_config, write_tokens
 from nodelet.purge import reap_containers
-from wire import subjects
 from wire.files import private_dir, write_private
 
 
@@ -39,17 +36,6 @@ def free_port() -> int:
 
 class UpFailed(Exception):
     pass
-
-
-def new_nkey(seed_file: Path) -> str:
-    """Make a user nkey, write its seed to ``seed_file`` (0600) and return its public key."""
-    seed = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
-    write_private(seed_file, seed)
-    pair = nkeys.from_seed(bytearray(seed))
-    try:
-        return str(pair.public_key.decode())
-    finally:
-        pair.wipe()
 
 
 def binary(name: str) -> str:
@@ -153,12 +139,9 @@ class LocalCluster:
         home = private_dir(self.home)
         names = [f"node-{i + 1}" for i in range(nodes)]
         keys = private_dir(home / "keys")
-        users: list[dict[str, Any]] = [{"nkey": new_nkey(keys / "control.nk")}]
-        users += [{"nkey": new_nkey(keys / f"{n}.nk"), "permissions": subjects.node_permissions(n)} for n in names]
-        conf = {"host": "127.0.0.1", "port": nats_port, "authorization": {"users": users}}
+        conf = nats_config(keys / "control.nk", {n: keys / f"{n}.nk" for n in names}, host="127.0.0.1", port=nats_port)
         write_private(home / "nats.conf", json.dumps(conf).encode())
-        admin, reader = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        write_private(home / "tokens.json", json.dumps({"admin": [admin], "read_only": [reader]}).encode())
+        admin, _ = write_tokens(home / "tokens.json")
         url = f"nats://127.0.0.1:{nats_port}"
         api = f"http://127.0.0.1:{port}"
         commands: dict[str, list[str]] = {
