@@ -62,7 +62,8 @@ def _defaults() -> tuple[str, str]:
 def client(timeout: float | None = 30) -> httpx.Client:
     """An API client; ``timeout=None`` for a stream that may stay quiet for long."""
     addr, token = _defaults()
-    return httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}  # none: the API answers 401, said below
+    return httpx.Client(base_url=addr, headers=headers, timeout=timeout)
 
 
 def _send(c: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -70,6 +71,8 @@ def _send(c: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
         r = c.request(method, path, **kw)
     except httpx.HTTPError as e:
         raise Failed(f"cannot reach the API at {_defaults()[0]}: {e}") from None
+    if r.status_code == 401 and "Authorization" not in c.headers:
+        raise Failed(f"401 the API at {_defaults()[0]} needs a token: set CORRAL_TOKEN")
     if r.status_code >= 400:
         try:
             body = r.json()

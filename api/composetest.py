@@ -327,6 +327,20 @@ class Run:
             raise StepFailed(f"containers restarted with the control plane: {before_runc} → {after_runc}")
         self.say(f"compose: control plane restarted; the same {sum(map(len, after_runc.values()))} processes run")
 
+    def down_up(self) -> None:
+        """``down`` without ``-v`` keeps the log and the identities: after ``up`` the same token works, the log
+        goes on from where it was, and the service is back to its 3 replicas on the new nodelets."""
+        d = self.demo
+        head = d.get("/v1/state")["position"]
+        d.script("compose", "down", "--timeout", "20")
+        d.ids.clear()  # new containers
+        d.script("compose", "up", "-d")
+        wait_for("three nodes back after down and up", lambda: True if len(self.ready_nodes()) == 3 else None, 90)
+        if d.get("/v1/state")["position"] < head:
+            raise StepFailed(f"the log lost events across down/up: position {head} before")
+        wait_for("the service converged after down and up", self.converged, 60)
+        self.no_duplicates()
+
     def down(self) -> None:
         d = self.demo
         if d.api is not None:
@@ -367,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         run.step("pause", run.pause_nodelet)
         run.step("cgroups_after", run.cgroups)
         run.step("restart_control_plane", run.restart_control_plane)
+        run.step("down_up", run.down_up)
         ok = True
     except (StepFailed, httpx.HTTPError, subprocess.SubprocessError) as e:
         print(f"compose: FAILED: {e}", flush=True)

@@ -4,7 +4,8 @@
 #                             the nodes, run sample containers and a 3-replica service, say how to reach the API
 #   deploy/compose.sh build   only the image (a wheelhouse built on the host; a base image from Debian packages
 #                             when python:3.12-slim cannot be pulled)
-#   deploy/compose.sh down    remove the demo's containers, network, volumes (its log and identities) and image
+#   deploy/compose.sh down    remove the demo's containers, network, volumes (its log and identities), image,
+#                             base image built from Debian packages (CORRAL_KEEP_BASE=1 keeps it) and wheelhouse
 #   deploy/compose.sh token   print the admin token;  deploy/compose.sh env   print CORRAL_ADDR/CORRAL_TOKEN exports
 #   deploy/compose.sh compose ARGS...   run docker-compose on the demo's file (ps, logs, kill, start ...)
 set -euo pipefail
@@ -101,6 +102,9 @@ MSG
   down)
     "${compose[@]}" down -v --remove-orphans --timeout 20
     "$DOCKER" image rm "${CORRAL_IMAGE:-corral:demo}" >/dev/null 2>&1 || true
+    # What `build` made for itself: the base from Debian packages (not a pulled python image) and the wheelhouse.
+    [ -n "${CORRAL_KEEP_BASE:-}" ] || "$DOCKER" image rm corral-base:bookworm >/dev/null 2>&1 || true
+    rm -f deploy/wheels/*.whl
     ;;
   compose) shift; "${compose[@]}" "$@" ;;
   *) echo "usage: $0 up|build|down|token|env|compose ARGS..." >&2; exit 2 ;;
