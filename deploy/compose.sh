@@ -16,8 +16,11 @@ DOCKER=${DOCKER:-$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v
 export DOCKER COMPOSE_DOCKER_CLI_BUILD=0 DOCKER_BUILDKIT=0
 FILE=deploy/docker-compose.yml
 PORT=${CORRAL_PORT:-8080}
-if "$DOCKER" compose version >/dev/null 2>&1; then compose=("$DOCKER" compose -f "$FILE")
-elif command -v docker-compose >/dev/null 2>&1; then compose=(docker-compose -f "$FILE")
+# The project name also sits in deploy/.env (for docker-compose run by hand there); given here, since some
+# Compose v2 releases read .env from the working directory rather than the compose file's.
+PROJECT=${COMPOSE_PROJECT_NAME:-corral-demo}
+if "$DOCKER" compose version >/dev/null 2>&1; then compose=("$DOCKER" compose -p "$PROJECT" -f "$FILE")
+elif command -v docker-compose >/dev/null 2>&1; then compose=(docker-compose -p "$PROJECT" -f "$FILE")
 else echo "neither 'docker compose' nor docker-compose is installed" >&2; exit 1; fi
 C=.venv/bin/corral
 
