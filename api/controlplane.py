@@ -356,6 +356,7 @@ class ControlPlane:
                 images=reg.images,
                 host_mounts=reg.host_mounts,
                 reserved_cpus=reg.reserved_cpus,
+                seccomp_profiles=reg.seccomp_profiles,
             )
             chosen.update(epoch=epoch, recovered=int(view is not None and view.lost))
             if chosen["recovered"]:

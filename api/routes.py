@@ -82,7 +82,14 @@ from wire.ids import (
     node_stream,
     service_stream,
 )
-from wire.spec import ContainerSpec, ServiceSpec, host_mount_allowed, image_name
+from wire.spec import (
+    SECCOMP_RUNTIME_DEFAULT,
+    SECCOMP_UNCONFINED,
+    ContainerSpec,
+    ServiceSpec,
+    host_mount_allowed,
+    image_name,
+)
 
 # What handlers get injected, by parameter name (see ``api.app``).
 CPDep = NamedDependency[ControlPlane]
@@ -208,6 +215,10 @@ async def _runnable_somewhere(projection: Projection, spec: ContainerSpec, prefi
             raise BodyError(
                 422, f"no node with the image allows host path {m.source!r} to be mounted", f"{prefix}mounts"
             )
+    profile = spec.seccomp_profile
+    if has_image and profile != SECCOMP_RUNTIME_DEFAULT and not any(profile in n.seccomp_profiles for n in has_image):
+        why = "allows Unconfined" if profile == SECCOMP_UNCONFINED else f"holds the profile {profile!r}"
+        raise BodyError(422, f"no node with the image {why}", f"{prefix}seccomp_profile")
 
 
 # --- containers ------------------------------------------------------------------------------------------------

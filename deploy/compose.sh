@@ -30,6 +30,7 @@ wheelhouse() {
   make -s setup >/dev/null
   rm -f deploy/wheels/corral-*.whl
   .venv/bin/pip wheel -q --disable-pip-version-check -w deploy/wheels '.[nats]' 2> >(grep -v '^WARNING: Location' >&2)
+  rm -rf build  # setuptools' leftovers from building corral's wheel
   mapfile -t deps < <(.venv/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["nats"]))')
   # (find-links: a package published only as source, such as nkeys, is used as the wheel built above)
   .venv/bin/pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.12 \

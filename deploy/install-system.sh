@@ -6,6 +6,8 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v conmon >/dev/null 2>&1 || need+=(conmon)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v nft >/dev/null 2>&1 || need+=(nftables)  # the partition tests cut links with it
+command -v gcc >/dev/null 2>&1 || need+=(gcc)  # builds the static seccomp probe of the tests
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -16,6 +16,7 @@ from nodelet.cgroups import Cgroups, detect_layout, parse_cpulist
 from nodelet.images import ImageStore
 from nodelet.outbox import Outbox
 from nodelet.runtime import RuncRuntime, RuntimePaths
+from nodelet.seccomp import load_profiles
 from nodelet.service import NodeConfig, NodeService
 from nodelet.topology import discover, map_declared
 from wire import events as ev
@@ -39,6 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--allow-host-mount", action="append", default=[], metavar="PATH")
+    p.add_argument(
+        "--seccomp-profile-dir",
+        default=None,
+        metavar="DIR",
+        help="seccomp profiles containers may ask for as localhost/<name> (<name>.json, the OCI format)",
+    )
+    p.add_argument(
+        "--allow-unconfined-seccomp",
+        action="store_true",
+        help="let containers ask for seccomp_profile Unconfined (no filter); refused by default",
+    )
     p.add_argument(
         "--reserved-cpus",
         default="",
@@ -72,6 +84,8 @@ async def main(args: argparse.Namespace) -> None:
         cpus=tuple(c for c in real.cpus() if c not in real_reserved),
         cpu_map=cpu_map,
         allowed_host_mounts=tuple(args.allow_host_mount),
+        allow_unconfined_seccomp=args.allow_unconfined_seccomp,
+        seccomp_profiles=load_profiles(Path(args.seccomp_profile_dir)) if args.seccomp_profile_dir else {},
     )
     agent: Agent
 

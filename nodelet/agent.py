@@ -231,6 +231,7 @@ class Agent:
                 images=self._images,
                 host_mounts=self.service.config.allowed_host_mounts,
                 reserved_cpus=self.config.reserved_cpus,
+                seccomp_profiles=self.service.config.seccomp_profiles_offered,
             )
         )
         delay = 0.05

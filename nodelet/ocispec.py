@@ -1,7 +1,7 @@
 """The OCI runtime config of a container: secure by default, built by a pure function.
 
 Defaults (Docker's and Kubernetes' baseline, tightened): no new privileges; Docker's default capabilities
-minus NET_RAW and MKNOD; a seccomp profile that denies what Docker's default profile denies; masked and
+minus NET_RAW and MKNOD; a default-deny seccomp profile (``nodelet.seccomp``); masked and
 read-only kernel paths; a pids limit; fresh pid, network, ipc, uts and mount namespaces (never the host's);
 no host mounts unless the spec asks and the node's allow-list covers them. CPU and memory limits go into
 ``linux.resources`` so runc applies them at create; CPU burst does not (runc 1.1 ignores it) and is written
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from nodelet.seccomp import RUNTIME_DEFAULT
 from wire.spec import ContainerSpec, host_mount_allowed
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -44,101 +45,10 @@ MASKED_PATHS = (
     "/sys/devices/virtual/powercap",
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-# What Docker's default seccomp profile leaves out of its allow-list (for a container without extra
-# capabilities): kernel modules, clocks, keyrings, namespaces, mounts, tracing, BPF, reboot and friends.
-DENIED_SYSCALLS = (
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "personality",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "quotactl_fd",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "syslog",
-    "_sysctl",
-    "sysfs",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
-)
-# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
-CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
-EPERM = 1
-ENOSYS = 38
 
 
 class MountNotAllowed(ValueError):
     pass
-
-
-def seccomp_profile() -> dict[str, Any]:
-    return {
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": [
-            {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
-            # clone may not make namespaces (Docker: only with CAP_SYS_ADMIN); clone3 cannot be filtered by
-            # flag, so it answers ENOSYS and the C library falls back to clone.
-            # One rule per flag: "(flags & f) == f" for any namespace flag f (rules are OR'ed; a single
-            # masked compare cannot say "any of these bits").
-            *(
-                {
-                    "names": ["clone"],
-                    "action": "SCMP_ACT_ERRNO",
-                    "errnoRet": EPERM,
-                    "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
-                }
-                for flag in CLONE_NAMESPACE_FLAGS
-            ),
-            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
-        ],
-    }
 
 
 def oci_config(
@@ -154,9 +64,10 @@ def oci_config(
     cpu_period_us: int = 100_000,
     pids_limit: int = 1024,
     allowed_host_mounts: Sequence[str] = (),
+    seccomp: dict[str, Any] | None = RUNTIME_DEFAULT,
 ) -> dict[str, Any]:
-    """The ``config.json`` for one container. Raises ``MountNotAllowed`` for a host mount outside the node's
-    allow-list."""
+    """The ``config.json`` for one container (``seccomp`` None: no filter, for ``Unconfined``). Raises
+    ``MountNotAllowed`` for a host mount outside the node's allow-list."""
     for m in spec.mounts:
         if not host_mount_allowed(m.source, allowed_host_mounts):
             raise MountNotAllowed(f"mounts: host path {m.source!r} is not allowed on this node")
@@ -239,7 +150,7 @@ def oci_config(
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
-            "seccomp": seccomp_profile(),
+            **({"seccomp": seccomp} if seccomp is not None else {}),
         },
         "annotations": {"io.corral.container-id": container_id},
     }

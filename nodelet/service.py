@@ -39,6 +39,7 @@ from nodelet.lifecycle import IllegalTransition, Op, State
 from nodelet.ocispec import MountNotAllowed, oci_config
 from nodelet.pools import Pools, cpuset_for, pools
 from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
+from nodelet.seccomp import profile_for
 from nodelet.topology import real_cpuset
 from wire import events as ev
 from wire.commands import (
@@ -55,7 +56,7 @@ from wire.commands import (
     UpdateResources,
 )
 from wire.files import private_dir, write_private
-from wire.spec import ContainerSpec, QoS, host_mount_allowed
+from wire.spec import SECCOMP_RUNTIME_DEFAULT, SECCOMP_UNCONFINED, ContainerSpec, QoS, host_mount_allowed
 
 log = logging.getLogger("corral.nodelet")
 Emit = Callable[[ev.Event], Awaitable[None]]
@@ -69,12 +70,20 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     cgroup_root: str = "/corral"
     pids_limit: int = 1024
     allowed_host_mounts: tuple[str, ...] = ()
+    # Seccomp beyond RuntimeDefault: Unconfined where allowed, and the profiles installed (localhost/<name>).
+    allow_unconfined_seccomp: bool = False
+    seccomp_profiles: dict[str, dict[str, Any]] = {}
     cpu_map: dict[int, int] = {}  # declared CPU → real CPU, when the node declares a topology it lacks
     cpus: tuple[int, ...] = ()  # the real CPUs containers may be pinned to
     mount_roots: bool = True  # False only for hollow nodes (scale tests): no overlay mounts
     # Containers created and started at once: each holds a runc init process (some 8 MB) from its create to its
     # start, so a burst of hundreds of starts waits its turn rather than fill memory with them.
     parallel_starts: int = 8
+
+    @property
+    def seccomp_profiles_offered(self) -> tuple[str, ...]:
+        """What the node runs beyond RuntimeDefault, as it registers it."""
+        return ((SECCOMP_UNCONFINED,) if self.allow_unconfined_seccomp else ()) + tuple(sorted(self.seccomp_profiles))
 
 
 class _Container:
@@ -271,6 +280,10 @@ class NodeService:
         for m in cmd.spec.mounts:
             if not host_mount_allowed(m.source, self.config.allowed_host_mounts):
                 raise Rejected(Reject.MOUNT_NOT_ALLOWED, f"mounts: host path {m.source!r} is not allowed on this node")
+        profile = cmd.spec.seccomp_profile
+        if profile != SECCOMP_RUNTIME_DEFAULT and profile not in self.config.seccomp_profiles_offered:
+            why = "Unconfined is not allowed" if profile == SECCOMP_UNCONFINED else f"no profile {profile!r}"
+            raise Rejected(Reject.SECCOMP_NOT_ALLOWED, f"seccomp_profile: {why} on this node")
         return lower, settings
 
     async def _start(self, cmd: StartContainer) -> Reply:
@@ -312,6 +325,7 @@ class NodeService:
                     cpu_period_us=settings.period_us,
                     pids_limit=self.config.pids_limit,
                     allowed_host_mounts=self.config.allowed_host_mounts,
+                    seccomp=profile_for(cmd.spec.seccomp_profile, self.config.seccomp_profiles),
                 )
                 creating = asyncio.ensure_future(self.runtime.create(cmd.container_id, bundle, config))
                 c.pid = await asyncio.shield(creating)  # conmon goes on creating if we are cancelled: see below

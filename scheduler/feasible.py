@@ -7,7 +7,16 @@ import msgspec
 
 from scheduler.cpuset import numa_fit
 from scheduler.snapshot import NodeSnap
-from wire.spec import ContainerSpec, CpuBindPolicy, CpuExclusivePolicy, NumaPolicy, QoS, host_mount_allowed, image_name
+from wire.spec import (
+    SECCOMP_RUNTIME_DEFAULT,
+    ContainerSpec,
+    CpuBindPolicy,
+    CpuExclusivePolicy,
+    NumaPolicy,
+    QoS,
+    host_mount_allowed,
+    image_name,
+)
 
 
 class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -25,6 +34,7 @@ class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     service_id: str | None = None
     image: str = ""  # as wire.spec.image_name spells it; "" asks for no particular image
     host_paths: tuple[str, ...] = ()  # the host paths it bind-mounts
+    seccomp: str = SECCOMP_RUNTIME_DEFAULT
 
 
 def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = None) -> Request:
@@ -42,6 +52,7 @@ def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = 
         service_id=service_id,
         image=image_name(spec.image),
         host_paths=tuple(m.source for m in spec.mounts),
+        seccomp=spec.seccomp_profile,
     )
 
 
@@ -58,11 +69,14 @@ def selector(node: NodeSnap, req: Request) -> str | None:
 
 
 def runnable(node: NodeSnap, req: Request) -> str | None:
-    """The node holds the image (when it said what it holds) and allows every host mount asked for."""
+    """The node holds the image (when it said what it holds), allows every host mount asked for and offers the
+    seccomp profile."""
     if req.image and node.images is not None and req.image not in node.images:
         return "image not on node"
     if any(not host_mount_allowed(p, node.host_mounts) for p in req.host_paths):
         return "host mount not allowed"
+    if req.seccomp != SECCOMP_RUNTIME_DEFAULT and req.seccomp not in node.seccomp_profiles:
+        return "seccomp profile not on node"
     return None
 
 

@@ -38,6 +38,7 @@ class NodeSnap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     services: Mapping[str, int] = {}  # service id → replicas on this node
     images: frozenset[str] | None = None  # None: the node did not say what it holds
     host_mounts: tuple[str, ...] = ()
+    seccomp_profiles: tuple[str, ...] = ()  # beyond RuntimeDefault
     pcpu_level: frozenset[int] = frozenset()  # cores held by PCPULevel containers
     numa_level: frozenset[int] = frozenset()  # NUMA nodes held by NUMANodeLevel containers
 
@@ -111,6 +112,7 @@ def node_snap(view: NodeView, containers: Mapping[str, ContainerView]) -> NodeSn
         unschedulable_reason="node lost" if view.lost else ("node cordoned" if view.cordoned else ""),
         images=view.images,
         host_mounts=view.host_mounts,
+        seccomp_profiles=view.seccomp_profiles,
     )
     return _with_allocations(snap, view.allocations.items(), containers)
 

@@ -68,6 +68,7 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
     images: frozenset[str] | None = None  # None: the node did not say
     host_mounts: tuple[str, ...] = ()
     reserved_cpus: tuple[int, ...] = ()  # kept for the system: no container gets them
+    seccomp_profiles: tuple[str, ...] = ()  # beyond RuntimeDefault
 
     @property
     def allocated(self) -> Resources:
@@ -157,6 +158,7 @@ def _node_registered(view: NodeView | None, e: ev.NodeRegistered, _: int) -> Nod
         images=None if e.images is None else frozenset(e.images),
         host_mounts=e.host_mounts,
         reserved_cpus=e.reserved_cpus,
+        seccomp_profiles=e.seccomp_profiles,
         **kept,
     )
 

@@ -15,7 +15,7 @@ import msgspec
 
 from wire import checks
 from wire.burst import BurstConfig
-from wire.events import ID_CHECKS, Cpuset, Epoch, Event, HostPaths, Images
+from wire.events import ID_CHECKS, Cpuset, Epoch, Event, HostPaths, Images, SeccompProfiles
 from wire.ids import ContainerId, NodeName
 from wire.resources import CpuMillis, Resources
 from wire.spec import ContainerSpec
@@ -96,6 +96,7 @@ class Reject(enum.StrEnum):
     IMPOSSIBLE_CPUSET = "impossible_cpuset"  # its CPUs are held (maybe by a container being killed) or absent
     INVALID_SPEC = "invalid_spec"
     MOUNT_NOT_ALLOWED = "mount_not_allowed"
+    SECCOMP_NOT_ALLOWED = "seccomp_not_allowed"  # Unconfined where the node forbids it, or a profile it lacks
     START_FAILED = "start_failed"
     UNKNOWN_CONTAINER = "unknown_container"  # the node does not have it
     ILLEGAL_STATE = "illegal_state"
@@ -148,6 +149,7 @@ class Register(_Message, frozen=True, tag=True):
     images: Images | None = None
     host_mounts: HostPaths = ()
     reserved_cpus: Cpuset = ()  # kept for the system (kubelet's reservedSystemCPUs): never handed to containers
+    seccomp_profiles: SeccompProfiles = ()  # beyond RuntimeDefault: Unconfined if allowed, localhost/<name>
 
     def __post_init__(self) -> None:
         super().__post_init__()

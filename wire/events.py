@@ -17,7 +17,7 @@ from wire import checks
 from wire.burst import BurstConfig
 from wire.ids import ContainerId, NodeName, ServiceId
 from wire.resources import CpuMillis, Resources
-from wire.spec import ContainerSpec, HostPath, ImageRef, QoS, ServiceSpec
+from wire.spec import ContainerSpec, HostPath, ImageRef, QoS, SeccompProfile, ServiceSpec
 from wire.topology import CpuId, Topology
 
 Cpuset = tuple[CpuId, ...]
@@ -25,6 +25,7 @@ Epoch = Annotated[int, msgspec.Meta(ge=0)]
 Label = Annotated[str, msgspec.Meta(max_length=253)]
 Images = Annotated[tuple[ImageRef, ...], msgspec.Meta(max_length=4096)]
 HostPaths = Annotated[tuple[HostPath, ...], msgspec.Meta(max_length=256)]
+SeccompProfiles = Annotated[tuple[SeccompProfile, ...], msgspec.Meta(max_length=256)]
 
 
 class _Event(msgspec.Struct, frozen=True, gc=False, tag_field="type", forbid_unknown_fields=False, kw_only=True):
@@ -48,6 +49,7 @@ class NodeRegistered(_Event, frozen=True, tag=True):
     images: Images | None = None
     host_mounts: HostPaths = ()
     reserved_cpus: Cpuset = ()  # kept for the system: never handed to containers, outside every pool
+    seccomp_profiles: SeccompProfiles = ()  # what it offers beyond RuntimeDefault (which every node runs)
 
 
 class NodeImagesChanged(_Event, frozen=True, tag=True):

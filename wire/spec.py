@@ -44,6 +44,21 @@ HostPath = Annotated[
 ]
 
 
+# A container's seccomp profile, as Kubernetes names them: the runtime's default (default-deny), none at all, or
+# a profile file installed on the node (``localhost/<name>``).
+SECCOMP_RUNTIME_DEFAULT = "RuntimeDefault"
+SECCOMP_UNCONFINED = "Unconfined"
+SECCOMP_LOCALHOST = "localhost/"
+SECCOMP_NAME = r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?"
+SeccompProfile = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=f"^(?:RuntimeDefault|Unconfined|localhost/{SECCOMP_NAME})$",
+        description="RuntimeDefault, Unconfined (where the node allows it) or localhost/<profile on the node>",
+    ),
+]
+
+
 def image_name(ref: str) -> str:
     """The name a node knows an image by: ``alpine`` -> ``alpine:latest``, ``docker.io/library/alpine:3.19`` ->
     ``alpine:3.19``; an image id (``sha256:...``) stays as it is."""
@@ -210,6 +225,7 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     # control plane for longer than it can be sure to keep its lease, before a replacement can start elsewhere.
     at_most_one: bool = False
     burst: BurstSettings | None = None  # CPU Burst settings of its own, over its node's (LS with a CPU limit only)
+    seccomp_profile: SeccompProfile = SECCOMP_RUNTIME_DEFAULT
 
     def __post_init__(self) -> None:
         if checks.is_trusted():

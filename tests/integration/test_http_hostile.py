@@ -333,7 +333,13 @@ async def test_idempotency_key_of_a_removed_container_is_409(client: httpx.Async
     assert r.json()["field"] == "Idempotency-Key"
 
 
-async def register(cp: ControlPlane, name: str, images: tuple[str, ...], host_mounts: tuple[str, ...] = ()) -> None:
+async def register(
+    cp: ControlPlane,
+    name: str,
+    images: tuple[str, ...],
+    host_mounts: tuple[str, ...] = (),
+    seccomp_profiles: tuple[str, ...] = (),
+) -> None:
     topo = Topology.uniform(1, 1, 2, 2, memory_per_numa=8 << 30)
     event = ev.NodeRegistered(
         node=name,
@@ -342,6 +348,7 @@ async def register(cp: ControlPlane, name: str, images: tuple[str, ...], host_mo
         epoch=1,
         images=images,
         host_mounts=host_mounts,
+        seccomp_profiles=seccomp_profiles,
     )
     await cp.log.append(node_stream(name), [event])
 
@@ -354,12 +361,16 @@ async def register(cp: ControlPlane, name: str, images: tuple[str, ...], host_mo
         ({**GOOD, "mounts": [{"source": "/etc", "destination": "/m"}]}, "mounts"),
         ({**GOOD, "mounts": [{"source": "/srv", "destination": "/m"}]}, "mounts"),
         ({**GOOD, "image": "app:1", "mounts": [{"source": "/srv/data/x", "destination": "/m"}]}, "mounts"),
+        ({**GOOD, "seccomp_profile": "Unconfined"}, "seccomp_profile"),  # no node allows it
+        ({**GOOD, "seccomp_profile": "localhost/nosuch"}, "seccomp_profile"),
+        ({**GOOD, "image": "app:1", "seccomp_profile": "localhost/audit"}, "seccomp_profile"),  # n1 has it, not app:1
+        ({**GOOD, "seccomp_profile": "localhost/../x"}, "seccomp_profile"),  # not a profile name
     ],
 )
 async def test_what_every_node_would_refuse_is_refused_at_submit(
     client: httpx.AsyncClient, cp: ControlPlane, body: dict[str, Any], field: str
 ) -> None:
-    await register(cp, "n1", ("busybox:latest",), ("/srv/data",))
+    await register(cp, "n1", ("busybox:latest",), ("/srv/data",), ("localhost/audit",))
     await register(cp, "n2", ("app:1", "busybox:latest"))
     head = await cp.recorder.head()
     r = await client.post("/v1/containers", json=body, headers=ADMIN)
@@ -374,10 +385,12 @@ async def test_what_every_node_would_refuse_is_refused_at_submit(
 async def test_what_some_node_would_run_is_accepted_and_an_import_is_seen(
     client: httpx.AsyncClient, cp: ControlPlane
 ) -> None:
-    await register(cp, "n1", ("busybox:latest",), ("/srv/data",))
+    await register(cp, "n1", ("busybox:latest",), ("/srv/data",), ("Unconfined", "localhost/audit"))
     for body in (
         {**GOOD, "image": "docker.io/library/busybox:latest"},
         {**GOOD, "mounts": [{"source": "/srv/data/x", "destination": "/m"}]},
+        {**GOOD, "seccomp_profile": "Unconfined"},
+        {**GOOD, "seccomp_profile": "localhost/audit"},
     ):
         r = await client.post("/v1/containers", json=body, headers=ADMIN)
         assert r.status_code == 201, r.text

@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ class Node:
         self.events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self.service = self.make_service()
 
-    def make_service(self, parallel_starts: int = 8) -> NodeService:
+    def make_service(self, parallel_starts: int = 8, **config: Any) -> NodeService:
         async def emit(e: ev.Event) -> None:
             await self.events.put(e)
 
@@ -58,6 +59,7 @@ class Node:
             cpus=tuple(range(os.cpu_count() or 1)),
             allowed_host_mounts=("/srv",),
             parallel_starts=parallel_starts,
+            **config,
         )
         service = NodeService(
             config,
@@ -210,6 +212,12 @@ async def test_stop_and_cgroup_values(node: Node) -> None:
             "mount_not_allowed",
             id="host-mount",
         ),
+        pytest.param(
+            lambda n: n.start(spec("t", seccomp_profile="Unconfined")), "seccomp_not_allowed", id="unconfined"
+        ),
+        pytest.param(
+            lambda n: n.start(spec("t", seccomp_profile="localhost/none")), "seccomp_not_allowed", id="no-profile"
+        ),
         pytest.param(lambda n: n.start(spec("t", command=("/no/such/binary",))), "start_failed", id="bad-binary"),
         pytest.param(
             lambda n: StartContainer(
@@ -227,6 +235,32 @@ async def test_bad_commands_leave_nothing_behind(node: Node, make: object, code:
     assert reply.code == code
     assert node.leftovers(cmd.container_id) == []
     assert node.events.empty()
+
+
+async def test_seccomp_profiles_the_node_offers(node: Node) -> None:
+    """Unconfined where allowed runs with no filter; a profile installed on the node is the container's filter
+    (here one that logs and allows all, so Seccomp is 2 but unshare works)."""
+    await node.service.close()
+    node.service = node.make_service(
+        allow_unconfined_seccomp=True,
+        seccomp_profiles={"localhost/log-all": {"defaultAction": "SCMP_ACT_LOG", "syscalls": []}},
+    )
+    assert node.service.config.seccomp_profiles_offered == ("Unconfined", "localhost/log-all")
+    script = "grep '^Seccomp:' /proc/self/status | tr -d '\\t'; unshare -U true 2>/dev/null && echo ok || echo no"
+    seen = {}
+    for profile in ("RuntimeDefault", "Unconfined", "localhost/log-all"):
+        cmd = node.start(spec("t", command=("sh", "-c", script), seccomp_profile=profile))
+        assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+        while not isinstance(await node.next_event(), ev.ContainerExited):
+            pass
+        reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
+        assert isinstance(reply, LogsReply)
+        seen[profile] = [line.split(" ", 3)[3] for line in reply.lines]
+    assert seen == {
+        "RuntimeDefault": ["Seccomp:2", "no"],
+        "Unconfined": ["Seccomp:0", "ok"],
+        "localhost/log-all": ["Seccomp:2", "ok"],
+    }
 
 
 async def test_commands_are_idempotent_by_id(node: Node) -> None:

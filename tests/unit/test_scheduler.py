@@ -187,6 +187,28 @@ def test_only_nodes_that_hold_the_image_and_allow_the_mounts_fit(
     assert fits == expected
 
 
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ("RuntimeDefault", {"old", "a", "b"}),  # every node runs it
+        ("Unconfined", {"a"}),
+        ("localhost/audit", {"a", "b"}),
+        ("localhost/other", set()),
+    ],
+)
+def test_only_nodes_that_offer_the_seccomp_profile_fit(profile: str, expected: set[str]) -> None:
+    state = state_of(
+        node("old"),  # registered before nodes said: RuntimeDefault only
+        msgspec.structs.replace(node("a"), seccomp_profiles=("Unconfined", "localhost/audit")),
+        msgspec.structs.replace(node("b"), seccomp_profiles=("localhost/audit",)),
+    )
+    snap = take_snapshot(state)
+    req = request_of(cid(1), ls(seccomp_profile=profile))
+    fits = {n.name: feasible(n, req) for n in snap.nodes.values()}
+    assert {n for n, why in fits.items() if why is None} == expected
+    assert {why for why in fits.values() if why is not None} <= {"seccomp profile not on node"}
+
+
 async def test_an_image_import_makes_a_waiting_container_schedulable() -> None:
     h = Harness()
     await h.nodes(msgspec.structs.replace(node("n1"), images=("busybox:latest",)))
