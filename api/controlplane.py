@@ -245,6 +245,7 @@ class ControlPlane:
             reconnect_time_wait=0.2,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
+            inbox_prefix=subjects.CONTROL_INBOX.encode(),  # its permissions allow only these replies
             **auth,
         )
         self.publisher = NatsPublisher(self.nc, self._refused, self._absent, self._wanted)
@@ -256,11 +257,9 @@ class ControlPlane:
         self.leases.hear(now)  # leases count from now: a restart of the control plane loses no node
         for name, view in self.projection.state.nodes.items():
             self.leases.load(name, view.epoch, view.lost, now)
-        await self.nc.subscribe("corral.register.*", cb=self._on_register)
-        await self.nc.subscribe("corral.lease.*", cb=self._on_heartbeat)
-        await self.nc.subscribe("corral.evt.*", cb=self._on_event)
-        await self.nc.subscribe("corral.sync.*", cb=self._on_sync)
-        await self.nc.subscribe("corral.stats.*", cb=self._on_stats)
+        handlers = (self._on_register, self._on_heartbeat, self._on_event, self._on_sync, self._on_stats)
+        for subject, handler in zip(subjects.control_subscriptions(), handlers, strict=True):
+            await self.nc.subscribe(subject, cb=handler)
         await self.nc.flush()
         self._tasks = [
             asyncio.create_task(self.scheduler.run(self._stop), name="scheduler"),

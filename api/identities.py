@@ -39,7 +39,7 @@ def nats_config(
 ) -> dict[str, Any]:
     """Make the nkeys (seeds written to the paths given) and the nats-server config that admits them: the control
     plane, and each node limited to its own subjects."""
-    users: list[dict[str, Any]] = [{"nkey": new_nkey(control_seed)}]
+    users: list[dict[str, Any]] = [{"nkey": new_nkey(control_seed), "permissions": subjects.control_permissions()}]
     users += [{"nkey": new_nkey(seed), "permissions": subjects.node_permissions(n)} for n, seed in node_seeds.items()]
     conf: dict[str, Any] = {"host": host, "port": port, "authorization": {"users": users}}
     if monitor_port is not None:

@@ -33,11 +33,11 @@ def free_port() -> int:
 
 def authorization(nodes: tuple[str, ...]) -> dict[str, Any]:
     """nats-server users for tests: the control plane (password ``cp``) and one user per node (``p-<node>``),
-    each node limited to its own subjects."""
+    each limited to its subjects as in a real cluster."""
 
     return {
         "users": [
-            {"user": "control", "password": "cp"},
+            {"user": "control", "password": "cp", "permissions": subjects.control_permissions()},
             *({"user": n, "password": f"p-{n}", "permissions": subjects.node_permissions(n)} for n in nodes),
         ]
     }

@@ -48,6 +48,25 @@ def inbox_prefix(node: str) -> str:
     return f"_INBOX.{PREFIX}.{_node(node)}"
 
 
+CONTROL_INBOX = f"_INBOX.{PREFIX}-control"  # the control plane's reply-inbox prefix
+NODE_REPORTS = ("register", "lease", "evt", "sync", "stats")  # what nodes send the control plane, per node
+
+
+def control_subscriptions() -> tuple[str, ...]:
+    """What the control plane listens to: every node's reports."""
+    return tuple(f"{PREFIX}.{kind}.*" for kind in NODE_REPORTS)
+
+
+def control_permissions() -> dict[str, object]:
+    """The control plane's NATS user permissions: send commands to nodes, listen to their reports and its own
+    replies, answer their requests — and nothing else (no other subject, no node's inbox)."""
+    return {
+        "publish": {"allow": [f"{PREFIX}.cmd.*"]},
+        "subscribe": {"allow": [*control_subscriptions(), f"{CONTROL_INBOX}.>"]},
+        "allow_responses": {"max": 1},
+    }
+
+
 def node_permissions(node: str) -> dict[str, object]:
     """One nodelet's NATS user permissions (nats-server config): publish to its own subjects, subscribe to its
     own commands and reply inbox, and answer requests sent to it (``allow_responses``)."""

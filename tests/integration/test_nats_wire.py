@@ -22,7 +22,7 @@ from wire.ids import new_command_id
 
 USERS = {
     "users": [
-        {"user": "control", "password": "cp"},
+        {"user": "control", "password": "cp", "permissions": subjects.control_permissions()},
         {"user": "n1", "password": "p1", "permissions": subjects.node_permissions("n1")},
         {"user": "n2", "password": "p2", "permissions": subjects.node_permissions("n2")},
     ]
@@ -37,7 +37,7 @@ def url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 async def control(url: str) -> AsyncIterator[Client]:
-    nc = await nats.connect(url, user="control", password="cp")
+    nc = await nats.connect(url, user="control", password="cp", inbox_prefix=subjects.CONTROL_INBOX.encode())
     yield nc
     await nc.drain()
 
@@ -103,7 +103,8 @@ async def test_a_node_reaches_only_its_own_subjects(url: str, control: Client) -
         seen.append(msg.subject)
         got_mine.set()
 
-    await control.subscribe("corral.>", cb=record)
+    for subject in subjects.control_subscriptions():
+        await control.subscribe(subject, cb=record)
     await control.flush()
     errors: list[Exception] = []
     refused = asyncio.Event()
@@ -127,6 +128,47 @@ async def test_a_node_reaches_only_its_own_subjects(url: str, control: Client) -
     assert "corral.evt.n2" in text
     assert "corral.register.n2" in text
     assert "corral.cmd.n2" in text
+    await n1.close()
+
+
+async def test_the_control_plane_reaches_only_its_own_subjects(url: str) -> None:
+    """Its credentials cannot speak as a node, read a node's replies, or use any other subject."""
+    errors: list[Exception] = []
+    three = asyncio.Event()
+
+    async def on_error(e: Exception) -> None:
+        errors.append(e)
+        if len(errors) >= 4:
+            three.set()
+
+    cp = await nats.connect(
+        url, user="control", password="cp", inbox_prefix=subjects.CONTROL_INBOX.encode(), error_cb=on_error
+    )
+    seen: list[str] = []
+    got = asyncio.Event()
+
+    async def record(msg: Msg) -> None:
+        seen.append(msg.subject)
+        got.set()
+
+    n1 = await connect_node(url, "n1", "p1", [])
+    await n1.subscribe(subjects.cmd("n1"), cb=record)
+    await n1.flush()
+    await cp.publish(subjects.evt("n1"), b"a forged report")  # refused
+    await cp.publish("other.subject", b"x")  # refused
+    await cp.subscribe(f"{subjects.inbox_prefix('n1')}.>")  # refused: a node's replies are its own
+    await cp.subscribe(subjects.cmd("n1"))  # refused: commands are sent, not read
+    await cp.publish(subjects.cmd("n1"), b"a command")  # allowed
+    await cp.flush()
+    async with asyncio.timeout(5):
+        await three.wait()
+        await got.wait()
+    text = " ".join(str(e) for e in errors).lower()
+    assert "permissions violation" in text
+    for refused in (subjects.evt("n1"), "other.subject", subjects.inbox_prefix("n1").lower(), subjects.cmd("n1")):
+        assert refused in text, refused
+    assert seen == [subjects.cmd("n1")]
+    await cp.close()
     await n1.close()
 
 
