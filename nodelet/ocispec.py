@@ -65,9 +65,11 @@ def oci_config(
     pids_limit: int = 1024,
     allowed_host_mounts: Sequence[str] = (),
     seccomp: dict[str, Any] | None = RUNTIME_DEFAULT,
+    mount_sources: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The ``config.json`` for one container (``seccomp`` None: no filter, for ``Unconfined``). Raises
-    ``MountNotAllowed`` for a host mount outside the node's allow-list."""
+    """The ``config.json`` for one container (``seccomp`` None: no filter, for ``Unconfined``; ``mount_sources``
+    where the node staged each host mount, else the spec's sources). Raises ``MountNotAllowed`` for a host mount
+    outside the node's allow-list."""
     for m in spec.mounts:
         if not host_mount_allowed(m.source, allowed_host_mounts):
             raise MountNotAllowed(f"mounts: host path {m.source!r} is not allowed on this node")
@@ -138,10 +140,10 @@ def oci_config(
                 {
                     "destination": m.destination,
                     "type": "bind",
-                    "source": m.source,
+                    "source": source,
                     "options": ["rbind", "nosuid", "nodev", "ro" if m.read_only else "rw"],
                 }
-                for m in spec.mounts
+                for m, source in zip(spec.mounts, mount_sources or [m.source for m in spec.mounts], strict=True)
             ),
         ],
         "linux": {

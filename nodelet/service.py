@@ -34,6 +34,7 @@ from nodelet.cgroups import (
     settings_for,
     shares_for,
 )
+from nodelet.hostmounts import stage, unstage
 from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
 from nodelet.ocispec import MountNotAllowed, oci_config
@@ -97,6 +98,7 @@ class _Container:
         self.settings: CpuSettings | None = None
         self.cpus: tuple[int, ...] = ()  # real CPUs it holds exclusively (LSE/LSR)
         self.pid = 0
+        self.mount_sources: tuple[str, ...] = ()  # its host mounts as staged for runc (nodelet.hostmounts)
         self.watcher: asyncio.Task[None] | None = None
         self.released: asyncio.Future[None] | None = None  # its root unmounted and cgroup removed, once ended
         self.started_report: asyncio.Future[None] | None = None  # ContainerStarted, until the control plane acks
@@ -142,6 +144,7 @@ class NodeService:
         # arrival order; with how many commands hold or wait for it (dropped when none do)
         self.fenced = False  # cut off from the control plane: no start is taken (set by the agent)
         self.root = private_dir(private_dir(Path(config.data_dir)) / "containers")
+        self.staged = private_dir(Path(config.data_dir) / "hostmounts")  # never removed with rm -r: see unstage
 
     # --- commands ------------------------------------------------------------------------------------------
 
@@ -303,7 +306,14 @@ class NodeService:
         """The bundle and its root (mkdir, files, the overlay mount: on a worker thread)."""
         c.bundle.mkdir(mode=0o700)
         write_private(c.bundle / "command.json", msgspec.json.encode(c.command))  # the spec holds env values
-        return mount_overlay(lower, c.bundle) if self.config.mount_roots else c.bundle / "rootfs"
+        if not self.config.mount_roots:
+            return c.bundle / "rootfs"
+        rootfs = mount_overlay(lower, c.bundle)
+        c.mount_sources = tuple(
+            str(stage(m.source, self.config.allowed_host_mounts, self.staged / c.id / str(i), m.read_only))
+            for i, m in enumerate(c.command.spec.mounts)
+        )
+        return rootfs
 
     async def _create_and_start(self, c: _Container, lower: list[Path], settings: CpuSettings) -> Reply:
         cmd, bundle, cgroup = c.command, c.bundle, c.cgroup
@@ -326,6 +336,7 @@ class NodeService:
                     pids_limit=self.config.pids_limit,
                     allowed_host_mounts=self.config.allowed_host_mounts,
                     seccomp=profile_for(cmd.spec.seccomp_profile, self.config.seccomp_profiles),
+                    mount_sources=c.mount_sources or None,
                 )
                 creating = asyncio.ensure_future(self.runtime.create(cmd.container_id, bundle, config))
                 c.pid = await asyncio.shield(creating)  # conmon goes on creating if we are cancelled: see below
@@ -381,6 +392,10 @@ class NodeService:
     def _release(self, c: _Container) -> None:
         """Unmount the root and remove the cgroup (kept: the bundle with its command and the logs, and the
         node's own cgroup, which starts create theirs in: removing it when empty raced with a start)."""
+        try:
+            unstage(self.staged / c.id)
+        except OSError as e:
+            log.warning("container %s: %s", c.id, e)
         try:
             unmount_overlay(c.bundle)
         except OSError as e:

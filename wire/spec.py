@@ -150,6 +150,9 @@ def restarts_on_exit(policy: RestartPolicy, exit_code: int | None, in_service: b
     return policy is RestartPolicy.ON_FAILURE and exit_code != 0
 
 
+KERNEL_PATHS = ("/proc", "/sys", "/dev")  # the host's kernel interfaces: no container mounts them
+
+
 class Mount(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
     """A host path bind-mounted into the container; a node runs it only if its allow-list covers the source."""
 
@@ -163,6 +166,11 @@ class Mount(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, k
         for field, path in (("source", self.source), ("destination", self.destination)):
             if not path.startswith("/") or "/../" in f"{path}/" or "\0" in path:
                 raise ValueError(f"mounts: {field} {path!r} must be an absolute path without '..'")
+        source = PurePosixPath(self.source)
+        if source == PurePosixPath("/"):
+            raise ValueError("mounts: source '/' would hand the container the host's whole file system")
+        if any(source == PurePosixPath(k) or PurePosixPath(k) in source.parents for k in KERNEL_PATHS):
+            raise ValueError(f"mounts: source {self.source!r} is a kernel interface of the host; it is never mounted")
 
 
 # --- CPU Burst: Koordinator's names and defaults (wire.burst has the cluster's and nodes' strategies) -------

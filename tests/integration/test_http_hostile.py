@@ -382,6 +382,27 @@ async def test_what_every_node_would_refuse_is_refused_at_submit(
     assert await cp.recorder.head() == head
 
 
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [("/", "whole file system"), ("/proc/1/root", "kernel interface"), ("/sys", "kernel interface"),
+     ("/dev/sda", "kernel interface")],
+)  # fmt: skip
+async def test_the_host_root_and_kernel_paths_are_never_mounted(
+    client: httpx.AsyncClient, cp: ControlPlane, source: str, why: str
+) -> None:
+    await register(cp, "n1", ("busybox:latest",), ("/",))  # even where a node allows everything
+    head = await cp.recorder.head()
+    for read_only in (False, True):
+        body = {**GOOD, "mounts": [{"source": source, "destination": "/m", "read_only": read_only}]}
+        r = await client.post("/v1/containers", json=body, headers=ADMIN)
+        assert r.status_code == 422, r.text
+        assert r.json()["field"].startswith("mounts") and why in r.json()["reason"], r.json()
+    assert await cp.recorder.head() == head  # nothing appended for the refusals
+    r = await client.post("/v1/containers", json={**GOOD, "mounts": [{"source": "/procfs", "destination": "/m"}]},
+                          headers=ADMIN)  # fmt: skip
+    assert r.status_code == 201, r.text  # a name that only starts like one is fine
+
+
 async def test_what_some_node_would_run_is_accepted_and_an_import_is_seen(
     client: httpx.AsyncClient, cp: ControlPlane
 ) -> None:

@@ -57,9 +57,8 @@ class Node:
             data_dir=str(self.root / "data"),
             cgroup_root=self.cgroup_root,
             cpus=tuple(range(os.cpu_count() or 1)),
-            allowed_host_mounts=("/srv",),
             parallel_starts=parallel_starts,
-            **config,
+            **{"allowed_host_mounts": ("/srv",), **config},
         )
         service = NodeService(
             config,
@@ -261,6 +260,37 @@ async def test_seccomp_profiles_the_node_offers(node: Node) -> None:
         "Unconfined": ["Seccomp:0", "ok"],
         "localhost/log-all": ["Seccomp:2", "ok"],
     }
+
+
+async def test_host_mounts_are_checked_on_the_node_and_pinned(node: Node) -> None:
+    """A path reached through a symbolic link is refused (the allowed root is a directory of the test's own); a
+    real one is mounted from where it was staged, which goes with the container, the host's files untouched."""
+    allowed = node.root / "shared"
+    (allowed / "real").mkdir(parents=True)
+    (allowed / "real" / "note").write_text("from the host\n")
+    (allowed / "link-to-root").symlink_to("/")
+    await node.service.close()
+    node.service = node.make_service(allowed_host_mounts=(str(allowed),))
+    cmd = node.start(spec("t", mounts=(Mount(source=str(allowed / "link-to-root" / "etc"), destination="/x"),)))
+    reply = await node.service.handle(cmd)
+    assert isinstance(reply, CommandRejected)
+    assert (reply.code, "symbolic link" in reply.message) == ("mount_not_allowed", True), reply
+    assert node.leftovers(cmd.container_id) == []
+    script = "cat /x/note; sleep 1; cat /x/note; ls /x | wc -l"
+    cmd = node.start(
+        spec("t", command=("sh", "-c", script), mounts=(Mount(source=str(allowed / "real"), destination="/x"),))
+    )
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+    (allowed / "real").rename(allowed / "moved")
+    (allowed / "real").symlink_to("/etc")  # the swap: too late, the checked directory is what is mounted
+    while not isinstance(e := await node.next_event(), ev.ContainerExited):
+        pass
+    assert e.exit_code == 0
+    reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
+    assert isinstance(reply, LogsReply)
+    assert [line.split(" ", 3)[3] for line in reply.lines] == ["from the host", "from the host", "1"]
+    assert not list((node.root / "data" / "hostmounts").iterdir())  # unstaged with the container
+    assert (allowed / "moved" / "note").read_text() == "from the host\n"  # and the host's files untouched
 
 
 async def test_commands_are_idempotent_by_id(node: Node) -> None:
