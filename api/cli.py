@@ -157,8 +157,10 @@ def run(
     volume: Annotated[
         list[str] | None, typer.Option("-v", "--volume", help="HOST:CONTAINER[:ro], within the node's allow-list")
     ] = None,
-    cpu: Annotated[str | None, typer.Option(help="CPU request, e.g. 500m or 2")] = None,
-    cpu_limit: Annotated[str | None, typer.Option(help="CPU limit (default: the request for LSE/LSR)")] = None,
+    cpu_request: CpuRequest = None,
+    cpu_limit: CpuLimit = None,
+    cpus: Cpus = None,
+    cpu: CpuAlias = None,
     memory: Annotated[str | None, typer.Option(help="memory limit, e.g. 256Mi")] = None,
     qos: Annotated[str | None, typer.Option(help="LSE, LSR, LS or BE (default: derived)")] = None,
     cpuset_policy: Annotated[
@@ -175,11 +177,15 @@ def run(
     at_most_one: Annotated[bool, typer.Option("--at-most-one", help=AT_MOST_ONE)] = False,
 ) -> None:
     """Run a container, attached: its output streams here and its exit code is this command's (125 when Corral
-    could not run it; -d detaches). corral run --cpu 500m busybox -- sh -c 'echo hi'"""
+    could not run it; -d detaches). corral run --cpus 0.5 busybox -- sh -c 'echo hi'
+
+    CPU: --cpu-request is what the scheduler reserves and the container's share when CPUs are contended (no
+    cap); --cpu-limit caps it (CFS quota); --cpus N is Docker's cap: request and limit N, QoS LS."""
     try:
         spec = _run_spec(
-            image, command, name, env or [], env_file or [], label or [], volume or [], cpu, cpu_limit, memory, qos
-        )
+            image, command, name, env or [], env_file or [], label or [], volume or [],
+            _cpu_fields(cpu_request if cpu_request is not None else cpu, cpu_limit, cpus, qos), memory, qos,
+        )  # fmt: skip
         spec["restart_policy"] = restart
         spec["at_most_one"] = at_most_one
         if cpuset_policy is not None:
@@ -216,8 +222,7 @@ def _run_spec(
     env_files: list[Path],
     labels: list[str],
     volumes: list[str],
-    cpu: str | None,
-    cpu_limit: str | None,
+    cpu_fields: dict[str, Any],
     memory: str | None,
     qos: str | None,
 ) -> dict[str, Any]:
@@ -242,16 +247,39 @@ def _run_spec(
         spec["labels"] = dict(_pair(item, "-l", None) for item in labels)
     if volumes:
         spec["mounts"] = [_volume(v) for v in volumes]
-    if cpu is not None:
-        spec["cpu_request_millis"] = parse_cpu(cpu)
-    limit = cpu_limit or (cpu if qos in ("LSE", "LSR") else None)
-    if limit is not None:
-        spec["cpu_limit_millis"] = parse_cpu(limit)
+    spec.update(cpu_fields)
     if memory is not None:
         spec["memory_limit_bytes"] = parse_memory(memory)
     if qos is not None:
         spec["qos"] = qos
     return spec
+
+
+CpuRequest = Annotated[
+    str | None,
+    typer.Option(help="CPU reserved for it and its share under contention, e.g. 500m or 2; not a cap"),
+]
+CpuLimit = Annotated[str | None, typer.Option(help="CPU cap (CFS quota); default: the request for LSE/LSR")]
+Cpus = Annotated[str | None, typer.Option("--cpus", help="Docker's --cpus: a cap of N CPUs (request and limit N)")]
+CpuAlias = Annotated[str | None, typer.Option("--cpu", hidden=True, help="the old name of --cpu-request")]
+
+
+def _cpu_fields(request: str | None, limit: str | None, cpus: str | None, qos: str | None) -> dict[str, Any]:
+    """The spec's CPU fields from the CLI's options (see ``run``)."""
+    fields: dict[str, Any] = {}
+    if cpus is not None:
+        if limit is not None:
+            raise Failed("--cpus is a limit already: give --cpus or --cpu-limit, not both")
+        limit = cpus
+        request = request if request is not None else cpus
+        if qos is None:
+            fields["qos"] = "LS"  # a cap, as docker run --cpus: not exclusive CPUs because it is whole
+    if request is not None:
+        fields["cpu_request_millis"] = parse_cpu(request)
+    limit = limit if limit is not None else (request if qos in ("LSE", "LSR") else None)
+    if limit is not None:
+        fields["cpu_limit_millis"] = parse_cpu(limit)
+    return fields
 
 
 def _pair(item: str, option: str, fallback: Any) -> tuple[str, str]:
@@ -372,7 +400,9 @@ def ps(
         ]
         if wide:
             cells += [
-                format_cpu(s["cpu_request_millis"]),
+                format_cpu(s["cpu_request_millis"])
+                + "/"
+                + (format_cpu(s["cpu_limit_millis"]) if s.get("cpu_limit_millis") is not None else "-"),
                 format_memory(s["memory_limit_bytes"] or 0),
                 "yes" if c["throttled"] else "",
                 str(c.get("restarts", 0)),
@@ -381,7 +411,7 @@ def ps(
         return cells
 
     columns = ["ID", "NAME", "IMAGE", "QOS", "STATE", "NODE", "CPUS", "EXIT"] + (
-        ["CPU", "MEMORY", "THROTTLED", "RESTARTS", "REASON"] if wide else []
+        ["CPU REQ/LIM", "MEMORY", "THROTTLED", "RESTARTS", "REASON"] if wide else []
     )
     _show(rows, output, columns, row)
 
@@ -395,7 +425,19 @@ def inspect(container_id: str) -> None:
         burst = _burst_of(c)
     except Failed as e:
         raise _fail(e) from None
-    console.print_json(json.dumps({"container": c, "cpu_burst": burst, "history": history}))
+    resources = _resources_of(c["spec"])
+    console.print_json(json.dumps({"resources": resources, "container": c, "cpu_burst": burst, "history": history}))
+
+
+def _resources_of(spec: dict[str, Any]) -> dict[str, str]:
+    """A container's CPU and memory in words: the request is no cap, the limit is."""
+    request, limit, memory = spec["cpu_request_millis"], spec.get("cpu_limit_millis"), spec.get("memory_limit_bytes")
+    return {
+        "qos": spec.get("qos") or "",
+        "cpu_request": f"{format_cpu(request)} (reserved; its share when CPUs are contended)",
+        "cpu_limit": f"{format_cpu(limit)} (a cap: CFS quota)" if limit is not None else "none (no cap)",
+        "memory_limit": format_memory(memory) if memory is not None else "none",
+    }
 
 
 def _burst_of(c: dict[str, Any]) -> dict[str, Any]:
@@ -417,19 +459,21 @@ def _burst_of(c: dict[str, Any]) -> dict[str, Any]:
 @app.command()
 def update(
     container_id: str,
-    cpu: Annotated[str | None, typer.Option(help="new CPU request, e.g. 500m or 2")] = None,
+    cpu_request: Annotated[str | None, typer.Option(help="new CPU request, e.g. 500m or 2")] = None,
     cpu_limit: Annotated[str | None, typer.Option(help="new CPU limit (one it has already)")] = None,
+    cpu: CpuAlias = None,
 ) -> None:
     """Resize a running LS container's CPU in place (docker update): its node changes shares and quota without a
     restart; refused if the node cannot hold the new request."""
     body: dict[str, int] = {}
     try:
-        if cpu is not None:
-            body["cpu_request_millis"] = parse_cpu(cpu)
+        request = cpu_request if cpu_request is not None else cpu
+        if request is not None:
+            body["cpu_request_millis"] = parse_cpu(request)
         if cpu_limit is not None:
             body["cpu_limit_millis"] = parse_cpu(cpu_limit)
         if not body:
-            raise Failed("nothing to change: give --cpu and/or --cpu-limit")
+            raise Failed("nothing to change: give --cpu-request and/or --cpu-limit")
         c = call("PATCH", f"/v1/containers/{container_id}", json=body)
     except (Failed, ValueError) as e:
         raise _fail(e) from None
@@ -530,16 +574,19 @@ def events(
 @app.command()
 def plan(
     image: str,
-    cpu: Annotated[str | None, typer.Option()] = None,
+    cpu_request: CpuRequest = None,
+    cpu_limit: CpuLimit = None,
+    cpus: Cpus = None,
+    cpu: CpuAlias = None,
     memory: Annotated[str | None, typer.Option()] = None,
     qos: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Dry run: where a container would go, and why (or why not)."""
     spec: dict[str, Any] = {"name": "plan", "image": image}
-    if cpu is not None:
-        spec["cpu_request_millis"] = parse_cpu(cpu)
-        if qos in ("LSE", "LSR"):
-            spec["cpu_limit_millis"] = spec["cpu_request_millis"]
+    try:
+        spec.update(_cpu_fields(cpu_request if cpu_request is not None else cpu, cpu_limit, cpus, qos))
+    except (Failed, ValueError) as e:
+        raise _fail(e) from None
     if memory is not None:
         spec["memory_limit_bytes"] = parse_memory(memory)
     if qos is not None:
@@ -592,7 +639,10 @@ def service_create(
     image: str,
     command: Annotated[list[str] | None, typer.Argument()] = None,
     replicas: Annotated[int, typer.Option(help="how many")] = 1,
-    cpu: Annotated[str | None, typer.Option()] = None,
+    cpu_request: CpuRequest = None,
+    cpu_limit: CpuLimit = None,
+    cpus: Cpus = None,
+    cpu: CpuAlias = None,
     memory: Annotated[str | None, typer.Option()] = None,
     at_most_one: Annotated[bool, typer.Option("--at-most-one", help=AT_MOST_ONE)] = False,
 ) -> None:
@@ -604,8 +654,10 @@ def service_create(
         "restart_policy": "Always",
         "at_most_one": at_most_one,
     }
-    if cpu is not None:
-        template["cpu_request_millis"] = parse_cpu(cpu)
+    try:
+        template.update(_cpu_fields(cpu_request if cpu_request is not None else cpu, cpu_limit, cpus, None))
+    except (Failed, ValueError) as e:
+        raise _fail(e) from None
     if memory is not None:
         template["memory_limit_bytes"] = parse_memory(memory)
     try:

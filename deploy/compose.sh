@@ -85,9 +85,9 @@ case "${1:-up}" in
     export CORRAL_ADDR="http://127.0.0.1:$PORT" CORRAL_TOKEN; CORRAL_TOKEN=$(token)
     wait_nodes 3 60
     $C run --rm --name hello busybox -- sh -c 'echo hello from a container that runc runs inside a nodelet container'
-    $C run -d --name db --qos LSR --cpu 1 --memory 64Mi busybox -- sleep 3600
-    $C run -d --name web --cpu 250m --cpu-limit 500m --memory 64Mi busybox -- sh -c 'while :; do sleep 1; done'
-    $C service create echo busybox --replicas 3 --cpu 100m --memory 32Mi -- sleep 3600
+    $C run -d --name db --qos LSR --cpu-request 1 --memory 64Mi busybox -- sleep 3600
+    $C run -d --name web --cpu-request 250m --cpu-limit 500m --memory 64Mi busybox -- sh -c 'while :; do sleep 1; done'
+    $C service create echo busybox --replicas 3 --cpu-request 100m --memory 32Mi -- sleep 3600
     wait_running 5 30
     $C ps
     $C nodes

@@ -40,7 +40,7 @@ def test_up_run_ps_down(home: dict[str, str]) -> None:
         "db",
         "--qos",
         "LSR",
-        "--cpu",
+        "--cpu-request",
         "1",
         "--memory",
         "64Mi",
@@ -50,6 +50,18 @@ def test_up_run_ps_down(home: dict[str, str]) -> None:
         "600",
     )
     assert lsr.returncode == 0, lsr.stderr
+    # --cpus is a cap, as docker run --cpus; --cpu-request alone is none (measured in the cgroup, from outside)
+    for name, flag, value in (("capped", "--cpus", "0.5"), ("uncapped", "--cpu-request", "500m")):
+        r = corral(home, "run", "-d", "--name", name, flag, value, "busybox", "--", "sleep", "600")
+        assert r.returncode == 0, r.stderr
+    quotas = {}
+    for c in json.loads(corral(home, "ps", "-o", "json").stdout):
+        if c["spec"]["name"] in ("capped", "uncapped"):
+            rel = f"{Path(home['CORRAL_HOME']).name}/{c['node']}/{c['id']}"
+            v1, v2 = Path("/sys/fs/cgroup/cpu") / rel / "cpu.cfs_quota_us", Path("/sys/fs/cgroup") / rel / "cpu.max"
+            raw = v1.read_text() if v1.exists() else v2.read_text().split()[0].replace("max", "-1")
+            quotas[c["spec"]["name"]] = raw.strip()
+    assert quotas == {"capped": "50000", "uncapped": "-1"}, quotas
     bad = corral(home, "run", "--name", "Bad_Name", "busybox")
     assert bad.returncode == 125
     assert "name" in bad.stderr
@@ -91,7 +103,7 @@ def test_run_is_attached_like_docker_run(home: dict[str, str], tmp_path: Path) -
     r = corral(home, "run", "no-such-image")
     assert r.returncode == 125
     assert "no node holds image" in r.stderr  # refused at submit: nothing was appended
-    r = corral(home, "run", "--qos", "LSR", "--cpu", "64", "--memory", "64Mi", "busybox")
+    r = corral(home, "run", "--qos", "LSR", "--cpu-request", "64", "--memory", "64Mi", "busybox")
     assert r.returncode == 125
     assert "insufficient CPU" in r.stderr
     r = corral(home, "run", "-v", "/etc:/host-etc:ro", "busybox", "--", "true")
