@@ -369,19 +369,24 @@ class ContainerController(Controller):
                 raise HTTPException(status_code=404, detail=f"node {node} keeps no logs for container {cid}")
             raise HTTPException(status_code=502, detail=f"node {node} could not read the logs ({reply.code})")
 
-        first = await ask(None, tail)
-        if not follow:
-            return Response(content="".join(f"{line}\n" for line in first.lines), media_type="text/plain")
+        # A node answers a page at a time (a reply must fit a NATS message): the last ``tail`` lines are the
+        # ones from the log's end less ``tail``, paged forward like the rest.
+        since = None if tail is None else max(0, (await ask(None, 0)).next_line - tail)
+        first = await ask(since, None)  # before the answer starts: a failure is still a status code
 
         async def stream() -> AsyncIterator[bytes]:
             reply = first
             while True:
-                for line in reply.lines:
-                    yield f"{line}\n".encode()
+                yield "".join(f"{line}\n" for line in reply.lines).encode()
+                if reply.more:
+                    reply = await ask(reply.next_line, None)
+                    continue
+                if not follow:
+                    return
                 await asyncio.sleep(0.5)
                 view = (await projection.catch_up()).containers.get(cid)
                 reply = await ask(reply.next_line, None)
-                if not reply.lines and view is not None and view.state.terminal:
+                if not reply.lines and not reply.more and view is not None and view.state.terminal:
                     return
 
         return Stream(stream(), media_type="text/plain")

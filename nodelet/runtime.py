@@ -81,6 +81,11 @@ async def stop_with_grace(runtime: Runtime, container_id: str, grace_s: float) -
     return status or ExitStatus(code=None)
 
 
+# The nodelet rotates a log past 10 MiB once a second; a container writing faster than that meets this hard cap,
+# where conmon starts the live file over (what it held is lost; the rotated file stays).
+LOG_SIZE_MAX = 20 << 20
+
+
 class RuntimePaths(msgspec.Struct, frozen=True):
     root: Path
 
@@ -117,9 +122,15 @@ def _binary(name: str) -> str:
 
 class RuncRuntime:
     def __init__(
-        self, paths: RuntimePaths, runc: str = "runc", conmon: str = "conmon", runc_timeout_s: float = 120.0
+        self,
+        paths: RuntimePaths,
+        runc: str = "runc",
+        conmon: str = "conmon",
+        runc_timeout_s: float = 120.0,
+        log_size_max: int = LOG_SIZE_MAX,
     ) -> None:
         self.paths = paths
+        self.log_size_max = log_size_max  # conmon's hard cap on a live log: a flood cannot outrun rotation
         self.runc_timeout_s = runc_timeout_s  # a runc that hangs (the host's mount table jammed, say) is killed
         self.runc = _binary(runc)
         self.conmon = _binary(conmon)
@@ -187,6 +198,8 @@ class RuncRuntime:
                 str(persist),
                 "--log-path",
                 f"k8s-file:{self.logs(container_id)}",
+                "--log-size-max",
+                str(self.log_size_max),
                 "--socket-dir-path",
                 str(self.paths.sockets),
                 cwd=bundle,

@@ -37,6 +37,7 @@ from nodelet.cgroups import (
 from nodelet.hostmounts import stage, unstage
 from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
+from nodelet.logs import page, read_lines
 from nodelet.ocispec import MountNotAllowed, oci_config
 from nodelet.pools import Pools, cpuset_for, pools
 from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
@@ -511,19 +512,12 @@ class NodeService:
         path = self.runtime.logs(cmd.container_id)
         if cmd.container_id not in self.containers and not path.exists():
             raise Rejected(Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id} is not on node {self.config.node}")
-        lines: list[str] = []
-        for f in (path.with_name(path.name + ".1"), path):  # the rotated file first
-            with contextlib.suppress(FileNotFoundError):
-                lines += f.read_text(errors="replace").splitlines()
+        files = (path.with_name(path.name + ".1"), path)  # the rotated file first
         base = self._log_base(cmd.container_id)  # lines rotated away for good
-        end = base + len(lines)
-        truncated = False
-        if cmd.since_line is not None:
-            truncated = cmd.since_line < base
-            lines = lines[max(cmd.since_line - base, 0) :]
-        if cmd.tail is not None and len(lines) > cmd.tail:
-            lines, truncated = lines[len(lines) - cmd.tail :], True
-        return LogsReply(command_id=cmd.command_id, lines=tuple(lines), truncated=truncated, next_line=end)
+        p = page(read_lines(files), base, cmd.since_line, cmd.tail)
+        return LogsReply(
+            command_id=cmd.command_id, lines=p.lines, truncated=p.truncated, next_line=p.next_line, more=p.more
+        )
 
     def _log_base(self, container_id: str) -> int:
         with contextlib.suppress(FileNotFoundError, ValueError):

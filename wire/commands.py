@@ -132,6 +132,7 @@ class LogsReply(_Message, frozen=True, tag=True):
     lines: tuple[str, ...] = ()
     truncated: bool = False  # some asked-for lines are gone (rotated away) or were cut by ``tail``
     next_line: int = 0  # pass as ``since_line`` to get only what comes after
+    more: bool = False  # the page is full: lines after ``next_line`` are there already (ask again at once)
 
 
 Reply = CommandAccepted | CommandRejected | LogsReply

@@ -20,6 +20,7 @@ from nodelet.runtime import RuncRuntime, RuntimePaths
 from nodelet.service import NodeConfig, NodeService
 from tests.builders import spec
 from wire import events as ev
+from wire.codec import encode
 from wire.commands import (
     CommandAccepted,
     CommandRejected,
@@ -291,6 +292,36 @@ async def test_host_mounts_are_checked_on_the_node_and_pinned(node: Node) -> Non
     assert [line.split(" ", 3)[3] for line in reply.lines] == ["from the host", "from the host", "1"]
     assert not list((node.root / "data" / "hostmounts").iterdir())  # unstaged with the container
     assert (allowed / "moved" / "note").read_text() == "from the host\n"  # and the host's files untouched
+
+
+async def test_a_log_past_a_nats_message_comes_in_pages(node: Node) -> None:
+    """5 MB of output: each reply stays far below NATS's 1 MiB message limit, and paging gives every line."""
+    script = 'BEGIN { for (i = 0; i < 100000; i++) print i, "0123456789abcdef0123456789" }'
+    cmd = node.start(spec("t", command=("awk", script)))
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+    while not isinstance(await node.next_event(), ev.ContainerExited):
+        pass
+    lines: list[str] = []
+    since = None
+    pages = 0
+    while True:
+        reply = await node.service.handle(
+            GetLogs(command_id=new_command_id(), container_id=cmd.container_id, since_line=since)
+        )
+        assert isinstance(reply, LogsReply)
+        assert len(encode(reply)) < 300 << 10
+        lines += reply.lines
+        pages += 1
+        since = reply.next_line
+        if not reply.more:
+            break
+    assert pages > 10, pages
+    # k8s-file records: "<time> <stream> <P|F> <text>"; a P(artial) record is continued by the next one
+    output = "".join(r[3] + ("\n" if r[2] == "F" else "") for r in (line.split(" ", 3) for line in lines))
+    assert output.splitlines() == [f"{i} 0123456789abcdef0123456789" for i in range(100_000)]
+    tail = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id, tail=3))
+    assert isinstance(tail, LogsReply)
+    assert [line.split(" ", 3)[3].split()[0] for line in tail.lines] == ["99997", "99998", "99999"]
 
 
 async def test_commands_are_idempotent_by_id(node: Node) -> None:

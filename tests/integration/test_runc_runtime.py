@@ -14,6 +14,7 @@ from nodelet.images import ImageStore, mount_overlay
 from nodelet.ocispec import oci_config
 from nodelet.runtime import ExitStatus, RuncRuntime, RuntimeError_
 from tests.builders import spec
+from tests.runcenv import clear_runtime
 from wire.ids import new_container_id
 
 pytestmark = pytest.mark.skipif(
@@ -112,3 +113,21 @@ async def test_a_runc_that_hangs_is_killed_and_said(tmp_path: Path) -> None:
     rt = RuncRuntime(RuntimePaths(tmp_path / "rt"), runc=str(hung), runc_timeout_s=0.5)
     with pytest.raises(RuntimeError_, match=r"no answer in \d s; killed"):
         await rt.status(new_container_id())
+
+
+async def test_a_log_flood_stays_under_the_hard_cap(root: Path) -> None:
+    """conmon's --log-size-max: however fast a container writes, its live log stays under the cap (here
+    256 KiB, with nothing rotating it), and the container is not held back."""
+    from nodelet.runtime import RuntimePaths
+
+    rt = RuncRuntime(RuntimePaths(root / "rt-capped"), log_size_max=256 << 10)
+    cid, bundle, config = await prepare(root, ("sh", "-c", "yes 0123456789abcdef | head -c 8000000; echo done"))
+    try:
+        await rt.create(cid, bundle, config)
+        await rt.start(cid)
+        assert await rt.wait(cid, 60) == ExitStatus(code=0)
+        size = rt.logs(cid).stat().st_size
+        assert 0 < size <= (256 << 10) + (16 << 10), size  # the cap, give or take one record
+        assert rt.logs(cid).read_text().splitlines()[-1].endswith("done")  # the last write is kept
+    finally:
+        await clear_runtime(rt, "/corral-test")
