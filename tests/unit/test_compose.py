@@ -44,7 +44,9 @@ def test_nats_config_admits_each_seed_with_its_permissions(tmp_path: Path) -> No
     users = {u["nkey"]: u.get("permissions") for u in conf["authorization"]["users"]}
     assert len(users) == 4  # one identity each, none shared
     text = json.dumps(conf)
-    for role, perms in [("control", None)] + [(n, subjects.node_permissions(n)) for n in NODES]:
+    for role, perms in [("control", subjects.control_permissions())] + [
+        (n, subjects.node_permissions(n)) for n in NODES
+    ]:
         seed = (tmp_path / role / "nats.nk").read_bytes()
         assert users[nkeys.from_seed(bytearray(seed)).public_key.decode()] == perms
         assert seed.decode() not in text  # the server's config holds public keys only
