@@ -20,7 +20,7 @@ from nodelet.seccomp import load_profiles
 from nodelet.service import NodeConfig, NodeService
 from nodelet.topology import discover, map_declared
 from wire import events as ev
-from wire.resources import Resources
+from wire.resources import Resources, parse_memory
 from wire.topology import Topology
 
 
@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--allow-unconfined-seccomp",
         action="store_true",
         help="let containers ask for seccomp_profile Unconfined (no filter); refused by default",
+    )
+    p.add_argument(
+        "--ephemeral-storage",
+        default="1Gi",
+        metavar="SIZE",
+        help="a container's writable layer and /tmp when its spec does not say (e.g. 512Mi): writes past it fail",
     )
     p.add_argument(
         "--reserved-cpus",
@@ -85,6 +91,7 @@ async def main(args: argparse.Namespace) -> None:
         cpu_map=cpu_map,
         allowed_host_mounts=tuple(args.allow_host_mount),
         allow_unconfined_seccomp=args.allow_unconfined_seccomp,
+        ephemeral_storage_bytes=parse_memory(args.ephemeral_storage),
         seccomp_profiles=load_profiles(Path(args.seccomp_profile_dir)) if args.seccomp_profile_dir else {},
     )
     agent: Agent

@@ -737,16 +737,30 @@ class _Unpacker:
                 os.setxattr(path, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
 
 
-def mount_overlay(lower: Path | Sequence[Path], container_dir: Path) -> Path:
+def mount_overlay(lower: Path | Sequence[Path], container_dir: Path, scratch_bytes: int | None = None) -> Path:
     """Mount the container's root at ``container_dir/rootfs``: ``lower`` read-only below (one directory, or an
-    image's layers topmost first as ``ImageStore.lowerdirs`` gives them), ``container_dir/upper`` above."""
+    image's layers topmost first as ``ImageStore.lowerdirs`` gives them), ``container_dir/upper`` above. With
+    ``scratch_bytes``, the upper layer lives on a tmpfs of that size (``container_dir/scratch``): what the
+    container writes is bounded, and a full layer is ENOSPC in the container, not a full node. The root always
+    has a ``/tmp`` (in the upper layer when the image lacks one), there being no tmpfs of its own."""
     lowers = [Path(lower)] if isinstance(lower, str | os.PathLike) else list(lower)
     if not lowers:
         raise ValueError("an overlay needs at least one lower directory")
     for d in lowers:
         if ":" in str(d) or "," in str(d):
             raise ValueError(f"overlay lower directory {d} has ':' or ',' in its path")
-    upper, work, merged = (container_dir / d for d in ("upper", "work", "rootfs"))
+    layer = container_dir
+    if scratch_bytes is not None:
+        layer = container_dir / "scratch"
+        layer.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.path.ismount(layer):
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={scratch_bytes},mode=0700,nosuid,nodev", "tmpfs", str(layer)],
+                check=True,
+                capture_output=True,
+            )
+    upper, work = layer / "upper", layer / "work"
+    merged = container_dir / "rootfs"
     options = f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},workdir={work}"
     if len(options) >= os.sysconf("SC_PAGE_SIZE"):
         raise ValueError(f"overlay options for {len(lowers)} layers are {len(options)} bytes, over one page")
@@ -755,24 +769,34 @@ def mount_overlay(lower: Path | Sequence[Path], container_dir: Path) -> Path:
     if os.path.ismount(merged):
         return merged
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True, capture_output=True)
+    tmp = merged / "tmp"
+    if not tmp.is_dir() and not tmp.is_symlink():
+        tmp.mkdir()
+        tmp.chmod(0o1777)
     return merged
 
 
 def unmount_overlay(container_dir: Path, busy_timeout_s: float = 2.0) -> None:
-    """Unmount the container's root. Right after a container dies its mount can be busy for a moment (the
-    kernel still tearing the process down): retry for ``busy_timeout_s``, then detach it lazily (it goes away
-    when the last user does) rather than leave it. Raises ``OSError`` if even that fails."""
+    """Unmount the container's root, then its writable layer's tmpfs if it has one. Right after a container dies
+    its mount can be busy for a moment (the kernel still tearing the process down): retry for ``busy_timeout_s``,
+    then detach it lazily (it goes away when the last user does) rather than leave it. Raises ``OSError`` if even
+    that fails."""
     merged = container_dir / "rootfs"
     deadline = time.monotonic() + busy_timeout_s
     delay = 0.005
     while os.path.ismount(merged):
         done = subprocess.run(["umount", str(merged)], capture_output=True, text=True, check=False)
         if done.returncode == 0:
-            return
+            break
         if time.monotonic() >= deadline:
             lazy = subprocess.run(["umount", "-l", str(merged)], capture_output=True, text=True, check=False)
             if lazy.returncode != 0:
                 raise OSError(f"cannot unmount {merged}: {done.stderr.strip()} / {lazy.stderr.strip()}")
-            return
+            break
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+    scratch = container_dir / "scratch"  # the writable layer's tmpfs, once the root above it is gone
+    if os.path.ismount(scratch):
+        gone = subprocess.run(["umount", str(scratch)], capture_output=True, text=True, check=False)
+        if gone.returncode != 0:
+            subprocess.run(["umount", "-l", str(scratch)], capture_output=True, check=False)

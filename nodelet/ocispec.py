@@ -135,7 +135,6 @@ def oci_config(
                 "source": "cgroup",
                 "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
             },
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
             *(
                 {
                     "destination": m.destination,

@@ -29,12 +29,15 @@ def reap_containers(data: Path, timeout_s: float = 10.0, workers: int = 8, cgrou
             kill_cgroup(cgroup, timeout_s)
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
         ours = sorted((m for m in mounts if m.startswith(f"{data}/")), reverse=True)
-        # Whatever is mounted deeper first, deepest first; then the containers' roots, side by side.
+        # Whatever is mounted deeper first, deepest first; then the containers' roots, side by side; then the
+        # tmpfs their writable layers were on.
         roots = [m for m in ours if m.endswith("/rootfs")]
+        scratch = [m for m in ours if m.endswith("/scratch")]
         for target in ours:
-            if target not in roots:
+            if target not in roots and target not in scratch:
                 _unmount(target, timeout_s)
         list(pool.map(lambda target: _unmount(target, timeout_s), roots))
+        list(pool.map(lambda target: _unmount(target, timeout_s), scratch))
 
 
 def _procs_files(cgroup: str) -> list[Path]:

@@ -74,6 +74,8 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     allowed_host_mounts: tuple[str, ...] = ()
     # Seccomp beyond RuntimeDefault: Unconfined where allowed, and the profiles installed (localhost/<name>).
     allow_unconfined_seccomp: bool = False
+    # A container's writable layer and /tmp, when its spec does not say (a tmpfs of this size: bounded in RAM).
+    ephemeral_storage_bytes: int = 1 << 30
     seccomp_profiles: dict[str, dict[str, Any]] = {}
     cpu_map: dict[int, int] = {}  # declared CPU → real CPU, when the node declares a topology it lacks
     cpus: tuple[int, ...] = ()  # the real CPUs containers may be pinned to
@@ -309,7 +311,8 @@ class NodeService:
         write_private(c.bundle / "command.json", msgspec.json.encode(c.command))  # the spec holds env values
         if not self.config.mount_roots:
             return c.bundle / "rootfs"
-        rootfs = mount_overlay(lower, c.bundle)
+        storage = c.command.spec.ephemeral_storage_bytes or self.config.ephemeral_storage_bytes
+        rootfs = mount_overlay(lower, c.bundle, scratch_bytes=storage)
         c.mount_sources = tuple(
             str(stage(m.source, self.config.allowed_host_mounts, self.staged / c.id / str(i), m.read_only))
             for i, m in enumerate(c.command.spec.mounts)

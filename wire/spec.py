@@ -16,7 +16,7 @@ import msgspec
 from wire import checks
 from wire.checks import schema_pattern
 from wire.ids import Name
-from wire.resources import CpuMillis, MemoryBytes, format_cpu
+from wire.resources import MAX_MEMORY_BYTES, CpuMillis, MemoryBytes, format_cpu
 
 MIN_CONTAINER_MEMORY = 4 * 1024 * 1024
 
@@ -150,6 +150,7 @@ def restarts_on_exit(policy: RestartPolicy, exit_code: int | None, in_service: b
     return policy is RestartPolicy.ON_FAILURE and exit_code != 0
 
 
+MIN_EPHEMERAL = 1 << 20  # a container's writable layer and /tmp: at least 1 MiB
 KERNEL_PATHS = ("/proc", "/sys", "/dev")  # the host's kernel interfaces: no container mounts them
 
 
@@ -234,6 +235,9 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     at_most_one: bool = False
     burst: BurstSettings | None = None  # CPU Burst settings of its own, over its node's (LS with a CPU limit only)
     seccomp_profile: SeccompProfile = SECCOMP_RUNTIME_DEFAULT
+    # Its writable layer and /tmp together (Kubernetes' ephemeral-storage limit): past it, writes fail with
+    # ENOSPC in the container alone. None: the node's default.
+    ephemeral_storage_bytes: Annotated[int, msgspec.Meta(ge=MIN_EPHEMERAL, le=MAX_MEMORY_BYTES)] | None = None
 
     def __post_init__(self) -> None:
         if checks.is_trusted():

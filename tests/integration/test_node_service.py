@@ -324,6 +324,24 @@ async def test_a_log_past_a_nats_message_comes_in_pages(node: Node) -> None:
     assert [line.split(" ", 3)[3].split()[0] for line in tail.lines] == ["99997", "99998", "99999"]
 
 
+async def test_the_writable_layer_and_tmp_share_a_bound(node: Node) -> None:
+    """16 MiB of ephemeral storage: 10 MiB to /tmp fit, 10 more to / do not (ENOSPC in the container alone), and
+    the layer's tmpfs goes with the container."""
+    script = (
+        "dd if=/dev/zero of=/tmp/a bs=1M count=10 2>/dev/null && echo tmp-ok; "
+        "dd if=/dev/zero of=/b bs=1M count=10 2>&1 | grep -o 'No space left' | head -1; "
+        "rm /tmp/a && dd if=/dev/zero of=/c bs=1M count=10 2>/dev/null && echo freed-ok"
+    )
+    cmd = node.start(spec("t", command=("sh", "-c", script), ephemeral_storage_bytes=16 << 20))
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+    while not isinstance(await node.next_event(), ev.ContainerExited):
+        pass
+    reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
+    assert isinstance(reply, LogsReply)
+    assert [line.split(" ", 3)[3] for line in reply.lines] == ["tmp-ok", "No space left", "freed-ok"]
+    assert str(node.root) not in Path("/proc/self/mounts").read_text()
+
+
 async def test_commands_are_idempotent_by_id(node: Node) -> None:
     cmd = node.start(spec("t", command=("sleep", "60")))
     assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
@@ -465,7 +483,7 @@ async def test_a_remove_during_an_exit_waits_until_the_root_is_unmounted(
     removing = asyncio.ensure_future(node.service.handle(remove))
     await asyncio.sleep(0.3)
     assert not removing.done()
-    assert (node.root / "data" / "containers" / cmd.container_id / "upper").exists()
+    assert (node.root / "data" / "containers" / cmd.container_id / "scratch" / "upper").exists()
     go.set()
     assert await removing == CommandAccepted(command_id=remove.command_id)
     assert isinstance(await node.next_event(), ev.ContainerExited)
