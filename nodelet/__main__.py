@@ -24,6 +24,13 @@ from wire.resources import Resources, parse_memory
 from wire.topology import Topology
 
 
+def default_pids_max() -> int:
+    """The kernel's pid_max (or threads-max, if lower) less a tenth, at least 1024 kept for the system."""
+    limits = [int(Path(f"/proc/sys/kernel/{f}").read_text()) for f in ("pid_max", "threads-max")]
+    top = min(limits)
+    return max(top - max(top // 10, 1024), 1024)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m nodelet", description=__doc__)
     p.add_argument("--node", required=True, help="node name (a DNS-1123 label)")
@@ -56,6 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="1Gi",
         metavar="SIZE",
         help="a container's writable layer and /tmp when its spec does not say (e.g. 512Mi): writes past it fail",
+    )
+    p.add_argument(
+        "--pids-max",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes of all containers together (default: the kernel's pid_max less a tenth, kept for the system)",
     )
     p.add_argument(
         "--reserved-cpus",
@@ -92,6 +106,7 @@ async def main(args: argparse.Namespace) -> None:
         allowed_host_mounts=tuple(args.allow_host_mount),
         allow_unconfined_seccomp=args.allow_unconfined_seccomp,
         ephemeral_storage_bytes=parse_memory(args.ephemeral_storage),
+        node_pids_max=args.pids_max if args.pids_max is not None else default_pids_max(),
         seccomp_profiles=load_profiles(Path(args.seccomp_profile_dir)) if args.seccomp_profile_dir else {},
     )
     agent: Agent

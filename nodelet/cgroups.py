@@ -550,6 +550,12 @@ class Cgroups:
                 if layout.version == 1 and mount == layout.controllers["cpuset"]:
                     self._inherit_cpuset(directory)
 
+    def limit_pids(self, path: str, pids_max: int | None) -> None:
+        """Create ``path`` and cap the processes of everything below it (a node's cap over all its containers,
+        kubelet's podPidsLimit and system reserve in one); None lifts the cap."""
+        self.create(path)
+        _write(self.layout.file("pids.max", path), "max" if pids_max is None else str(pids_max))
+
     def apply(self, path: str, new: CpuSettings, old: CpuSettings | None = None) -> None:
         """Write ``new`` to the files of ``path`` as ``plan_writes`` orders it. ``old`` is what the files hold
         now, if known (only changes are written). Raises CgroupError naming the file and value on failure."""

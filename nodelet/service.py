@@ -70,7 +70,8 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     node: str
     data_dir: str
     cgroup_root: str = "/corral"
-    pids_limit: int = 1024
+    pids_limit: int = 1024  # each container's
+    node_pids_max: int | None = None  # all the node's containers together (None: no cap of the node's own)
     allowed_host_mounts: tuple[str, ...] = ()
     # Seccomp beyond RuntimeDefault: Unconfined where allowed, and the profiles installed (localhost/<name>).
     allow_unconfined_seccomp: bool = False
@@ -571,6 +572,9 @@ class NodeService:
         """Re-adopt the containers of an earlier run of this service, without restarting any: running ones
         are watched again; exits recorded while the service was down are reported with their codes; a
         container whose monitor died is reported with an unknown exit code (and killed if it still runs)."""
+        if self.cgroups is not None:
+            node_cgroup = f"{self.config.cgroup_root}/{self.config.node}"
+            await asyncio.to_thread(self.cgroups.limit_pids, node_cgroup, self.config.node_pids_max)
         for bundle in sorted(p for p in self.root.iterdir() if p.is_dir()):
             try:
                 cmd = _start_decoder.decode((bundle / "command.json").read_bytes())

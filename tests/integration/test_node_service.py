@@ -342,6 +342,30 @@ async def test_the_writable_layer_and_tmp_share_a_bound(node: Node) -> None:
     assert str(node.root) not in Path("/proc/self/mounts").read_text()
 
 
+async def test_the_node_caps_the_processes_of_all_its_containers(node: Node) -> None:
+    """Each container may have 1,024 processes, the node's all together 24: one that tries for 40 gets no more
+    than 24 (in the node's cgroup, measured; the subshell that forked them ends when a fork fails)."""
+    await node.service.close()
+    node.service = node.make_service(node_pids_max=24)
+    await node.service.recover()  # what a starting nodelet does first: the cap is set there
+    # the forks in a subshell (a failed fork ends the shell that made it), then no fork at all
+    script = "(i=0; while [ $i -lt 40 ]; do sleep 60 & i=$((i+1)); done) 2>/dev/null; echo spawned; exec sleep 60"
+    cmd = node.start(spec("t", command=("sh", "-c", script)))
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    name = node.cgroup_root.strip("/")
+    pids = [Path(f"/sys/fs/cgroup/pids/{name}/n1"), Path(f"/sys/fs/cgroup/{name}/n1")]
+    node_cgroup = next(p for p in pids if (p / "pids.current").exists())
+    for _ in range(200):  # the loop ends once its forks have failed
+        reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
+        if isinstance(reply, LogsReply) and any(line.endswith(" spawned") for line in reply.lines):
+            break
+        await asyncio.sleep(0.05)
+    assert 22 <= int((node_cgroup / "pids.current").read_text()) <= 24
+    assert (node_cgroup / "pids.max").read_text().strip() == "24"
+    assert (node_cgroup / cmd.container_id / "pids.max").read_text().strip() == "1024"
+
+
 async def test_commands_are_idempotent_by_id(node: Node) -> None:
     cmd = node.start(spec("t", command=("sleep", "60")))
     assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
