@@ -31,14 +31,13 @@ from api.edge import (
     MAX_BODY,
     SCHEMA_TYPES,
     Authorize,
-    Tokens,
     Viewer,
     allow_every_method,
-    bearer,
     strict_body,
 )
 from api.openapi import BEARER, RefinedJson
 from api.routes import CONTROLLERS, Metrics, healthz
+from api.tokens import Role, Tokens
 from store.log import EventLog
 from store.projection import Projection
 
@@ -84,7 +83,8 @@ def create_app(
     reports its failure); without, the caller has started it."""
 
     def viewer(request: Request[Any, Any, Any]) -> Viewer:
-        return Viewer(redacting=bearer(request) not in tokens.admin)
+        who = request.state.get("principal")  # set by the guard
+        return Viewer(redacting=who is None or who.role is not Role.ADMIN, principal=who.name if who else "")
 
     prometheus = Metrics(cp)
     guarded = Router(

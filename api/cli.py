@@ -26,8 +26,10 @@ import httpx
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from api import tokens as tokens_file
 from api.local import LocalCluster, UpFailed
 from wire.burst import BurstConfig, resolve
 from wire.resources import format_cpu, format_memory, parse_cpu, parse_memory
@@ -106,7 +108,7 @@ def listing(path: str, params: dict[str, Any] | None = None) -> list[Any]:
 
 
 def _fail(e: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/red] {e}")
+    err.print(f"[red]error:[/red] {escape(str(e))}")  # escaped: a message may hold [brackets], not markup
     return typer.Exit(1)
 
 
@@ -196,7 +198,7 @@ def run(
             spec["cpu_exclusive_policy"] = cpu_exclusive_policy
         submitted = call("POST", "/v1/containers", json=spec, headers={"Idempotency-Key": uuid.uuid4().hex})
     except (Failed, ValueError, OSError) as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(CANNOT_RUN) from None
     cid = submitted["id"]
     if detach:
@@ -205,7 +207,7 @@ def run(
     try:
         code = _attach(cid, stop_timeout)
     except Failed as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}")
         code = CANNOT_RUN
     if rm_:
         with contextlib.suppress(Failed):
@@ -327,7 +329,7 @@ def _exit_code(c: dict[str, Any]) -> int:
         return int(c["exit_code"])
     if c["signal"] is not None:
         return 128 + int(c["signal"])
-    err.print(f"[red]error:[/red] {c['id']}: {c['message'] or 'it ended with no exit code'}")
+    err.print(f"[red]error:[/red] {c['id']}: {escape(c['message'] or 'it ended with no exit code')}")
     return CANNOT_RUN
 
 
@@ -631,6 +633,28 @@ def logs(
 
 service_app = typer.Typer(help="Services: N replicas of a container, spread across nodes.", no_args_is_help=True)
 app.add_typer(service_app, name="service")
+
+
+token_app = typer.Typer(help="API tokens (the control plane's --tokens file keeps only hashes).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("add")
+def token_add(
+    name: str,
+    file: Annotated[Path, typer.Option("--file", help="the control plane's --tokens file (made if missing)")],
+    read_only: Annotated[bool, typer.Option("--read-only", help="reads only, environment values redacted")] = False,
+) -> None:
+    """Make a token for principal NAME, add its hash to FILE and print the token (shown this once; the control
+    plane reads the file when it starts). Events its requests cause record NAME as their actor."""
+    known = tokens_file.read_entries(file) if file.exists() else []
+    token = tokens_file.new_token()
+    role = tokens_file.Role.READ_ONLY if read_only else tokens_file.Role.ADMIN
+    try:
+        tokens_file.write_entries(file, [*known, tokens_file.Entry(name, role, tokens_file.token_hash(token))])
+    except ValueError as e:
+        raise _fail(e) from None
+    print(token)
 
 
 @service_app.command("create")
@@ -960,7 +984,7 @@ def chaos(
     try:
         result = run_chaos(cycles, seed, nodes_, converge_s, faults=tuple(fault or ()))
     except ValueError as e:
-        err.print(f"[red]{e}[/red]")
+        err.print(f"[red]{escape(str(e))}[/red]")
         raise typer.Exit(2) from None
     c = result.counts
     if c["lost"] or c["doubled"] or c["stuck"] or c["gaps"] or c["overlaps"]:
@@ -981,7 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     except Exception as e:  # a click usage error
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
     return code if isinstance(code, int) else 0
 

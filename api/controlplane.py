@@ -506,7 +506,7 @@ class ControlPlane:
         )
         await msg.respond(encode(reply))
 
-    async def remove(self, container_id: str) -> None:
+    async def remove(self, container_id: str, actor: str = "") -> None:
         """Forget an ended container: its node drops what it kept (best effort), then ``ContainerRemoved``."""
         await self.projection.catch_up()
         view = self.projection.state.containers.get(container_id)
@@ -515,7 +515,8 @@ class ControlPlane:
             command = RemoveContainer(command_id=uuid.uuid4(), epoch=node.epoch, container_id=container_id)
             with contextlib.suppress(NatsTimeout, NoRespondersError):
                 await self.nc.request(subjects.cmd(node.name), encode(command), timeout=10)
-        await self.log.append(container_stream(container_id), [ev.ContainerRemoved(container_id=container_id)])
+        removed = ev.ContainerRemoved(container_id=container_id, actor=actor)
+        await self.log.append(container_stream(container_id), [removed])
 
     async def get_logs(
         self, node: str, container_id: str, *, since: int | None = None, tail: int | None = None

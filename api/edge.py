@@ -22,6 +22,7 @@ from litestar.types import ExceptionHandlersMap, Message, Scope
 
 from api.paging import CONTINUE_HEADER, MAX_PAGE
 from api.redact import redact
+from api.tokens import Role, Tokens
 from store.errors import InvalidAppend, PositionTooOld, StoreClosed
 from store.log import Recorded
 from store.projections import (
@@ -65,23 +66,21 @@ def bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return header[7:] if header.lower().startswith("bearer ") else ""
 
 
-class Tokens(msgspec.Struct, frozen=True):
-    admin: frozenset[str]
-    read_only: frozenset[str] = frozenset()
-
-
 class Authorize:
     """The guard of every route but ``/healthz``: an admin token may do anything; a read-only token may read
-    (GET, HEAD, and handlers marked ``opt={"reads_only": True}``); anything else is 401."""
+    (GET, HEAD, and handlers marked ``opt={"reads_only": True}``); anything else is 401. The principal is kept
+    in the request's state for the handlers (``Viewer``)."""
 
     def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens
 
     def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        token = bearer(connection)
-        if token in self.tokens.admin:
+        who = self.tokens.who(bearer(connection))
+        if who is not None:
+            connection.state.principal = who
+        if who is not None and who.role is Role.ADMIN:
             return
-        if token in self.tokens.read_only:
+        if who is not None and who.role is Role.READ_ONLY:
             if connection.scope.get("method") in ("GET", "HEAD") or handler.opt.get("reads_only"):
                 return
             raise PermissionDeniedException("this token may only read")
@@ -92,9 +91,11 @@ class Authorize:
 
 
 class Viewer(msgspec.Struct, frozen=True):
-    """Who asks, as far as answers differ: a read-only token sees environment names, not values."""
+    """Who asks: the principal its events record as ``actor``; a read-only token sees environment names, not
+    values."""
 
     redacting: bool
+    principal: str = ""
 
     def shown(self, value: T) -> T:
         return redact(value) if self.redacting else value

@@ -14,6 +14,7 @@ from typing import Any
 
 import nkeys  # type: ignore[import-untyped]
 
+from api import tokens
 from wire import subjects
 from wire.files import private_dir, write_private
 
@@ -48,9 +49,10 @@ def nats_config(
 
 
 def write_tokens(path: Path) -> tuple[str, str]:
-    """A new admin and a new read-only token, written as the control plane's ``--tokens`` file (0600)."""
-    admin, reader = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    write_private(path, json.dumps({"admin": [admin], "read_only": [reader]}).encode())
+    """A new admin and a new read-only token (principals ``admin`` and ``reader``): the control plane's
+    ``--tokens`` file (0600) holds their hashes; the tokens themselves are returned, for their users."""
+    admin, reader = tokens.new_token(), tokens.new_token()
+    tokens.write(path, [("admin", tokens.Role.ADMIN, admin), ("reader", tokens.Role.READ_ONLY, reader)])
     return admin, reader
 
 

@@ -102,7 +102,7 @@ ViewerDep = NamedDependency[Viewer]
 
 
 def stop_decision(
-    state: ClusterState, cid: str, grace: float, reason: str = "", backoff: bool = True
+    state: ClusterState, cid: str, grace: float, reason: str = "", *, backoff: bool = True, actor: str = ""
 ) -> list[ev.Event]:
     """A stop, if the container still needs one: live and not stopping already, or (with ``backoff``) ended and
     waiting out a restart back-off (a stop then means it must not come back)."""
@@ -110,7 +110,7 @@ def stop_decision(
     if c is None:
         return []
     if (not c.state.terminal and c.state is not ContainerState.STOPPING) or (backoff and c.backoff_until_ns):
-        return [ev.ContainerStopRequested(container_id=cid, grace_s=grace, reason=reason)]
+        return [ev.ContainerStopRequested(container_id=cid, grace_s=grace, reason=reason, actor=actor)]
     return []
 
 
@@ -239,6 +239,7 @@ class ContainerController(Controller):
         *,
         projection: ProjectionDep,
         event_log: LogDep,
+        viewer: ViewerDep,
         data: JSONBody[ContainerSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", schema_extra=IF_MATCH)] = None,
@@ -253,7 +254,9 @@ class ContainerController(Controller):
             expected_head = int(expected)
         await _runnable_somewhere(projection, data)
         cid = id_for("corral", idempotency_key) or new_container_id()
-        event = ev.ContainerSubmitted(container_id=cid, spec=data, idempotency_key=idempotency_key)
+        event = ev.ContainerSubmitted(
+            container_id=cid, spec=data, idempotency_key=idempotency_key, actor=viewer.principal
+        )
         return await _create_once(projection, event_log, cid, container_stream(cid), event, expected_head=expected_head)
 
     @get("/", responses=errors(401, 422), response_headers=PAGE_HEADERS)
@@ -293,13 +296,17 @@ class ContainerController(Controller):
         *,
         projection: ProjectionDep,
         event_log: LogDep,
+        viewer: ViewerDep,
         cid: FromPath[str],
         grace: Annotated[float, QueryParameter(ge=0, le=3600, schema_extra=FROM_ZERO)] = 10.0,
     ) -> StopAccepted:
         """Stop a container: TERM, then KILL after ``grace`` seconds (0 to 3600)."""
         await _container(projection, cid)
         await projection.decide(
-            event_log, ("container", cid), container_stream(cid), lambda s: stop_decision(s, cid, grace)
+            event_log,
+            ("container", cid),
+            container_stream(cid),
+            lambda s: stop_decision(s, cid, grace, actor=viewer.principal),
         )
         return StopAccepted(id=cid, state=str((await _container(projection, cid)).state))
 
@@ -313,18 +320,20 @@ class ContainerController(Controller):
         c = await _container(projection, cid)
         request = c.spec.cpu_request_millis if data.cpu_request_millis is None else data.cpu_request_millis
         limit = c.spec.cpu_limit_millis if data.cpu_limit_millis is None else data.cpu_limit_millis
-        decided = await cp.scheduler.applier.resize(cid, request, limit)
+        decided = await cp.scheduler.applier.resize(cid, request, limit, actor=viewer.principal)
         if isinstance(decided, ResizeRefused):
             raise BodyError(409 if decided.conflict else 422, decided.reason, decided.field, "cannot resize")
         return viewer.shown(_explained(cp, projection.state, await _container(projection, cid)))  # type: ignore[return-value]
 
     @post("/{cid:str}/remove", status_code=202, responses=errors(401, 403, 404, 409))
-    async def remove_container(self, *, cp: CPDep, projection: ProjectionDep, cid: FromPath[str]) -> StopAccepted:
+    async def remove_container(
+        self, *, cp: CPDep, projection: ProjectionDep, viewer: ViewerDep, cid: FromPath[str]
+    ) -> StopAccepted:
         """Forget an ended container (``docker rm``); a running one must be stopped first (409)."""
         c = await _container(projection, cid)
         if not c.state.terminal:
             raise HTTPException(status_code=409, detail=f"cannot remove container in state {c.state}; stop it first")
-        await cp.remove(cid)
+        await cp.remove(cid, actor=viewer.principal)
         return StopAccepted(id=cid, state="removed")
 
     @get("/{cid:str}/history", responses=errors(401, 404))
@@ -411,12 +420,13 @@ class ServiceController(Controller):
         *,
         projection: ProjectionDep,
         event_log: LogDep,
+        viewer: ViewerDep,
         data: JSONBody[ServiceSpec],
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
     ) -> Submitted:
         await _runnable_somewhere(projection, data.template, "template.")
         sid = id_for("corral-svc", idempotency_key) or new_service_id()
-        event = ev.ServiceCreated(service_id=sid, spec=data)
+        event = ev.ServiceCreated(service_id=sid, spec=data, actor=viewer.principal)
         return await _create_once(projection, event_log, sid, service_stream(sid), event)
 
     @get("/", responses=errors(401, 422), response_headers=PAGE_HEADERS)
@@ -438,6 +448,7 @@ class ServiceController(Controller):
         *,
         projection: ProjectionDep,
         event_log: LogDep,
+        viewer: ViewerDep,
         sid: FromPath[str],
         data: JSONBody[Scale],
     ) -> ServiceView:
@@ -447,19 +458,25 @@ class ServiceController(Controller):
             svc = s.services.get(sid)
             if svc is None or data.replicas == svc.replicas:
                 return []
-            return [ev.ServiceScaled(service_id=sid, replicas_from=svc.replicas, replicas_to=data.replicas)]
+            return [
+                ev.ServiceScaled(
+                    service_id=sid, replicas_from=svc.replicas, replicas_to=data.replicas, actor=viewer.principal
+                )
+            ]
 
         await projection.decide(event_log, ("service", sid), service_stream(sid), scale)
         return await _service(projection, sid)
 
     @delete("/{sid:str}", status_code=202, responses=errors(401, 403, 404))
-    async def delete_service(self, *, projection: ProjectionDep, event_log: LogDep, sid: FromPath[str]) -> StopAccepted:
+    async def delete_service(
+        self, *, projection: ProjectionDep, event_log: LogDep, viewer: ViewerDep, sid: FromPath[str]
+    ) -> StopAccepted:
         await _service(projection, sid)
         await projection.decide(
             event_log,
             ("service", sid),
             service_stream(sid),
-            lambda s: [ev.ServiceDeleted(service_id=sid)] if sid in s.services else [],
+            lambda s: [ev.ServiceDeleted(service_id=sid, actor=viewer.principal)] if sid in s.services else [],
         )
         return StopAccepted(id=sid, state="deleted")
 
@@ -503,20 +520,29 @@ class NodeController(Controller):
         return NodeSamples(recent=recent, older=older)
 
     @post("/{name:str}/cordon", status_code=202, responses=errors(401, 403, 404))
-    async def cordon(self, *, projection: ProjectionDep, event_log: LogDep, name: FromPath[str]) -> NodeView:
+    async def cordon(
+        self, *, projection: ProjectionDep, event_log: LogDep, viewer: ViewerDep, name: FromPath[str]
+    ) -> NodeView:
         # Idempotent: cordoning a cordoned node records nothing.
-        await _node_fact(projection, event_log, name, lambda n: [] if n.cordoned else [ev.NodeCordoned(node=name)])
+        cordoned = ev.NodeCordoned(node=name, actor=viewer.principal)
+        await _node_fact(projection, event_log, name, lambda n: [] if n.cordoned else [cordoned])
         return await _node(projection, name)
 
     @post("/{name:str}/uncordon", status_code=202, responses=errors(401, 403, 404))
-    async def uncordon(self, *, projection: ProjectionDep, event_log: LogDep, name: FromPath[str]) -> NodeView:
-        await _node_fact(projection, event_log, name, lambda n: [ev.NodeUncordoned(node=name)] if n.cordoned else [])
+    async def uncordon(
+        self, *, projection: ProjectionDep, event_log: LogDep, viewer: ViewerDep, name: FromPath[str]
+    ) -> NodeView:
+        uncordoned = ev.NodeUncordoned(node=name, actor=viewer.principal)
+        await _node_fact(projection, event_log, name, lambda n: [uncordoned] if n.cordoned else [])
         return await _node(projection, name)
 
     @post("/{name:str}/drain", status_code=202, responses=errors(401, 403, 404))
-    async def drain(self, *, projection: ProjectionDep, event_log: LogDep, name: FromPath[str]) -> NodeView:
+    async def drain(
+        self, *, projection: ProjectionDep, event_log: LogDep, viewer: ViewerDep, name: FromPath[str]
+    ) -> NodeView:
         """Cordon the node and stop its containers; services place replacements elsewhere."""
-        await _node_fact(projection, event_log, name, lambda n: [] if n.drained else [ev.NodeDrained(node=name)])
+        drained = ev.NodeDrained(node=name, actor=viewer.principal)
+        await _node_fact(projection, event_log, name, lambda n: [] if n.drained else [drained])
         on_node = [c.id for c in (await projection.catch_up()).containers.values() if c.node == name]
         await asyncio.gather(  # one group commit, not one per container
             *(
@@ -524,7 +550,9 @@ class NodeController(Controller):
                     event_log,
                     ("container", cid),
                     container_stream(cid),
-                    functools.partial(stop_decision, cid=cid, grace=10.0, reason="node drained", backoff=False),
+                    functools.partial(
+                        stop_decision, cid=cid, grace=10.0, reason="node drained", backoff=False, actor=viewer.principal
+                    ),
                 )
                 for cid in on_node
             )
@@ -555,6 +583,7 @@ class BurstPolicyController(Controller):
         *,
         projection: ProjectionDep,
         event_log: LogDep,
+        viewer: ViewerDep,
         data: JSONBody[BurstConfig],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", schema_extra=VERSION_MATCH)] = None,
     ) -> BurstPolicyView:
@@ -573,7 +602,9 @@ class BurstPolicyController(Controller):
                 raise HTTPException(
                     status_code=412, detail=f"the policy is at version {current.version}, not {expected}: read again"
                 )
-            return [] if current.config == data and current.version >= 0 else [ev.BurstPolicyChanged(config=data)]
+            if current.config == data and current.version >= 0:
+                return []
+            return [ev.BurstPolicyChanged(config=data, actor=viewer.principal)]
 
         await projection.decide(event_log, ("cluster", "burst-policy"), BURST_POLICY_STREAM, change)
         return _burst_view(await projection.catch_up())

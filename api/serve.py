@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -15,8 +14,10 @@ from pathlib import Path
 import uvicorn
 import uvloop
 
-from api.app import Tokens, create_app
+from api import tokens as tokens_file
+from api.app import create_app
 from api.controlplane import ControlPlane
+from api.tokens import Tokens
 
 log = logging.getLogger("corral.serve")
 
@@ -36,8 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_tokens(path: str) -> Tokens:
-    raw = json.loads(Path(path).read_text())
-    return Tokens(admin=frozenset(raw["admin"]), read_only=frozenset(raw.get("read_only", [])))
+    return tokens_file.load(Path(path))
 
 
 async def main(args: argparse.Namespace, tokens: Tokens) -> int:

@@ -114,7 +114,7 @@ class ResizeRefused(msgspec.Struct, frozen=True, gc=False):
 
 
 def resize(
-    state: ClusterState, container_id: str, request: int, limit: int | None
+    state: ClusterState, container_id: str, request: int, limit: int | None, actor: str = ""
 ) -> ev.ContainerResized | ResizeRefused | None:
     """The event that changes a live container's CPU request and limit in place, if its node can hold the new
     request beside everything else it holds. Only LS containers, and only within their kind: a limit stays a
@@ -160,4 +160,5 @@ def resize(
         cpu_request_millis=request,
         cpu_limit_millis=limit,
         resources=resources,
+        actor=actor,
     )

@@ -103,14 +103,14 @@ class PlanApplier:
             return msgspec.structs.replace(result, accepted=tuple(accepted), rejected=tuple(rejected))
 
     async def resize(
-        self, container_id: str, request: int, limit: int | None
+        self, container_id: str, request: int, limit: int | None, actor: str = ""
     ) -> ev.ContainerResized | ResizeRefused | None:
         """Change a live container's CPU request and limit in place: decided under the same lock as placements
         (a resize and a placement never both take the last free CPU), appended against the version checked."""
         for _ in range(8):
             async with self._lock:
                 state = await self.latest()
-                decided = resize(state, container_id, request, limit)
+                decided = resize(state, container_id, request, limit, actor)
                 if decided is None or isinstance(decided, ResizeRefused):
                     return decided  # None: it has these values already
                 try:

@@ -24,6 +24,9 @@ Cpuset = tuple[CpuId, ...]
 Epoch = Annotated[int, msgspec.Meta(ge=0)]
 Label = Annotated[str, msgspec.Meta(max_length=253)]
 Images = Annotated[tuple[ImageRef, ...], msgspec.Meta(max_length=4096)]
+# Who asked, on the events a request causes: an API principal's name (api.tokens); "" when the control
+# plane did it of itself (a service replacing a replica, say).
+Actor = Annotated[str, msgspec.Meta(max_length=64)]
 HostPaths = Annotated[tuple[HostPath, ...], msgspec.Meta(max_length=256)]
 SeccompProfiles = Annotated[tuple[SeccompProfile, ...], msgspec.Meta(max_length=256)]
 
@@ -73,14 +76,17 @@ class NodeRecovered(_Event, frozen=True, tag=True):
 class NodeCordoned(_Event, frozen=True, tag=True):
     node: NodeName
     reason: str = ""
+    actor: Actor = ""
 
 
 class NodeUncordoned(_Event, frozen=True, tag=True):
     node: NodeName
+    actor: Actor = ""
 
 
 class NodeDrained(_Event, frozen=True, tag=True):
     node: NodeName
+    actor: Actor = ""
 
 
 # --- containers --------------------------------------------------------------------------------------------
@@ -93,6 +99,7 @@ class ContainerSubmitted(_Event, frozen=True, tag=True):
     idempotency_key: str | None = None
     replaces: ContainerId | None = None  # a container that ended and that this one takes the place of
     restarts: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0  # restarts in its chain (for the back-off)
+    actor: Actor = ""
 
 
 class RunnerUp(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -130,6 +137,7 @@ class ContainerResized(_Event, frozen=True, tag=True):
     cpu_request_millis: CpuMillis
     cpu_limit_millis: CpuMillis | None
     resources: Resources  # what it now holds on the node
+    actor: Actor = ""
 
 
 class ContainerUnschedulable(_Event, frozen=True, tag=True):
@@ -160,6 +168,7 @@ class ContainerStopRequested(_Event, frozen=True, tag=True):
     container_id: ContainerId
     grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     reason: str = ""
+    actor: Actor = ""
 
 
 class ContainerStopped(_Event, frozen=True, tag=True):
@@ -173,6 +182,7 @@ class ContainerRemoved(_Event, frozen=True, tag=True):
     """An ended container is forgotten: its view leaves the state, its node drops its logs and files."""
 
     container_id: ContainerId
+    actor: Actor = ""
 
 
 class ContainerLost(_Event, frozen=True, tag=True):
@@ -187,16 +197,19 @@ class ContainerLost(_Event, frozen=True, tag=True):
 class ServiceCreated(_Event, frozen=True, tag=True):
     service_id: ServiceId
     spec: ServiceSpec
+    actor: Actor = ""
 
 
 class ServiceScaled(_Event, frozen=True, tag=True):
     service_id: ServiceId
     replicas_from: int
     replicas_to: int
+    actor: Actor = ""
 
 
 class ServiceDeleted(_Event, frozen=True, tag=True):
     service_id: ServiceId
+    actor: Actor = ""
 
 
 # --- CPU ---------------------------------------------------------------------------------------------------
@@ -235,6 +248,7 @@ class BurstPolicyChanged(_Event, frozen=True, tag=True):
     """The cluster's CPU Burst configuration, whole, as it is from now on."""
 
     config: BurstConfig
+    actor: Actor = ""
 
 
 Event = (

@@ -56,7 +56,7 @@ async def cp(nats_url: str, tmp_path: Path) -> AsyncIterator[ControlPlane]:
 @pytest.fixture
 async def client(cp: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
     """The app served by a real uvicorn on a loopback port (streaming responses need a real server)."""
-    app = create_app(cp, Tokens(admin=frozenset({"admin-token"}), read_only=frozenset({"read-token"})))
+    app = create_app(cp, Tokens.plain(["admin-token"], ["read-token"]))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
     serving = asyncio.create_task(server.serve())

@@ -238,7 +238,8 @@ async def test_over_http_a_service_spreads_and_stop_and_remove_release_cpus(
     import httpx
     import uvicorn
 
-    from api.app import Tokens, create_app
+    from api.app import create_app
+    from api.tokens import Tokens
     from tests.natsserver import free_port
 
     for n in ("n1", "n2", "n3"):
@@ -247,7 +248,7 @@ async def test_over_http_a_service_spreads_and_stop_and_remove_release_cpus(
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(control, Tokens(admin=frozenset({"t"}))),
+            create_app(control, Tokens.plain(["t"])),
             host="127.0.0.1",
             port=port,
             lifespan="off",

@@ -190,9 +190,10 @@ async def test_a_node_cannot_end_another_nodes_container(
 
     import httpx
 
-    from api.app import Tokens, create_app
+    from api.app import create_app
+    from api.tokens import Tokens
 
-    app = create_app(control, Tokens(admin=frozenset({"t"})))
+    app = create_app(control, Tokens.plain(["t"]))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cp") as c:
         text = (await c.get("/metrics", headers={"Authorization": "Bearer t"})).text
     assert 'corral_node_reports_refused_total{node="n1",reason="other_node"} 7.0' in text, text

@@ -36,9 +36,13 @@ async def test_submit_get_list_stop(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/containers?state=pending", headers=READER)).json() == []
     r = await client.delete(f"/v1/containers/{cid}", headers=ADMIN)
     assert r.status_code == 202
-    history = [h["event"]["type"] for h in (await client.get(f"/v1/containers/{cid}/history", headers=READER)).json()]
-    assert history[0] == "ContainerSubmitted"
-    assert "ContainerStopRequested" in history
+    history = [h["event"] for h in (await client.get(f"/v1/containers/{cid}/history", headers=READER)).json()]
+    assert history[0]["type"] == "ContainerSubmitted"
+    # the audit trail: who asked, by the token's principal (the conftest's admin token is admin-1)
+    wanted = ("ContainerSubmitted", "ContainerStopRequested")
+    asked = {e["type"]: e.get("actor") for e in history if e["type"] in wanted}
+    assert asked == {"ContainerSubmitted": "admin-1", "ContainerStopRequested": "admin-1"}, history
+    assert all(e.get("actor", "") == "" for e in history if e["type"] == "ContainerUnschedulable")
 
 
 async def test_idempotency_key_gives_one_container(client: httpx.AsyncClient) -> None:
@@ -307,11 +311,12 @@ async def test_the_apps_lifespan_owns_the_control_plane_and_stops_serving_when_i
 ) -> None:
     from litestar.testing import AsyncTestClient
 
-    from api.app import Tokens, create_app
+    from api.app import create_app
+    from api.tokens import Tokens
 
     plane = ControlPlane(tmp_path / "cp", nats_url)
     failures: list[BaseException] = []
-    app = create_app(plane, Tokens(admin=frozenset({"t"})), on_failure=failures.append)
+    app = create_app(plane, Tokens.plain(["t"]), on_failure=failures.append)
     async with AsyncTestClient(app) as c:  # runs the lifespan: the control plane starts
         r = await c.post(
             "/v1/containers", json={"name": "a", "image": "busybox"}, headers={"Authorization": "Bearer t"}

@@ -13,6 +13,7 @@ from typing import Any
 import nkeys  # type: ignore[import-untyped]
 import pytest
 
+from api import tokens
 from api.composetest import cpulist, expected_cgroup
 from api.identities import write_compose_identities
 from wire import subjects
@@ -54,10 +55,13 @@ def test_nats_config_admits_each_seed_with_its_permissions(tmp_path: Path) -> No
 
 def test_tokens_file_matches_the_token_files(tmp_path: Path) -> None:
     write_compose_identities(tmp_path, NODES)
-    tokens = json.loads((tmp_path / "control" / "tokens.json").read_text())
-    assert tokens["admin"] == [(tmp_path / "control" / "admin-token").read_text()]
-    assert tokens["read_only"] == [(tmp_path / "control" / "read-only-token").read_text()]
-    assert tokens["admin"] != tokens["read_only"]
+    known = tokens.load(tmp_path / "control" / "tokens.json")
+    admin = (tmp_path / "control" / "admin-token").read_text()
+    reader = (tmp_path / "control" / "read-only-token").read_text()
+    assert known.who(admin) == tokens.Principal("admin", tokens.Role.ADMIN)
+    assert known.who(reader) == tokens.Principal("reader", tokens.Role.READ_ONLY)
+    stored = (tmp_path / "control" / "tokens.json").read_text()
+    assert admin not in stored and reader not in stored
 
 
 def test_a_second_run_keeps_the_identities(tmp_path: Path) -> None:
