@@ -70,6 +70,22 @@ def open_beneath(source: str, allowed_roots: Sequence[str]) -> int:
         raise
 
 
+def read_beneath(root: Path, rel: str, limit: int = 1 << 20) -> str | None:
+    """The text of ``root/rel`` reached without following a link (an image's /etc/passwd may be a link to the
+    host's files once read from outside): None when it is missing, a link, or not a regular file."""
+    try:
+        fd = open_beneath(str(root / rel), [str(root)])
+    except MountNotAllowed:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(f"/proc/self/fd/{fd}", "rb") as f:
+            return f.read(limit).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
 def stage(source: str, allowed_roots: Sequence[str], target: Path, read_only: bool) -> Path:
     """Pin ``source`` at ``target`` (a directory or an empty file made for it): the checked directory or file
     itself, read-only there too when the container's mount is. Returns ``target``, the source to give runc."""

@@ -136,6 +136,14 @@ class _Config(msgspec.Struct):
     rootfs: _RootFS
 
 
+class _RunConfig(msgspec.Struct, rename="pascal"):  # the "config" of an image config: how to run it
+    user: str = ""
+
+
+class _UserOnly(msgspec.Struct):
+    config: _RunConfig | None = None
+
+
 class _SaveEntry(msgspec.Struct, rename="pascal"):  # one image in a docker save manifest.json
     config: str
     layers: list[str]
@@ -193,6 +201,14 @@ class ImageStore:
             if _is_opaque(layer):
                 break  # a layer that makes / opaque hides all below; overlayfs ignores the mark on a layer's root
         return dirs
+
+    def user(self, ref: str) -> str:
+        """The user an image runs as (its config's ``User``; "" for root and for the built-in busybox)."""
+        image_id = self._image_id(ref)
+        if image_id is None:
+            return ""
+        config = msgspec.json.decode((self.root / "blobs" / "sha256" / image_id[7:]).read_bytes(), type=_UserOnly)
+        return config.config.user if config.config else ""
 
     def names(self) -> frozenset[str]:
         """Every reference this store resolves, as ``image_name`` spells it: tags, image ids, the built-in."""
@@ -253,6 +269,9 @@ class ImageStore:
     def _busybox(self) -> Path:
         rootfs = self.root / "builtin" / "busybox" / "rootfs"
         if rootfs.is_dir():
+            for tmp in (rootfs / "tmp", rootfs / "var" / "tmp"):  # made 0755 by earlier versions
+                if tmp.stat().st_mode & 0o7777 != 0o1777:
+                    tmp.chmod(0o1777)
             return rootfs
         if not BUSYBOX.exists():
             raise UnknownImage("busybox (install busybox-static: /bin/busybox is missing)")
@@ -260,6 +279,8 @@ class ImageStore:
         shutil.rmtree(staging, ignore_errors=True)
         for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "proc", "sys", "dev", "root", "var/tmp"):
             (staging / d).mkdir(parents=True, exist_ok=True)
+        for tmp in (staging / "tmp", staging / "var" / "tmp"):
+            tmp.chmod(0o1777)  # anyone may write there, as on any system (a container may run as any user)
         shutil.copy2(BUSYBOX, staging / "bin" / "busybox")
         applets = subprocess.run(
             [str(BUSYBOX), "--list-full"], check=True, capture_output=True, text=True

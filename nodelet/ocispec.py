@@ -66,6 +66,7 @@ def oci_config(
     allowed_host_mounts: Sequence[str] = (),
     seccomp: dict[str, Any] | None = RUNTIME_DEFAULT,
     mount_sources: Sequence[str] | None = None,
+    identity: tuple[int, int, Sequence[int]] = (0, 0, ()),
 ) -> dict[str, Any]:
     """The ``config.json`` for one container (``seccomp`` None: no filter, for ``Unconfined``; ``mount_sources``
     where the node staged each host mount, else the spec's sources). Raises ``MountNotAllowed`` for a host mount
@@ -93,7 +94,7 @@ def oci_config(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": identity[0], "gid": identity[1], "additionalGids": list(identity[2])},
             "args": list(spec.command) or ["sh"],
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": "/",
@@ -148,7 +149,8 @@ def oci_config(
         "linux": {
             "cgroupsPath": cgroups_path,
             "resources": resources,
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            # cgroup: the container sees its own cgroup as the root, not the node's paths
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
             **({"seccomp": seccomp} if seccomp is not None else {}),

@@ -34,7 +34,7 @@ from nodelet.cgroups import (
     settings_for,
     shares_for,
 )
-from nodelet.hostmounts import stage, unstage
+from nodelet.hostmounts import read_beneath, stage, unstage
 from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
 from nodelet.logs import page, read_lines
@@ -43,6 +43,8 @@ from nodelet.pools import Pools, cpuset_for, pools
 from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
 from nodelet.seccomp import profile_for
 from nodelet.topology import real_cpuset
+from nodelet.users import Identity, UserError
+from nodelet.users import resolve as resolve_user
 from wire import events as ev
 from wire.commands import (
     CommandAccepted,
@@ -103,6 +105,7 @@ class _Container:
         self.cpus: tuple[int, ...] = ()  # real CPUs it holds exclusively (LSE/LSR)
         self.pid = 0
         self.mount_sources: tuple[str, ...] = ()  # its host mounts as staged for runc (nodelet.hostmounts)
+        self.identity = Identity(0, 0, ())  # who its process runs as
         self.watcher: asyncio.Task[None] | None = None
         self.released: asyncio.Future[None] | None = None  # its root unmounted and cgroup removed, once ended
         self.started_report: asyncio.Future[None] | None = None  # ContainerStarted, until the control plane acks
@@ -314,6 +317,12 @@ class NodeService:
             return c.bundle / "rootfs"
         storage = c.command.spec.ephemeral_storage_bytes or self.config.ephemeral_storage_bytes
         rootfs = mount_overlay(lower, c.bundle, scratch_bytes=storage)
+        spec = c.command.spec
+        user = spec.user or self.images.user(spec.image)
+        c.identity = resolve_user(user, read_beneath(rootfs, "etc/passwd"), read_beneath(rootfs, "etc/group"))
+        if spec.run_as_non_root and c.identity.uid == 0:
+            why = f"user {user!r} is uid 0" if user else "the image runs as root"
+            raise UserError(f"run_as_non_root: {why}; set user, or use an image whose User is not root")
         c.mount_sources = tuple(
             str(stage(m.source, self.config.allowed_host_mounts, self.staged / c.id / str(i), m.read_only))
             for i, m in enumerate(c.command.spec.mounts)
@@ -342,15 +351,22 @@ class NodeService:
                     allowed_host_mounts=self.config.allowed_host_mounts,
                     seccomp=profile_for(cmd.spec.seccomp_profile, self.config.seccomp_profiles),
                     mount_sources=c.mount_sources or None,
+                    identity=c.identity,
                 )
                 creating = asyncio.ensure_future(self.runtime.create(cmd.container_id, bundle, config))
                 c.pid = await asyncio.shield(creating)  # conmon goes on creating if we are cancelled: see below
                 if self.cgroups is not None:
                     await asyncio.to_thread(self.cgroups.apply, cgroup, settings)  # burst: between create and start
                 await self.runtime.start(cmd.container_id)
-            except (RuntimeError_, CgroupError, MountNotAllowed, OSError) as e:
+            except (RuntimeError_, CgroupError, MountNotAllowed, UserError, OSError) as e:
                 await self._undo(c)
-                code = Reject.MOUNT_NOT_ALLOWED if isinstance(e, MountNotAllowed) else Reject.START_FAILED
+                code = (
+                    Reject.MOUNT_NOT_ALLOWED
+                    if isinstance(e, MountNotAllowed)
+                    else Reject.INVALID_SPEC
+                    if isinstance(e, UserError)
+                    else Reject.START_FAILED
+                )
                 raise Rejected(code, f"container {cmd.container_id}: {e}") from None
             except asyncio.CancelledError:
                 # The nodelet stops mid-start: leave no container created and never started (its runc init would

@@ -150,6 +150,8 @@ def restarts_on_exit(policy: RestartPolicy, exit_code: int | None, in_service: b
     return policy is RestartPolicy.ON_FAILURE and exit_code != 0
 
 
+_ID = r"(?:[0-9]{1,10}|[a-z_][a-z0-9_.-]{0,31})"
+UserSpec = Annotated[str, msgspec.Meta(pattern=f"^{_ID}(?::{_ID})?$", description="uid[:gid] or name[:group]")]
 MIN_EPHEMERAL = 1 << 20  # a container's writable layer and /tmp: at least 1 MiB
 KERNEL_PATHS = ("/proc", "/sys", "/dev")  # the host's kernel interfaces: no container mounts them
 
@@ -235,6 +237,10 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     at_most_one: bool = False
     burst: BurstSettings | None = None  # CPU Burst settings of its own, over its node's (LS with a CPU limit only)
     seccomp_profile: SeccompProfile = SECCOMP_RUNTIME_DEFAULT
+    # Who its process runs as, as Docker's --user and Kubernetes' runAsUser/runAsGroup: uid, uid:gid, name or
+    # name:group (names from the image's /etc/passwd and /etc/group). None: the image's User, else root.
+    user: UserSpec | None = None
+    run_as_non_root: bool = False  # refuse to start it as uid 0 (Kubernetes' runAsNonRoot)
     # Its writable layer and /tmp together (Kubernetes' ephemeral-storage limit): past it, writes fail with
     # ENOSPC in the container alone. None: the node's default.
     ephemeral_storage_bytes: Annotated[int, msgspec.Meta(ge=MIN_EPHEMERAL, le=MAX_MEMORY_BYTES)] | None = None
@@ -269,6 +275,8 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
             raise ValueError(f"cpu_bind_policy: only LSE and LSR get exclusive CPUs; this container is {qos}")
         elif self.cpu_exclusive_policy is not CpuExclusivePolicy.NONE:
             raise ValueError(f"cpu_exclusive_policy: only LSE and LSR get exclusive CPUs; this container is {qos}")
+        if self.run_as_non_root and self.user is not None and self.user.partition(":")[0] in ("0", "root"):
+            raise ValueError(f"user: {self.user!r} is root, and run_as_non_root asks for anyone but root")
         if self.burst is not None and (qos is not QoS.LS or lim is None):
             why = f"this container is {qos}" if qos is not QoS.LS else "this one has none"
             raise ValueError(f"burst: CPU Burst is for LS containers with a CPU limit; {why}")

@@ -19,6 +19,7 @@ from nodelet.images import ImageStore
 from nodelet.runtime import RuncRuntime, RuntimePaths
 from nodelet.service import NodeConfig, NodeService
 from tests.builders import spec
+from tests.unit.test_image_import import Image, file, layer, symlink, write_tar
 from wire import events as ev
 from wire.codec import encode
 from wire.commands import (
@@ -364,6 +365,54 @@ async def test_the_node_caps_the_processes_of_all_its_containers(node: Node) -> 
     assert 22 <= int((node_cgroup / "pids.current").read_text()) <= 24
     assert (node_cgroup / "pids.max").read_text().strip() == "24"
     assert (node_cgroup / cmd.container_id / "pids.max").read_text().strip() == "1024"
+
+
+async def test_who_a_container_runs_as(node: Node) -> None:
+    """user from the spec (a name from the image's /etc/passwd, or numbers), run_as_non_root refused for root,
+    and a cgroup namespace: the container sees its cgroup as /, not the node's paths."""
+    script = "id -u; id -g; cat /proc/self/cgroup | grep -c corral-svc; touch /tmp/x && echo tmp-writable"
+    seen = {}
+    for user in ("nobody", "1234:5678", None):
+        cmd = node.start(spec("t", command=("sh", "-c", script), user=user))
+        assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+        while not isinstance(await node.next_event(), ev.ContainerExited):
+            pass
+        reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
+        assert isinstance(reply, LogsReply)
+        seen[user] = [line.split(" ", 3)[3] for line in reply.lines]
+    assert seen == {
+        "nobody": ["65534", "65534", "0", "tmp-writable"],
+        "1234:5678": ["1234", "5678", "0", "tmp-writable"],
+        None: ["0", "0", "0", "tmp-writable"],
+    }
+    refused = node.start(spec("t", run_as_non_root=True))  # busybox runs as root
+    reply = await node.service.handle(refused)
+    assert isinstance(reply, CommandRejected) and reply.code == "invalid_spec", reply
+    assert "run_as_non_root" in reply.message
+    assert node.leftovers(refused.container_id) == []
+    unknown = node.start(spec("t", user="ghost"))
+    reply = await node.service.handle(unknown)
+    assert isinstance(reply, CommandRejected) and "no user 'ghost'" in reply.message, reply
+
+
+async def test_an_images_user_is_honoured(node: Node) -> None:
+    """An imported image whose config says User 4321:4321 runs as that user unless the spec says otherwise; with
+    run_as_non_root it starts, since it is not root."""
+    binary = file("bin/busybox", Path("/bin/busybox").read_bytes(), mode=0o755)
+    busybox = layer(binary, symlink("bin/sh", "/bin/busybox"))
+    image = Image((busybox,), names=("app:1",), user="4321:4321")
+    node.service.images.import_tar(write_tar(node.root / "app.tar", image.oci()))
+    seen = {}
+    for user in (None, "7:7"):
+        cmd = node.start(spec("t", image="app:1", command=("sh", "-c", "echo $(busybox id -u)"), user=user,
+                              run_as_non_root=True))  # fmt: skip
+        assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+        while not isinstance(await node.next_event(), ev.ContainerExited):
+            pass
+        reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
+        assert isinstance(reply, LogsReply)
+        seen[user] = [line.split(" ", 3)[3] for line in reply.lines]
+    assert seen == {None: ["4321"], "7:7": ["7"]}
 
 
 async def test_commands_are_idempotent_by_id(node: Node) -> None:

@@ -113,13 +113,15 @@ class Image:
     gzip: bool = False
     layer_media_type: str | None = None
     diff_ids: tuple[str, ...] | None = None  # what the config claims; the layers' own digests by default
+    user: str = ""  # the config's User
 
     def blob(self, tar: bytes) -> bytes:
         return gzip.compress(tar, mtime=0) if self.gzip else tar
 
     def config(self) -> bytes:
         rootfs = {"type": "layers", "diff_ids": list(self.diff_ids or (sha(t) for t in self.layers))}
-        return json.dumps({"architecture": PLATFORM[1], "os": "linux", "rootfs": rootfs, "config": {}}).encode()
+        run = {"User": self.user} if self.user else {}
+        return json.dumps({"architecture": PLATFORM[1], "os": "linux", "rootfs": rootfs, "config": run}).encode()
 
     def manifest(self) -> bytes:
         media = self.layer_media_type or (OCI_LAYER + "+gzip" if self.gzip else OCI_LAYER)

@@ -34,7 +34,8 @@ def test_secure_defaults() -> None:
     assert "ambient" not in p["capabilities"]
     assert not {"CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_MKNOD", "CAP_SYS_PTRACE"} & set(CAPABILITIES)
     linux = c["linux"]
-    assert {n["type"] for n in linux["namespaces"]} == {"pid", "network", "ipc", "uts", "mount"}
+    assert {n["type"] for n in linux["namespaces"]} == {"pid", "network", "ipc", "uts", "mount", "cgroup"}
+    assert p["user"] == {"uid": 0, "gid": 0, "additionalGids": []}
     assert all("path" not in n for n in linux["namespaces"]), "never join a host namespace"
     assert "/proc/kcore" in linux["maskedPaths"]
     assert "/proc/sys" in linux["readonlyPaths"]
