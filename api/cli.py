@@ -442,6 +442,32 @@ def _resources_of(spec: dict[str, Any]) -> dict[str, str]:
     }
 
 
+@app.command()
+def audit(container_id: str, output: Output = "table") -> None:
+    """Check a running container against the Kubernetes Pod Security Standards (baseline and restricted), from
+    what its node reads of the process itself. Exits 1 if a baseline control fails."""
+    try:
+        report = call("GET", f"/v1/containers/{container_id}/audit")
+    except Failed as e:
+        raise _fail(e) from None
+    if output == "json":
+        console.print_json(json.dumps(report))
+    else:
+        _show(
+            report["controls"],
+            "table",
+            ["LEVEL", "CONTROL", "RESULT", "DETAIL"],
+            lambda v: [v["level"], v["control"], "pass" if v["ok"] else "FAIL", escape(v["detail"])],
+        )
+        said = {True: "meets", False: "does not meet"}
+        console.print(
+            f"{container_id} on {report['node']} {said[report['baseline']]} the baseline standard and "
+            f"{said[report['restricted']]} the restricted one"
+        )
+    if not report["baseline"]:
+        raise typer.Exit(1)
+
+
 def _burst_of(c: dict[str, Any]) -> dict[str, Any]:
     """A container's CPU Burst: the settings that apply to it on its node, and its quota and burst with why."""
     config = msgspec.convert(call("GET", "/v1/burst-policy")["config"], BurstConfig)

@@ -46,6 +46,8 @@ from wire import events as ev
 from wire import subjects
 from wire.codec import encode, node_message_decoder, reply_decoder
 from wire.commands import (
+    AuditContainer,
+    AuditReply,
     CommandRejected,
     ConfigureBurst,
     EventAck,
@@ -58,6 +60,7 @@ from wire.commands import (
     Registered,
     Reject,
     RemoveContainer,
+    Reply,
     StartContainer,
     StatsSample,
     StopContainer,
@@ -523,16 +526,28 @@ class ControlPlane:
     ) -> LogsReply | CommandRejected:
         """Ask a node for a container's log lines (``GetLogs`` over NATS)."""
         command = GetLogs(command_id=uuid.uuid4(), container_id=container_id, since_line=since, tail=tail)
+        reply = await self._ask(node, command)
+        return reply if isinstance(reply, LogsReply | CommandRejected) else self._unexpected(command.command_id, reply)
+
+    async def audit(self, node: str, container_id: str) -> AuditReply | CommandRejected:
+        """Ask a node what a running container's process is (``AuditContainer`` over NATS)."""
+        command = AuditContainer(command_id=uuid.uuid4(), container_id=container_id)
+        reply = await self._ask(node, command)
+        return reply if isinstance(reply, AuditReply | CommandRejected) else self._unexpected(command.command_id, reply)
+
+    async def _ask(self, node: str, command: GetLogs | AuditContainer) -> Reply:
         try:
             msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=10)
         except (NatsTimeout, NoRespondersError) as e:
             return CommandRejected(command_id=command.command_id, code=Reject.NODE_UNREACHABLE, message=repr(e))
-        reply = reply_decoder.decode(msg.data)
-        return (
-            reply
-            if isinstance(reply, LogsReply | CommandRejected)
-            else CommandRejected(command_id=command.command_id, code=Reject.UNEXPECTED_REPLY, message=str(reply))
-        )
+        try:
+            return reply_decoder.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            return self._unexpected(command.command_id, e)
+
+    @staticmethod
+    def _unexpected(command_id: uuid.UUID, reply: object) -> CommandRejected:
+        return CommandRejected(command_id=command_id, code=Reject.UNEXPECTED_REPLY, message=str(reply))
 
     def _wanted(self, node: str, command: StartContainer | StopContainer) -> bool:
         """Whether a command still matters: its node at the command's epoch and not lost, its container still

@@ -36,6 +36,7 @@ from wire import events as ev
 from wire.burst import BurstConfig
 from wire.codec import encode_json
 from wire.events import EVENT_TYPES
+from wire.pss import ProcessFacts, Verdict
 from wire.resources import MAX_CPU_MILLIS, CpuMillis
 from wire.spec import ContainerSpec, ServiceSpec
 
@@ -162,6 +163,17 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     event: ev.Event
 
 
+class Audit(msgspec.Struct, frozen=True):
+    """A running container against the Pod Security Standards (``wire.pss``)."""
+
+    container_id: str
+    node: str
+    baseline: bool  # every baseline control passes
+    restricted: bool  # every control passes
+    controls: list[Verdict]
+    facts: ProcessFacts
+
+
 # Bodies and answers whose schemas the document takes from msgspec.
 SCHEMA_TYPES = (
     ContainerSpec,
@@ -181,6 +193,7 @@ SCHEMA_TYPES = (
     HistoryEntry,
     Samples,
     NodeSamples,
+    Audit,
 )
 
 

@@ -34,6 +34,7 @@ from api.edge import (
     MAX_TAIL,
     PAGE_HEADERS,
     VERSION_MATCH,
+    Audit,
     BodyError,
     BurstPolicyView,
     ContainerStatus,
@@ -72,7 +73,7 @@ from store.recorder import NO_STREAM
 from store.sqlite import SqliteRecorder
 from wire import events as ev
 from wire.burst import BurstConfig
-from wire.commands import LogsReply
+from wire.commands import CommandRejected, LogsReply
 from wire.events import EVENT_TYPES
 from wire.ids import (
     BURST_POLICY_STREAM,
@@ -82,6 +83,7 @@ from wire.ids import (
     node_stream,
     service_stream,
 )
+from wire.pss import Level, judge
 from wire.spec import (
     SECCOMP_RUNTIME_DEFAULT,
     SECCOMP_UNCONFINED,
@@ -399,6 +401,29 @@ class ContainerController(Controller):
                     return
 
         return Stream(stream(), media_type="text/plain")
+
+    @get("/{cid:str}/audit", responses=errors(401, 404, 409, 502, 503))
+    async def audit_container(self, *, cp: CPDep, projection: ProjectionDep, cid: FromPath[str]) -> Audit:
+        """The running container judged against the Kubernetes Pod Security Standards, baseline and restricted,
+        from what its node reads of the process in /proc (capabilities, no_new_privs, seccomp, user, shared
+        namespaces, mounts), not from what was asked for."""
+        c = await _container(projection, cid)
+        if c.node is None or c.state is not ContainerState.RUNNING:
+            raise HTTPException(status_code=409, detail=f"container {cid} is {c.state}: only a running one is audited")
+        reply = await cp.audit(c.node, cid)
+        if isinstance(reply, CommandRejected):
+            if reply.code == "node_unreachable":
+                raise HTTPException(status_code=503, detail=f"node {c.node} is unreachable; try again")
+            raise HTTPException(status_code=502, detail=f"node {c.node} could not audit it: {reply.message}")
+        verdicts = judge(reply.facts)
+        return Audit(
+            container_id=cid,
+            node=c.node,
+            baseline=all(v.ok for v in verdicts if v.level is Level.BASELINE),
+            restricted=all(v.ok for v in verdicts),
+            controls=verdicts,
+            facts=reply.facts,
+        )
 
     @get("/{cid:str}/stats", responses=errors(401, 404))
     async def container_stats(self, *, cp: CPDep, projection: ProjectionDep, cid: FromPath[str]) -> Samples:

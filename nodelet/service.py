@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from nodelet import lifecycle
+from nodelet import lifecycle, procfacts
 from nodelet.cgroups import (
     CgroupError,
     Cgroups,
@@ -47,6 +47,8 @@ from nodelet.users import Identity, UserError
 from nodelet.users import resolve as resolve_user
 from wire import events as ev
 from wire.commands import (
+    AuditContainer,
+    AuditReply,
     CommandAccepted,
     CommandRejected,
     ContainerCommand,
@@ -176,7 +178,7 @@ class NodeService:
         if seen is not None:
             return msgspec.structs.replace(seen, duplicate=True) if isinstance(seen, CommandAccepted) else seen
         try:
-            if not isinstance(command, GetLogs):
+            if not isinstance(command, GetLogs | AuditContainer):
                 self._admit(command)
             match command:
                 case StartContainer():
@@ -189,9 +191,13 @@ class NodeService:
                     reply = await self._update(command)
                 case GetLogs():
                     reply = await asyncio.to_thread(self._logs, command)  # whole files: never on the loop
+                case AuditContainer():
+                    reply = await asyncio.to_thread(self._audit, command)
         except Rejected as r:
             reply = CommandRejected(command_id=command.command_id, code=r.code, message=str(r))
-        if not isinstance(command, GetLogs) and not (isinstance(reply, CommandRejected) and reply.code.retryable):
+        if not isinstance(command, GetLogs | AuditContainer) and not (
+            isinstance(reply, CommandRejected) and reply.code.retryable
+        ):
             self._remember(command.command_id, reply)  # a refusal that may pass later is not the final answer
         return reply
 
@@ -538,6 +544,15 @@ class NodeService:
         return LogsReply(
             command_id=cmd.command_id, lines=p.lines, truncated=p.truncated, next_line=p.next_line, more=p.more
         )
+
+    def _audit(self, cmd: AuditContainer) -> Reply:
+        c = self.containers.get(cmd.container_id)
+        if c is None or c.state is not State.RUNNING or not c.pid:
+            raise Rejected(Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id} is not running on this node")
+        try:
+            return AuditReply(command_id=cmd.command_id, facts=procfacts.read(c.pid))
+        except (OSError, KeyError, ValueError) as e:  # it ended meanwhile
+            raise Rejected(Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id}: {e}") from None
 
     def _log_base(self, container_id: str) -> int:
         with contextlib.suppress(FileNotFoundError, ValueError):

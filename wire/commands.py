@@ -17,6 +17,7 @@ from wire import checks
 from wire.burst import BurstConfig
 from wire.events import ID_CHECKS, Cpuset, Epoch, Event, HostPaths, Images, SeccompProfiles
 from wire.ids import ContainerId, NodeName
+from wire.pss import ProcessFacts
 from wire.resources import CpuMillis, Resources
 from wire.spec import ContainerSpec
 from wire.topology import Topology
@@ -71,6 +72,18 @@ class GetLogs(_Message, frozen=True, tag=True):
     since_line: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
+class AuditContainer(_Message, frozen=True, tag=True):
+    """What the container's first process is, as its node reads it from /proc (see ``wire.pss``)."""
+
+    command_id: uuid.UUID
+    container_id: ContainerId
+
+
+class AuditReply(_Message, frozen=True, tag=True):
+    command_id: uuid.UUID
+    facts: ProcessFacts
+
+
 class ConfigureBurst(_Message, frozen=True, tag=True):
     """The cluster's CPU Burst configuration, pushed when it changes (each sync carries it too)."""
 
@@ -78,7 +91,7 @@ class ConfigureBurst(_Message, frozen=True, tag=True):
     config: BurstConfig
 
 
-ContainerCommand = StartContainer | StopContainer | RemoveContainer | UpdateResources | GetLogs
+ContainerCommand = StartContainer | StopContainer | RemoveContainer | UpdateResources | GetLogs | AuditContainer
 Command = ContainerCommand | ConfigureBurst
 
 
@@ -135,7 +148,7 @@ class LogsReply(_Message, frozen=True, tag=True):
     more: bool = False  # the page is full: lines after ``next_line`` are there already (ask again at once)
 
 
-Reply = CommandAccepted | CommandRejected | LogsReply
+Reply = CommandAccepted | CommandRejected | LogsReply | AuditReply
 
 
 # --- nodelet → control plane ---------------------------------------------------------------------------------

@@ -63,6 +63,9 @@ def test_up_run_ps_down(home: dict[str, str]) -> None:
             raw = v1.read_text() if v1.exists() else v2.read_text().split()[0].replace("max", "-1")
             quotas[c["spec"]["name"]] = raw.strip()
     assert quotas == {"capped": "50000", "uncapped": "-1"}, quotas
+    audit = corral(home, "audit", rows_id(home, "db"))  # the Pod Security Standards, read from the process
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "meets the baseline standard and does not meet the restricted one" in " ".join(audit.stdout.split())
     bad = corral(home, "run", "--name", "Bad_Name", "busybox")
     assert bad.returncode == 125
     assert "name" in bad.stderr

@@ -23,6 +23,8 @@ from tests.unit.test_image_import import Image, file, layer, symlink, write_tar
 from wire import events as ev
 from wire.codec import encode
 from wire.commands import (
+    AuditContainer,
+    AuditReply,
     CommandAccepted,
     CommandRejected,
     GetLogs,
@@ -33,6 +35,7 @@ from wire.commands import (
     UpdateResources,
 )
 from wire.ids import new_command_id, new_container_id
+from wire.pss import judge
 from wire.spec import ContainerSpec, Mount
 
 pytestmark = pytest.mark.skipif(
@@ -413,6 +416,41 @@ async def test_an_images_user_is_honoured(node: Node) -> None:
         assert isinstance(reply, LogsReply)
         seen[user] = [line.split(" ", 3)[3] for line in reply.lines]
     assert seen == {None: ["4321"], "7:7": ["7"]}
+
+
+async def test_audit_reads_the_process_itself(node: Node) -> None:
+    """What the node reads in /proc for a running container, judged against the Pod Security Standards: the
+    defaults meet the baseline; non-root without a host path and with a filter is closer to restricted;
+    Unconfined fails the baseline's seccomp control."""
+    allowed = node.root / "shared"
+    allowed.mkdir()
+    await node.service.close()
+    node.service = node.make_service(allowed_host_mounts=(str(allowed),), allow_unconfined_seccomp=True)
+    cases = {
+        "default": spec("t", command=("sleep", "60")),
+        "nobody": spec("t", command=("sleep", "60"), user="nobody"),
+        "unconfined": spec("t", command=("sleep", "60"), seccomp_profile="Unconfined"),
+        "host-path": spec("t", command=("sleep", "60"), mounts=(Mount(source=str(allowed), destination="/data"),)),
+    }
+    failing = {}
+    for name, s in cases.items():
+        cmd = node.start(s)
+        assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+        assert isinstance(await node.next_event(), ev.ContainerStarted)
+        reply = await node.service.handle(AuditContainer(command_id=new_command_id(), container_id=cmd.container_id))
+        assert isinstance(reply, AuditReply), reply
+        facts = reply.facts
+        assert (facts.no_new_privs, set(facts.host_namespaces) & {"pid", "net", "ipc", "mnt", "uts"}) == (True, set())
+        failing[name] = sorted(v.control for v in judge(facts) if not v.ok)
+    restricted_only = ["Capabilities (restricted)", "Running as Non-root", "Running as Non-root user"]
+    assert failing == {
+        "default": restricted_only,
+        "nobody": ["Capabilities (restricted)"],  # its bounding set still holds Docker's defaults
+        "unconfined": sorted([*restricted_only, "Seccomp", "Seccomp (restricted)"]),
+        "host-path": sorted([*restricted_only, "HostPath Volumes", "Volume Types"]),
+    }
+    gone = await node.service.handle(AuditContainer(command_id=new_command_id(), container_id=new_container_id()))
+    assert isinstance(gone, CommandRejected) and gone.code == "unknown_container"
 
 
 async def test_commands_are_idempotent_by_id(node: Node) -> None:
