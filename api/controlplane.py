@@ -359,6 +359,7 @@ class ControlPlane:
                 host_mounts=reg.host_mounts,
                 reserved_cpus=reg.reserved_cpus,
                 seccomp_profiles=reg.seccomp_profiles,
+                pod_security=reg.pod_security,
             )
             chosen.update(epoch=epoch, recovered=int(view is not None and view.lost))
             if chosen["recovered"]:

@@ -83,7 +83,7 @@ from wire.ids import (
     node_stream,
     service_stream,
 )
-from wire.pss import Level, judge
+from wire.pss import Level, admission, judge
 from wire.spec import (
     SECCOMP_RUNTIME_DEFAULT,
     SECCOMP_UNCONFINED,
@@ -221,6 +221,12 @@ async def _runnable_somewhere(projection: Projection, spec: ContainerSpec, prefi
     if has_image and profile != SECCOMP_RUNTIME_DEFAULT and not any(profile in n.seccomp_profiles for n in has_image):
         why = "allows Unconfined" if profile == SECCOMP_UNCONFINED else f"holds the profile {profile!r}"
         raise BodyError(422, f"no node with the image {why}", f"{prefix}seccomp_profile")
+    admits = [n for n in has_image if not admission(spec, n.pod_security)]
+    if has_image and not admits:
+        failed = admission(spec, has_image[0].pod_security)
+        raise BodyError(
+            422, f"no node with the image admits it: {'; '.join(failed)}", f"{prefix}security", "pod security"
+        )
 
 
 # --- containers ------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from nodelet.seccomp import load_profiles
 from nodelet.service import NodeConfig, NodeService
 from nodelet.topology import discover, map_declared
 from wire import events as ev
+from wire.pss import Enforce
 from wire.resources import Resources, parse_memory
 from wire.topology import Topology
 
@@ -65,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a container's writable layer and /tmp when its spec does not say (e.g. 512Mi): writes past it fail",
     )
     p.add_argument(
+        "--pod-security",
+        choices=["privileged", "baseline", "restricted"],
+        default="privileged",
+        help="refuse containers below this Pod Security Standard (Kubernetes' enforce level)",
+    )
+    p.add_argument(
         "--pids-max",
         type=int,
         default=None,
@@ -106,6 +113,7 @@ async def main(args: argparse.Namespace) -> None:
         allowed_host_mounts=tuple(args.allow_host_mount),
         allow_unconfined_seccomp=args.allow_unconfined_seccomp,
         ephemeral_storage_bytes=parse_memory(args.ephemeral_storage),
+        pod_security=Enforce("" if args.pod_security == "privileged" else args.pod_security),
         node_pids_max=args.pids_max if args.pids_max is not None else default_pids_max(),
         seccomp_profiles=load_profiles(Path(args.seccomp_profile_dir)) if args.seccomp_profile_dir else {},
     )

@@ -232,6 +232,7 @@ class Agent:
                 host_mounts=self.service.config.allowed_host_mounts,
                 reserved_cpus=self.config.reserved_cpus,
                 seccomp_profiles=self.service.config.seccomp_profiles_offered,
+                pod_security=self.service.config.pod_security,
             )
         )
         delay = 0.05

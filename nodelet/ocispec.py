@@ -89,7 +89,9 @@ def oci_config(
     }
     if spec.memory_limit_bytes is not None:
         resources["memory"] = {"limit": spec.memory_limit_bytes, "swap": spec.memory_limit_bytes}
-    caps = list(CAPABILITIES)
+    defaults = frozenset(c.removeprefix("CAP_") for c in CAPABILITIES)
+    chosen = spec.capabilities.applied(defaults) if spec.capabilities is not None else defaults
+    caps = [f"CAP_{c}" for c in sorted(chosen)]
     return {
         "ociVersion": "1.0.2",
         "process": {

@@ -62,6 +62,7 @@ from wire.commands import (
     UpdateResources,
 )
 from wire.files import private_dir, write_private
+from wire.pss import Enforce, admission
 from wire.spec import SECCOMP_RUNTIME_DEFAULT, SECCOMP_UNCONFINED, ContainerSpec, QoS, host_mount_allowed
 
 log = logging.getLogger("corral.nodelet")
@@ -81,6 +82,7 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     allow_unconfined_seccomp: bool = False
     # A container's writable layer and /tmp, when its spec does not say (a tmpfs of this size: bounded in RAM).
     ephemeral_storage_bytes: int = 1 << 30
+    pod_security: Enforce = Enforce.PRIVILEGED  # the Pod Security Standard containers here must meet
     seccomp_profiles: dict[str, dict[str, Any]] = {}
     cpu_map: dict[int, int] = {}  # declared CPU → real CPU, when the node declares a topology it lacks
     cpus: tuple[int, ...] = ()  # the real CPUs containers may be pinned to
@@ -115,6 +117,10 @@ class _Container:
     @property
     def id(self) -> str:
         return self.command.container_id
+
+
+class PodSecurityRefused(ValueError):
+    pass
 
 
 class Rejected(Exception):
@@ -329,6 +335,9 @@ class NodeService:
         if spec.run_as_non_root and c.identity.uid == 0:
             why = f"user {user!r} is uid 0" if user else "the image runs as root"
             raise UserError(f"run_as_non_root: {why}; set user, or use an image whose User is not root")
+        failed = admission(spec, self.config.pod_security, c.identity.uid)
+        if failed:
+            raise PodSecurityRefused(f"the node enforces {self.config.pod_security}: " + "; ".join(failed))
         c.mount_sources = tuple(
             str(stage(m.source, self.config.allowed_host_mounts, self.staged / c.id / str(i), m.read_only))
             for i, m in enumerate(c.command.spec.mounts)
@@ -364,13 +373,15 @@ class NodeService:
                 if self.cgroups is not None:
                     await asyncio.to_thread(self.cgroups.apply, cgroup, settings)  # burst: between create and start
                 await self.runtime.start(cmd.container_id)
-            except (RuntimeError_, CgroupError, MountNotAllowed, UserError, OSError) as e:
+            except (RuntimeError_, CgroupError, MountNotAllowed, UserError, PodSecurityRefused, OSError) as e:
                 await self._undo(c)
                 code = (
                     Reject.MOUNT_NOT_ALLOWED
                     if isinstance(e, MountNotAllowed)
                     else Reject.INVALID_SPEC
                     if isinstance(e, UserError)
+                    else Reject.POD_SECURITY
+                    if isinstance(e, PodSecurityRefused)
                     else Reject.START_FAILED
                 )
                 raise Rejected(code, f"container {cmd.container_id}: {e}") from None

@@ -7,6 +7,7 @@ import msgspec
 
 from scheduler.cpuset import numa_fit
 from scheduler.snapshot import NodeSnap
+from wire.pss import Enforce, admission
 from wire.spec import (
     SECCOMP_RUNTIME_DEFAULT,
     ContainerSpec,
@@ -35,6 +36,8 @@ class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     image: str = ""  # as wire.spec.image_name spells it; "" asks for no particular image
     host_paths: tuple[str, ...] = ()  # the host paths it bind-mounts
     seccomp: str = SECCOMP_RUNTIME_DEFAULT
+    fails_baseline: bool = False  # what a node enforcing the Pod Security Standards would refuse
+    fails_restricted: bool = False
 
 
 def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = None) -> Request:
@@ -53,6 +56,8 @@ def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = 
         image=image_name(spec.image),
         host_paths=tuple(m.source for m in spec.mounts),
         seccomp=spec.seccomp_profile,
+        fails_baseline=bool(admission(spec, Enforce.BASELINE)),
+        fails_restricted=bool(admission(spec, Enforce.RESTRICTED)),
     )
 
 
@@ -77,6 +82,9 @@ def runnable(node: NodeSnap, req: Request) -> str | None:
         return "host mount not allowed"
     if req.seccomp != SECCOMP_RUNTIME_DEFAULT and req.seccomp not in node.seccomp_profiles:
         return "seccomp profile not on node"
+    level = node.pod_security
+    if (level is Enforce.BASELINE and req.fails_baseline) or (level is Enforce.RESTRICTED and req.fails_restricted):
+        return f"below the node's pod security ({node.pod_security})"
     return None
 
 

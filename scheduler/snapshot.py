@@ -14,6 +14,7 @@ import msgspec
 
 from scheduler.cpuset import TopologyIndex
 from store.projections import Allocation, ClusterState, ContainerState, ContainerView, NodeView
+from wire.pss import Enforce
 from wire.resources import Resources
 from wire.spec import CpuExclusivePolicy, QoS
 
@@ -39,6 +40,7 @@ class NodeSnap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     images: frozenset[str] | None = None  # None: the node did not say what it holds
     host_mounts: tuple[str, ...] = ()
     seccomp_profiles: tuple[str, ...] = ()  # beyond RuntimeDefault
+    pod_security: Enforce = Enforce.PRIVILEGED
     pcpu_level: frozenset[int] = frozenset()  # cores held by PCPULevel containers
     numa_level: frozenset[int] = frozenset()  # NUMA nodes held by NUMANodeLevel containers
 
@@ -113,6 +115,7 @@ def node_snap(view: NodeView, containers: Mapping[str, ContainerView]) -> NodeSn
         images=view.images,
         host_mounts=view.host_mounts,
         seccomp_profiles=view.seccomp_profiles,
+        pod_security=view.pod_security,
     )
     return _with_allocations(snap, view.allocations.items(), containers)
 

@@ -20,6 +20,7 @@ from msgspec.structs import replace
 
 from wire import events as ev
 from wire.burst import BurstConfig
+from wire.pss import Enforce
 from wire.resources import Resources
 from wire.spec import ContainerSpec, QoS, ServiceSpec, restart_backoff, restarts_on_exit
 from wire.topology import Topology
@@ -69,6 +70,7 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
     host_mounts: tuple[str, ...] = ()
     reserved_cpus: tuple[int, ...] = ()  # kept for the system: no container gets them
     seccomp_profiles: tuple[str, ...] = ()  # beyond RuntimeDefault
+    pod_security: Enforce = Enforce.PRIVILEGED
 
     @property
     def allocated(self) -> Resources:
@@ -159,6 +161,7 @@ def _node_registered(view: NodeView | None, e: ev.NodeRegistered, _: int) -> Nod
         host_mounts=e.host_mounts,
         reserved_cpus=e.reserved_cpus,
         seccomp_profiles=e.seccomp_profiles,
+        pod_security=e.pod_security,
         **kept,
     )
 

@@ -17,7 +17,7 @@ from wire import checks
 from wire.burst import BurstConfig
 from wire.events import ID_CHECKS, Cpuset, Epoch, Event, HostPaths, Images, SeccompProfiles
 from wire.ids import ContainerId, NodeName
-from wire.pss import ProcessFacts
+from wire.pss import Enforce, ProcessFacts
 from wire.resources import CpuMillis, Resources
 from wire.spec import ContainerSpec
 from wire.topology import Topology
@@ -109,6 +109,7 @@ class Reject(enum.StrEnum):
     IMPOSSIBLE_CPUSET = "impossible_cpuset"  # its CPUs are held (maybe by a container being killed) or absent
     INVALID_SPEC = "invalid_spec"
     MOUNT_NOT_ALLOWED = "mount_not_allowed"
+    POD_SECURITY = "pod_security"  # the container does not meet the Pod Security Standard the node enforces
     SECCOMP_NOT_ALLOWED = "seccomp_not_allowed"  # Unconfined where the node forbids it, or a profile it lacks
     START_FAILED = "start_failed"
     UNKNOWN_CONTAINER = "unknown_container"  # the node does not have it
@@ -164,6 +165,7 @@ class Register(_Message, frozen=True, tag=True):
     host_mounts: HostPaths = ()
     reserved_cpus: Cpuset = ()  # kept for the system (kubelet's reservedSystemCPUs): never handed to containers
     seccomp_profiles: SeccompProfiles = ()  # beyond RuntimeDefault: Unconfined if allowed, localhost/<name>
+    pod_security: Enforce = Enforce.PRIVILEGED
 
     def __post_init__(self) -> None:
         super().__post_init__()

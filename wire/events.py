@@ -16,6 +16,7 @@ import msgspec
 from wire import checks
 from wire.burst import BurstConfig
 from wire.ids import ContainerId, NodeName, ServiceId
+from wire.pss import Enforce
 from wire.resources import CpuMillis, Resources
 from wire.spec import ContainerSpec, HostPath, ImageRef, QoS, SeccompProfile, ServiceSpec
 from wire.topology import CpuId, Topology
@@ -53,6 +54,7 @@ class NodeRegistered(_Event, frozen=True, tag=True):
     host_mounts: HostPaths = ()
     reserved_cpus: Cpuset = ()  # kept for the system: never handed to containers, outside every pool
     seccomp_profiles: SeccompProfiles = ()  # what it offers beyond RuntimeDefault (which every node runs)
+    pod_security: Enforce = Enforce.PRIVILEGED  # the Pod Security Standard its containers must meet
 
 
 class NodeImagesChanged(_Event, frozen=True, tag=True):

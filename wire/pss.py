@@ -11,6 +11,8 @@ from typing import Final
 
 import msgspec
 
+from wire.spec import BASELINE_CAPABILITIES, SECCOMP_UNCONFINED, ContainerSpec
+
 # Capability numbers (linux/capability.h) of the caps the standards name.
 CAPS: Final = {
     "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6,
@@ -21,10 +23,7 @@ CAPS: Final = {
     "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35, "BLOCK_SUSPEND": 36,
     "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
 }  # fmt: skip
-BASELINE_CAPS: Final = frozenset(
-    {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP",
-     "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
-)  # fmt: skip
+BASELINE_CAPS: Final = BASELINE_CAPABILITIES
 RESTRICTED_CAPS: Final = frozenset({"NET_BIND_SERVICE"})
 # What a container mounts of its own (not of the host's files): its root, kernel file systems, its tmpfs.
 OWN_FS: Final = frozenset({"overlay", "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"})
@@ -116,3 +115,32 @@ def judge(facts: ProcessFacts) -> list[Verdict]:
                 else "all dropped but NET_BIND_SERVICE"),
     ]  # fmt: skip
     return out
+
+
+class Enforce(enum.StrEnum):
+    """What a node admits (the Pod Security Admission levels): anything Corral runs, or only containers that
+    meet the baseline or the restricted standard."""
+
+    PRIVILEGED = ""  # no more than Corral's own defaults and the node's allow-lists
+    BASELINE = "baseline"
+    RESTRICTED = "restricted"
+
+
+def admission(spec: ContainerSpec, level: Enforce, uid: int | None = None) -> list[str]:
+    """The controls of ``level`` a container with ``spec`` would fail, predicted from the spec (``uid``: the
+    user it resolved to on the node, when known). Empty: admitted."""
+    if level is Enforce.PRIVILEGED:
+        return []
+    failed = []
+    if spec.seccomp_profile == SECCOMP_UNCONFINED:
+        failed.append("Seccomp: Unconfined")
+    if spec.mounts:
+        failed.append("HostPath Volumes: " + ", ".join(m.source for m in spec.mounts))
+    if level is Enforce.RESTRICTED:
+        named_root = spec.user is not None and spec.user.partition(":")[0] in ("0", "root")
+        if not spec.run_as_non_root or named_root or uid == 0:
+            failed.append("Running as Non-root: set run_as_non_root (and a user other than root)")
+        caps = spec.capabilities.applied(BASELINE_CAPABILITIES) if spec.capabilities else BASELINE_CAPABILITIES
+        if caps - RESTRICTED_CAPS:
+            failed.append("Capabilities: drop ALL (NET_BIND_SERVICE may be added back)")
+    return failed

@@ -150,6 +150,38 @@ def restarts_on_exit(policy: RestartPolicy, exit_code: int | None, in_service: b
     return policy is RestartPolicy.ON_FAILURE and exit_code != 0
 
 
+# Capabilities a container may be given: the Pod Security Standards' baseline set. Anything else (SYS_ADMIN,
+# NET_ADMIN, ...) is refused: no container is privileged.
+BASELINE_CAPABILITIES = frozenset(
+    {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP",
+     "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+)  # fmt: skip
+CapabilityName = Annotated[str, msgspec.Meta(pattern="^[A-Z_]{2,32}$")]
+
+
+class Capabilities(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
+    """Kubernetes' securityContext.capabilities: drop some (or ``ALL``) of the defaults, add from the baseline
+    set. Names without ``CAP_``."""
+
+    drop: Annotated[tuple[CapabilityName, ...], msgspec.Meta(max_length=64)] = ()
+    add: Annotated[tuple[CapabilityName, ...], msgspec.Meta(max_length=64)] = ()
+
+    def __post_init__(self) -> None:
+        if checks.is_trusted():
+            return
+        refused = sorted(set(self.add) - BASELINE_CAPABILITIES)
+        if refused:
+            raise ValueError(f"capabilities: {', '.join(refused)} may not be added (only the baseline set may)")
+        unknown = sorted(set(self.drop) - BASELINE_CAPABILITIES - {"ALL", "NET_RAW"})
+        if unknown:
+            raise ValueError(f"capabilities: {', '.join(unknown)} is not a capability a container has")
+
+    def applied(self, defaults: frozenset[str]) -> frozenset[str]:
+        """The set a container gets from ``defaults``."""
+        kept = frozenset() if "ALL" in self.drop else defaults - set(self.drop)
+        return kept | set(self.add)
+
+
 _ID = r"(?:[0-9]{1,10}|[a-z_][a-z0-9_.-]{0,31})"
 UserSpec = Annotated[str, msgspec.Meta(pattern=f"^{_ID}(?::{_ID})?$", description="uid[:gid] or name[:group]")]
 MIN_EPHEMERAL = 1 << 20  # a container's writable layer and /tmp: at least 1 MiB
@@ -241,6 +273,7 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     # name:group (names from the image's /etc/passwd and /etc/group). None: the image's User, else root.
     user: UserSpec | None = None
     run_as_non_root: bool = False  # refuse to start it as uid 0 (Kubernetes' runAsNonRoot)
+    capabilities: Capabilities | None = None  # None: Docker's defaults less NET_RAW and MKNOD
     # Its writable layer and /tmp together (Kubernetes' ephemeral-storage limit): past it, writes fail with
     # ENOSPC in the container alone. None: the node's default.
     ephemeral_storage_bytes: Annotated[int, msgspec.Meta(ge=MIN_EPHEMERAL, le=MAX_MEMORY_BYTES)] | None = None

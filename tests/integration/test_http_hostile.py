@@ -26,6 +26,7 @@ from tests.natsserver import free_port
 from wire import events as ev
 from wire.codec import encode
 from wire.ids import container_stream, new_event_id, node_stream
+from wire.pss import Enforce
 from wire.resources import Resources
 from wire.topology import Topology
 
@@ -339,6 +340,7 @@ async def register(
     images: tuple[str, ...],
     host_mounts: tuple[str, ...] = (),
     seccomp_profiles: tuple[str, ...] = (),
+    pod_security: Enforce = Enforce.PRIVILEGED,
 ) -> None:
     topo = Topology.uniform(1, 1, 2, 2, memory_per_numa=8 << 30)
     event = ev.NodeRegistered(
@@ -349,6 +351,7 @@ async def register(
         images=images,
         host_mounts=host_mounts,
         seccomp_profiles=seccomp_profiles,
+        pod_security=pod_security,
     )
     await cp.log.append(node_stream(name), [event])
 
@@ -401,6 +404,18 @@ async def test_the_host_root_and_kernel_paths_are_never_mounted(
     r = await client.post("/v1/containers", json={**GOOD, "mounts": [{"source": "/procfs", "destination": "/m"}]},
                           headers=ADMIN)  # fmt: skip
     assert r.status_code == 201, r.text  # a name that only starts like one is fine
+
+
+async def test_a_container_no_node_admits_is_refused_at_submit(client: httpx.AsyncClient, cp: ControlPlane) -> None:
+    await register(cp, "n1", ("busybox:latest",), pod_security=Enforce.RESTRICTED)
+    head = await cp.recorder.head()
+    r = await client.post("/v1/containers", json=GOOD, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "security" and "drop ALL" in r.json()["reason"], r.json()
+    assert await cp.recorder.head() == head
+    restricted = {**GOOD, "user": "1000", "run_as_non_root": True, "capabilities": {"drop": ["ALL"]}}
+    r = await client.post("/v1/containers", json=restricted, headers=ADMIN)
+    assert r.status_code == 201, r.text
 
 
 async def test_what_some_node_would_run_is_accepted_and_an_import_is_seen(

@@ -35,8 +35,8 @@ from wire.commands import (
     UpdateResources,
 )
 from wire.ids import new_command_id, new_container_id
-from wire.pss import judge
-from wire.spec import ContainerSpec, Mount
+from wire.pss import Enforce, judge
+from wire.spec import Capabilities, ContainerSpec, Mount
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon") or not Path("/sys/fs/cgroup").is_dir(),
@@ -451,6 +451,25 @@ async def test_audit_reads_the_process_itself(node: Node) -> None:
     }
     gone = await node.service.handle(AuditContainer(command_id=new_command_id(), container_id=new_container_id()))
     assert isinstance(gone, CommandRejected) and gone.code == "unknown_container"
+
+
+async def test_a_restricted_node_admits_only_restricted_containers(node: Node) -> None:
+    """--pod-security restricted: a default container is refused (pod_security, saying why, nothing left); one
+    that runs as non-root with every capability dropped runs, and its audit meets the restricted standard."""
+    await node.service.close()
+    node.service = node.make_service(pod_security=Enforce.RESTRICTED)
+    refused = node.start(spec("t", command=("sleep", "60")))
+    reply = await node.service.handle(refused)
+    assert isinstance(reply, CommandRejected) and reply.code == "pod_security", reply
+    assert "Running as Non-root" in reply.message and "drop ALL" in reply.message
+    assert node.leftovers(refused.container_id) == []
+    ok = node.start(spec("t", command=("sleep", "60"), user="nobody", run_as_non_root=True,
+                         capabilities=Capabilities(drop=("ALL",), add=("NET_BIND_SERVICE",))))  # fmt: skip
+    assert await node.service.handle(ok) == CommandAccepted(command_id=ok.command_id)
+    assert isinstance(await node.next_event(), ev.ContainerStarted)
+    audit = await node.service.handle(AuditContainer(command_id=new_command_id(), container_id=ok.container_id))
+    assert isinstance(audit, AuditReply)
+    assert [v.control for v in judge(audit.facts) if not v.ok] == []
 
 
 async def test_commands_are_idempotent_by_id(node: Node) -> None:

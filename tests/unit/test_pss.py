@@ -6,7 +6,9 @@ import msgspec
 import pytest
 
 from nodelet.procfacts import parse_mountinfo, parse_status
-from wire.pss import CAPS, Mounted, ProcessFacts, Verdict, judge
+from tests.builders import spec
+from wire.pss import CAPS, Enforce, Mounted, ProcessFacts, Verdict, admission, judge
+from wire.spec import Capabilities, ContainerSpec, Mount
 
 DEFAULT_CAPS = sum(1 << CAPS[c] for c in (
     "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID",
@@ -81,3 +83,41 @@ def test_mountinfo_and_status_parse() -> None:
     )
     status = parse_status("Name:\tsh\nUid:\t1000\t1000\t1000\t1000\nCapEff:\t00000000a80425fb\nSeccomp:\t2\n")
     assert (status["Uid"].split()[1], int(status["CapEff"], 16), status["Seccomp"]) == ("1000", 0xA80425FB, "2")
+
+
+ROOT = "Running as Non-root: set run_as_non_root (and a user other than root)"
+RESTRICTED_OK = {"run_as_non_root": True, "user": "1000", "capabilities": Capabilities(drop=("ALL",))}
+
+
+@pytest.mark.parametrize(
+    ("change", "level", "uid", "want"),
+    [
+        ({}, Enforce.PRIVILEGED, None, []),
+        ({"seccomp_profile": "Unconfined"}, Enforce.PRIVILEGED, None, []),
+        ({}, Enforce.BASELINE, None, []),
+        ({"seccomp_profile": "Unconfined"}, Enforce.BASELINE, None, ["Seccomp: Unconfined"]),
+        ({"mounts": (Mount(source="/srv", destination="/m"),)}, Enforce.BASELINE, None, ["HostPath Volumes: /srv"]),
+        ({}, Enforce.RESTRICTED, None, [
+            "Running as Non-root: set run_as_non_root (and a user other than root)",
+            "Capabilities: drop ALL (NET_BIND_SERVICE may be added back)"]),
+        (RESTRICTED_OK, Enforce.RESTRICTED, None, []),
+        (RESTRICTED_OK | {"capabilities": Capabilities(drop=("ALL",), add=("NET_BIND_SERVICE",))},
+         Enforce.RESTRICTED, 1000, []),
+        (RESTRICTED_OK | {"capabilities": Capabilities(drop=("NET_RAW",))}, Enforce.RESTRICTED, None,
+         ["Capabilities: drop ALL (NET_BIND_SERVICE may be added back)"]),
+        (RESTRICTED_OK, Enforce.RESTRICTED, 0, [ROOT]),
+        (RESTRICTED_OK | {"user": None}, Enforce.RESTRICTED, 4321, []),  # the image's user, known on the node
+    ],
+)  # fmt: skip
+def test_admission(change: dict[str, object], level: Enforce, uid: int | None, want: list[str]) -> None:
+    assert admission(msgspec.structs.replace(spec("t"), **change), level, uid) == want
+
+
+@pytest.mark.parametrize(
+    ("caps", "why"),
+    [({"add": ["SYS_ADMIN"]}, "SYS_ADMIN may not be added"), ({"add": ["NET_RAW"]}, "NET_RAW may not be added"),
+     ({"drop": ["SYS_ADMIN"]}, "not a capability a container has"), ({"add": ["cap_chown"]}, "add")],
+)  # fmt: skip
+def test_capabilities_beyond_the_baseline_are_refused(caps: dict[str, list[str]], why: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=why):
+        msgspec.convert(msgspec.to_builtins(spec("t")) | {"capabilities": caps}, ContainerSpec)

@@ -27,10 +27,12 @@ from tests.builders import cid, spec
 from wire import events as ev
 from wire.commands import StartContainer, StopContainer, UpdateResources
 from wire.ids import container_stream, node_stream, service_stream
+from wire.pss import Enforce
 from wire.resources import Resources
 from wire.spec import (
     NODE_CPU_BIND_POLICY,
     NODE_NUMA_STRATEGY,
+    Capabilities,
     ContainerSpec,
     CpuBindPolicy,
     CpuExclusivePolicy,
@@ -207,6 +209,26 @@ def test_only_nodes_that_offer_the_seccomp_profile_fit(profile: str, expected: s
     fits = {n.name: feasible(n, req) for n in snap.nodes.values()}
     assert {n for n, why in fits.items() if why is None} == expected
     assert {why for why in fits.values() if why is not None} <= {"seccomp profile not on node"}
+
+
+def test_only_nodes_whose_pod_security_admits_it_fit() -> None:
+    state = state_of(
+        node("open"),
+        msgspec.structs.replace(node("base"), pod_security=Enforce.BASELINE),
+        msgspec.structs.replace(node("strict"), pod_security=Enforce.RESTRICTED),
+    )
+    snap = take_snapshot(state)
+
+    def fits(s: ContainerSpec) -> set[str]:
+        return {n.name for n in snap.nodes.values() if feasible(n, request_of(cid(1), s)) is None}
+
+    assert fits(ls()) == {"open", "base"}
+    assert fits(ls(seccomp_profile="Unconfined")) == set()  # no node here offers Unconfined at all
+    assert fits(ls(user="1000", run_as_non_root=True, capabilities=Capabilities(drop=("ALL",)))) == {
+        "open",
+        "base",
+        "strict",
+    }
 
 
 async def test_an_image_import_makes_a_waiting_container_schedulable() -> None:
