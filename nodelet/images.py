@@ -758,12 +758,19 @@ class _Unpacker:
                 os.setxattr(path, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
 
 
-def mount_overlay(lower: Path | Sequence[Path], container_dir: Path, scratch_bytes: int | None = None) -> Path:
+def mount_overlay(
+    lower: Path | Sequence[Path],
+    container_dir: Path,
+    scratch_bytes: int | None = None,
+    owner: tuple[int, int] | None = None,
+) -> Path:
     """Mount the container's root at ``container_dir/rootfs``: ``lower`` read-only below (one directory, or an
     image's layers topmost first as ``ImageStore.lowerdirs`` gives them), ``container_dir/upper`` above. With
     ``scratch_bytes``, the upper layer lives on a tmpfs of that size (``container_dir/scratch``): what the
     container writes is bounded, and a full layer is ENOSPC in the container, not a full node. The root always
-    has a ``/tmp`` (in the upper layer when the image lacks one), there being no tmpfs of its own."""
+    has a ``/tmp`` (in the upper layer when the image lacks one), there being no tmpfs of its own. ``owner``
+    (uid, gid) owns the writable layer: a container in a user namespace, whose root is that uid outside, can then
+    write its root (set before the overlay is mounted: it reads the owner then)."""
     lowers = [Path(lower)] if isinstance(lower, str | os.PathLike) else list(lower)
     if not lowers:
         raise ValueError("an overlay needs at least one lower directory")
@@ -789,6 +796,9 @@ def mount_overlay(lower: Path | Sequence[Path], container_dir: Path, scratch_byt
         d.mkdir(parents=True, exist_ok=True)
     if os.path.ismount(merged):
         return merged
+    if owner is not None:
+        for d in (layer, upper, work):
+            os.chown(d, *owner)
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True, capture_output=True)
     tmp = merged / "tmp"
     if not tmp.is_dir() and not tmp.is_symlink():

@@ -67,6 +67,7 @@ def oci_config(
     seccomp: dict[str, Any] | None = RUNTIME_DEFAULT,
     mount_sources: Sequence[str] | None = None,
     identity: tuple[int, int, Sequence[int]] = (0, 0, ()),
+    userns: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` for one container (``seccomp`` None: no filter, for ``Unconfined``; ``mount_sources``
     where the node staged each host mount, else the spec's sources). Raises ``MountNotAllowed`` for a host mount
@@ -152,7 +153,18 @@ def oci_config(
             "cgroupsPath": cgroups_path,
             "resources": resources,
             # cgroup: the container sees its own cgroup as the root, not the node's paths
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+            "namespaces": [
+                {"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup", *(("user",) if userns else ()))
+            ],
+            # uid and gid 0 up to ``size`` inside are ``base`` up outside (a user namespace of its own)
+            **(
+                {
+                    "uidMappings": [{"containerID": 0, "hostID": userns[0], "size": userns[1]}],
+                    "gidMappings": [{"containerID": 0, "hostID": userns[0], "size": userns[1]}],
+                }
+                if userns
+                else {}
+            ),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
             **({"seccomp": seccomp} if seccomp is not None else {}),

@@ -83,6 +83,10 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     # A container's writable layer and /tmp, when its spec does not say (a tmpfs of this size: bounded in RAM).
     ephemeral_storage_bytes: int = 1 << 30
     pod_security: Enforce = Enforce.PRIVILEGED  # the Pod Security Standard containers here must meet
+    # Containers asking for a user namespace map 0..size-1 inside onto base.. outside (one range for all of
+    # them, as Docker's userns-remap).
+    userns_base: int = 100_000
+    userns_size: int = 65_536
     seccomp_profiles: dict[str, dict[str, Any]] = {}
     cpu_map: dict[int, int] = {}  # declared CPU → real CPU, when the node declares a topology it lacks
     cpus: tuple[int, ...] = ()  # the real CPUs containers may be pinned to
@@ -328,8 +332,14 @@ class NodeService:
         if not self.config.mount_roots:
             return c.bundle / "rootfs"
         storage = c.command.spec.ephemeral_storage_bytes or self.config.ephemeral_storage_bytes
-        rootfs = mount_overlay(lower, c.bundle, scratch_bytes=storage)
         spec = c.command.spec
+        owner = (self.config.userns_base, self.config.userns_base) if spec.user_namespace else None
+        if owner is not None:
+            # Its root, as an unprivileged uid, must pass through to its root file system: search (not read)
+            # on the directories above, whose files stay 0600.
+            for d in (Path(self.config.data_dir), self.root, c.bundle):
+                d.chmod(d.stat().st_mode & 0o7777 | 0o011)
+        rootfs = mount_overlay(lower, c.bundle, scratch_bytes=storage, owner=owner)
         user = spec.user or self.images.user(spec.image)
         c.identity = resolve_user(user, read_beneath(rootfs, "etc/passwd"), read_beneath(rootfs, "etc/group"))
         if spec.run_as_non_root and c.identity.uid == 0:
@@ -367,6 +377,7 @@ class NodeService:
                     seccomp=profile_for(cmd.spec.seccomp_profile, self.config.seccomp_profiles),
                     mount_sources=c.mount_sources or None,
                     identity=c.identity,
+                    userns=(self.config.userns_base, self.config.userns_size) if cmd.spec.user_namespace else None,
                 )
                 creating = asyncio.ensure_future(self.runtime.create(cmd.container_id, bundle, config))
                 c.pid = await asyncio.shield(creating)  # conmon goes on creating if we are cancelled: see below

@@ -274,6 +274,8 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
     user: UserSpec | None = None
     run_as_non_root: bool = False  # refuse to start it as uid 0 (Kubernetes' runAsNonRoot)
     capabilities: Capabilities | None = None  # None: Docker's defaults less NET_RAW and MKNOD
+    # A user namespace of its own (Kubernetes' hostUsers: false): root inside is an unprivileged uid outside.
+    user_namespace: bool = False
     # Its writable layer and /tmp together (Kubernetes' ephemeral-storage limit): past it, writes fail with
     # ENOSPC in the container alone. None: the node's default.
     ephemeral_storage_bytes: Annotated[int, msgspec.Meta(ge=MIN_EPHEMERAL, le=MAX_MEMORY_BYTES)] | None = None
