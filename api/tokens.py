@@ -68,8 +68,10 @@ class Tokens:
     @classmethod
     def plain(cls, admin: Iterable[str], read_only: Iterable[str] = ()) -> Tokens:
         """From plaintext tokens (tests; the older file): principals ``admin-N`` and ``read-only-N``."""
-        entries = [Entry(f"admin-{i}", Role.ADMIN, token_hash(t)) for i, t in enumerate(admin, 1)]
-        entries += [Entry(f"read-only-{i}", Role.READ_ONLY, token_hash(t)) for i, t in enumerate(read_only, 1)]
+        admins = list(dict.fromkeys(admin))
+        readers = [t for t in dict.fromkeys(read_only) if t not in admins]  # listed in both: admin, as it was
+        entries = [Entry(f"admin-{i}", Role.ADMIN, token_hash(t)) for i, t in enumerate(admins, 1)]
+        entries += [Entry(f"read-only-{i}", Role.READ_ONLY, token_hash(t)) for i, t in enumerate(readers, 1)]
         return cls(entries)
 
     def who(self, token: str) -> Principal | None:

@@ -72,6 +72,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="refuse containers below this Pod Security Standard (Kubernetes' enforce level)",
     )
     p.add_argument(
+        "--ephemeral-storage-max",
+        default="4Gi",
+        metavar="SIZE",
+        help="the most a container may ask for (its writable layer is in RAM, counted in its memory limit)",
+    )
+    p.add_argument(
+        "--userns-base",
+        type=int,
+        default=0x70000000,
+        metavar="UID",
+        help="containers with a user namespace run as UID.. (65536 ids) outside; keep it off /etc/subuid's ranges",
+    )
+    p.add_argument(
         "--pids-max",
         type=int,
         default=None,
@@ -101,7 +114,7 @@ async def main(args: argparse.Namespace) -> None:
         logging.warning(
             "declared topology %s mapped onto real CPUs %s: %s", args.declared_topology, real.cpus(), cpu_map
         )
-    data_dir = Path(args.data_dir or f"/run/corral/{args.node}")
+    data_dir = Path(args.data_dir)
     reserved = parse_cpulist(args.reserved_cpus) if args.reserved_cpus else ()
     real_reserved = {cpu_map.get(c, c) for c in reserved}
     config = NodeConfig(
@@ -113,7 +126,9 @@ async def main(args: argparse.Namespace) -> None:
         allowed_host_mounts=tuple(args.allow_host_mount),
         allow_unconfined_seccomp=args.allow_unconfined_seccomp,
         ephemeral_storage_bytes=parse_memory(args.ephemeral_storage),
+        ephemeral_storage_max=parse_memory(args.ephemeral_storage_max),
         pod_security=Enforce("" if args.pod_security == "privileged" else args.pod_security),
+        userns_base=args.userns_base,
         node_pids_max=args.pids_max if args.pids_max is not None else default_pids_max(),
         seccomp_profiles=load_profiles(Path(args.seccomp_profile_dir)) if args.seccomp_profile_dir else {},
     )
@@ -156,6 +171,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.data_dir = str(Path(args.data_dir or f"/run/corral/{args.node}").resolve())  # mount tables name real paths
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvloop.run(main(args))
 

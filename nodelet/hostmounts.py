@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from nodelet.ocispec import MountNotAllowed
+from nodelet.procfacts import unescape
 
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
 MNT_DETACH = 2
@@ -31,13 +32,15 @@ def _mount(source: str, target: str, flags: int) -> None:
 
 
 def allowed_root(source: str, allowed_roots: Sequence[str]) -> PurePosixPath:
-    """The deepest allowed root ``source`` lies under (lexically); MountNotAllowed when none."""
+    """The shallowest allowed root ``source`` lies under (lexically); MountNotAllowed when none. The shallowest:
+    with /data and /data/t1 both allowed, a tenant who can write /data must not be able to make t1 a link that
+    the walk would follow."""
     path = PurePosixPath(source)
     roots = [PurePosixPath(r) for r in allowed_roots]
     under = [r for r in roots if path == r or r in path.parents]
     if not under:
         raise MountNotAllowed(f"mounts: host path {source!r} is not allowed on this node")
-    return max(under, key=lambda r: len(r.parts))
+    return min(under, key=lambda r: len(r.parts))
 
 
 def open_beneath(source: str, allowed_roots: Sequence[str]) -> int:
@@ -113,6 +116,7 @@ def unstage(directory: Path) -> None:
     removes anything that is still mounted (that would reach into the host's files)."""
     if not directory.is_dir():
         return
+    directory = directory.resolve()  # the mount table names real paths
     for point in sorted(directory.iterdir()):
         while _mounted(point):  # a bind mount may be stacked more than once
             if _libc.umount2(str(point).encode(), MNT_DETACH) != 0:
@@ -127,4 +131,4 @@ def unstage(directory: Path) -> None:
 def _mounted(path: Path) -> bool:
     """Whether something is mounted at ``path`` (``os.path.ismount`` misses binds within one file system)."""
     target = str(path)
-    return any(line.split()[4] == target for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return any(unescape(line.split()[4]) == target for line in Path("/proc/self/mountinfo").read_text().splitlines())

@@ -137,7 +137,7 @@ class _Config(msgspec.Struct):
 
 
 class _RunConfig(msgspec.Struct, rename="pascal"):  # the "config" of an image config: how to run it
-    user: str = ""
+    user: str | int = ""  # some tools write a bare number
 
 
 class _UserOnly(msgspec.Struct):
@@ -208,7 +208,7 @@ class ImageStore:
         if image_id is None:
             return ""
         config = msgspec.json.decode((self.root / "blobs" / "sha256" / image_id[7:]).read_bytes(), type=_UserOnly)
-        return config.config.user if config.config else ""
+        return str(config.config.user) if config.config else ""
 
     def names(self) -> frozenset[str]:
         """Every reference this store resolves, as ``image_name`` spells it: tags, image ids, the built-in."""

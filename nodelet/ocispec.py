@@ -144,7 +144,8 @@ def oci_config(
                     "destination": m.destination,
                     "type": "bind",
                     "source": source,
-                    "options": ["rbind", "nosuid", "nodev", "ro" if m.read_only else "rw"],
+                    # rro: read-only all the way down (mount_setattr), not only its top mount
+                    "options": ["rbind", "nosuid", "nodev", *(("ro", "rro") if m.read_only else ("rw",))],
                 }
                 for m, source in zip(spec.mounts, mount_sources or [m.source for m in spec.mounts], strict=True)
             ),

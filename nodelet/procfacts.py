@@ -12,7 +12,7 @@ from wire.pss import Mounted, ProcessFacts
 NAMESPACES = ("pid", "net", "ipc", "uts", "mnt", "cgroup", "user")
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal."""
     for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
         field = field.replace(code, char)
@@ -27,7 +27,7 @@ def parse_mountinfo(text: str) -> tuple[Mounted, ...]:
         if len(fields) < 6 or len(tail) < 1:
             continue
         options = fields[5].split(",")
-        mounts.append(Mounted(_unescape(fields[4]), tail[0], _unescape(fields[3]), "ro" in options))
+        mounts.append(Mounted(unescape(fields[4]), tail[0], unescape(fields[3]), "ro" in options))
     return tuple(mounts)
 
 

@@ -13,6 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from nodelet.procfacts import unescape
+
 
 def reap_containers(data: Path, timeout_s: float = 10.0, workers: int = 8, cgroup: str | None = None) -> None:
     """Kill and delete, with runc, every container a stopped nodelet under ``data`` left (several at a time: a
@@ -20,6 +22,7 @@ def reap_containers(data: Path, timeout_s: float = 10.0, workers: int = 8, cgrou
     ``timeout_s``; a root that will not unmount (busy, or the command hung) is detached lazily so nothing stays
     mounted. With ``cgroup`` (the node's cgroup path), every process still in it afterwards is killed too: one
     runc no longer knows (its create cut short) would otherwise live on."""
+    data = data.resolve()  # mount tables name real paths
     runc_root = data / "rt" / "runc"
     with ThreadPoolExecutor(workers) as pool:
         if runc_root.exists():
@@ -27,8 +30,7 @@ def reap_containers(data: Path, timeout_s: float = 10.0, workers: int = 8, cgrou
             list(pool.map(lambda argv: _run(argv, timeout_s), deletes))
         if cgroup is not None:
             kill_cgroup(cgroup, timeout_s)
-        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-        ours = sorted((m for m in mounts if m.startswith(f"{data}/")), reverse=True)
+        ours = sorted(mounts_under(data), reverse=True)
         # Whatever is mounted deeper first, deepest first; then the containers' roots, side by side; then the
         # tmpfs their writable layers were on.
         roots = [m for m in ours if m.endswith("/rootfs")]
@@ -81,10 +83,23 @@ def _run(argv: list[str], timeout_s: float) -> bool:
         return False
 
 
+def mounts_under(path: Path) -> list[str]:
+    """What is mounted below ``path`` (a real path), as the mount table says it (its escapes decoded)."""
+    points = (unescape(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return [p for p in points if p.startswith(f"{path}/")]
+
+
 def purge_node(data: Path, cgroup_root: str | None) -> None:
     """Clear a nodelet's state under ``data``; with ``cgroup_root`` (which nodes may share: pass it for the last
-    node cleared), remove the cgroups under it too."""
+    node cleared), remove the cgroups under it too. Never removes files while anything is still mounted below
+    (a host path bind-mounted there would be emptied): OSError then, naming what is."""
+    data = data.resolve()
     reap_containers(data, cgroup=cgroup_root)
+    left = mounts_under(data)
+    for point in sorted(left, reverse=True):  # what would not unmount: detached, so that nothing is reached
+        _run(["umount", "-l", point], 10.0)
+    if mounts_under(data):
+        raise OSError(f"{data}: still mounted below it, not removed: {mounts_under(data)}")
     shutil.rmtree(data, ignore_errors=True)
     if cgroup_root is not None:
         for d in sorted(Path("/sys/fs/cgroup").glob(f"*/{cgroup_root.strip('/')}/**/"), reverse=True):

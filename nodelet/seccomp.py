@@ -5,13 +5,16 @@ syscall the filter names fails with ENOSYS (runc adds that stub, so the C librar
 work). The allow-list follows the semantics Docker publishes for its default profile, for a container with
 Docker's default capabilities minus NET_RAW and MKNOD, and is tighter where noted:
 
-- left out as Docker does: kernel modules, kexec, reboot, swap, clocks, accounting, keyrings, quotas, mounts and
+- left out as Docker does: kernel modules, kexec, reboot, swap, setting clocks, accounting, keyrings, quotas, mounts and
   the new mount API, namespaces (``unshare``, ``setns``, ``clone`` with a namespace flag), BPF, perf, tracing
   (``ptrace``, ``process_vm_*``, ``kcmp``, ``userfaultfd``, ``pidfd_getfd``), port I/O, NUMA policy changes
   (Docker allows these only with CAP_SYS_NICE), ``open_by_handle_at``, and the io_uring family (moby#46762:
   io_uring submissions bypass per-syscall filtering);
-- ``socket`` is allowed for every address family but AF_VSOCK (vsock reaches the host past the network
-  namespace); ``socketcall`` (the 32-bit multiplexer, which hides the family in memory) is not allowed;
+- ``socket`` only for the address families programs use — UNIX, INET, INET6, NETLINK, PACKET — each an exact
+  match: never AF_VSOCK (vsock reaches the host past the network namespace). An allow-list, not "anything but
+  40": the filter compares 64 bits and the kernel reads 32, so ``(1 << 32) | 40`` would pass a "not 40" rule
+  and still make a vsock socket (Docker's profile has that hole). ``socketcall`` (the 32-bit multiplexer, which
+  hides the family in memory) is not allowed;
 - ``personality`` only for the Linux personalities (PER_LINUX, PER_LINUX32, with or without UNAME26) and the
   query (0xffffffff), as Docker;
 - ``clone3`` answers ENOSYS: its flags sit in memory, where seccomp cannot read them, so the C library falls
@@ -34,6 +37,7 @@ from wire.spec import SECCOMP_LOCALHOST, SECCOMP_NAME, SECCOMP_RUNTIME_DEFAULT, 
 EPERM: Final = 1
 ENOSYS: Final = 38
 AF_VSOCK: Final = 40
+SOCKET_FAMILIES: Final = (1, 2, 10, 16, 17)  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
 CLONE_NAMESPACE_FLAGS: Final = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 CLONE_NAMESPACE_MASK: Final = sum(CLONE_NAMESPACE_FLAGS)
@@ -49,6 +53,7 @@ def _words(text: str) -> frozenset[str]:
 ALLOWED_SYSCALLS: Final = _words(
     """
     accept accept4 access adjtimex alarm bind brk cachestat capget capset chdir chmod chown chown32 chroot
+    clock_adjtime clock_adjtime64
     clock_getres clock_getres_time64 clock_gettime clock_gettime64 clock_nanosleep clock_nanosleep_time64 close
     close_range connect copy_file_range creat dup dup2 dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old
     epoll_pwait epoll_pwait2 epoll_wait epoll_wait_old eventfd eventfd2 execve execveat exit exit_group
@@ -89,7 +94,7 @@ ALLOWED_SYSCALLS: Final = _words(
 # Never on the allow-list, whatever changes above: each is an escape or a host-wide effect.
 NEVER_ALLOWED: Final = _words(
     """
-    acct add_key bpf clock_adjtime clock_settime create_module delete_module finit_module fsconfig fsmount
+    acct add_key bpf clock_settime create_module delete_module finit_module fsconfig fsmount
     fsopen fspick get_kernel_syms get_mempolicy init_module io_uring_enter io_uring_register io_uring_setup
     ioperm iopl kcmp kexec_file_load kexec_load keyctl lookup_dcookie mbind mount mount_setattr move_mount
     move_pages name_to_handle_at nfsservctl open_by_handle_at open_tree perf_event_open pidfd_getfd pivot_root
@@ -128,11 +133,14 @@ def runtime_default() -> dict[str, Any]:
                 }
                 for p in PERSONALITIES
             ),
-            {
-                "names": ["socket"],
-                "action": "SCMP_ACT_ALLOW",
-                "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}],
-            },
+            *(
+                {
+                    "names": ["socket"],
+                    "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": 0, "value": family, "op": "SCMP_CMP_EQ"}],
+                }
+                for family in SOCKET_FAMILIES
+            ),
         ],
     }
 
@@ -158,16 +166,22 @@ def _arg_matches(cond: dict[str, Any], args: tuple[int, ...]) -> bool:
     }[op]
 
 
+def _rule_matches(rule: dict[str, Any], args: tuple[int, ...]) -> bool:
+    """A rule's conditions are AND'ed — unless two name the same argument: libseccomp cannot say that, so runc
+    adds each condition as a rule of its own, and they are OR'ed."""
+    conds = rule.get("args", [])
+    indexes = [c["index"] for c in conds]
+    if len(set(indexes)) < len(indexes):
+        return any(_arg_matches(c, args) for c in conds)
+    return all(_arg_matches(c, args) for c in conds)
+
+
 def decide(profile: dict[str, Any] | None, name: str, args: tuple[int, ...] = ()) -> tuple[str, int | None]:
     """What ``profile`` does with the call ``name(args)``: (action, errno), as the kernel's filter would for a
     syscall the filter's libseccomp knows (a syscall newer than all it names gets ENOSYS from runc's stub)."""
     if profile is None:
         return "SCMP_ACT_ALLOW", None
-    matched = [
-        r
-        for r in profile.get("syscalls", [])
-        if name in r["names"] and all(_arg_matches(c, args) for c in r.get("args", []))
-    ]
+    matched = [r for r in profile.get("syscalls", []) if name in r["names"] and _rule_matches(r, args)]
     if not matched:
         action = profile["defaultAction"]
         return action, profile.get("defaultErrnoRet", EPERM) if action == "SCMP_ACT_ERRNO" else None

@@ -82,10 +82,14 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     allow_unconfined_seccomp: bool = False
     # A container's writable layer and /tmp, when its spec does not say (a tmpfs of this size: bounded in RAM).
     ephemeral_storage_bytes: int = 1 << 30
+    # The most a spec may ask for: the layer is a tmpfs, in RAM, charged to the container's memory cgroup (as
+    # Kubernetes' emptyDir with medium Memory); a container without a memory limit is bounded by this alone.
+    ephemeral_storage_max: int = 4 << 30
     pod_security: Enforce = Enforce.PRIVILEGED  # the Pod Security Standard containers here must meet
     # Containers asking for a user namespace map 0..size-1 inside onto base.. outside (one range for all of
-    # them, as Docker's userns-remap).
-    userns_base: int = 100_000
+    # them, as Docker's userns-remap). Far above /etc/subuid's usual ranges (100000 + 65536·n), which a host
+    # user could map into with newuidmap.
+    userns_base: int = 0x70000000
     userns_size: int = 65_536
     seccomp_profiles: dict[str, dict[str, Any]] = {}
     cpu_map: dict[int, int] = {}  # declared CPU → real CPU, when the node declares a topology it lacks
@@ -162,8 +166,9 @@ class NodeService:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # per container: one command at a time, in
         # arrival order; with how many commands hold or wait for it (dropped when none do)
         self.fenced = False  # cut off from the control plane: no start is taken (set by the agent)
-        self.root = private_dir(private_dir(Path(config.data_dir)) / "containers")
-        self.staged = private_dir(Path(config.data_dir) / "hostmounts")  # never removed with rm -r: see unstage
+        data = Path(config.data_dir).resolve()  # real paths: the mount table names them so (see unstage)
+        self.root = private_dir(private_dir(data) / "containers")
+        self.staged = private_dir(data / "hostmounts")  # never removed with rm -r: see unstage
 
     # --- commands ------------------------------------------------------------------------------------------
 
@@ -306,6 +311,12 @@ class NodeService:
         for m in cmd.spec.mounts:
             if not host_mount_allowed(m.source, self.config.allowed_host_mounts):
                 raise Rejected(Reject.MOUNT_NOT_ALLOWED, f"mounts: host path {m.source!r} is not allowed on this node")
+        asked = cmd.spec.ephemeral_storage_bytes
+        if asked is not None and asked > self.config.ephemeral_storage_max:
+            raise Rejected(
+                Reject.INVALID_SPEC,
+                f"ephemeral_storage_bytes: {asked} is above this node's maximum of {self.config.ephemeral_storage_max}",
+            )
         profile = cmd.spec.seccomp_profile
         if profile != SECCOMP_RUNTIME_DEFAULT and profile not in self.config.seccomp_profiles_offered:
             why = "Unconfined is not allowed" if profile == SECCOMP_UNCONFINED else f"no profile {profile!r}"
@@ -335,10 +346,11 @@ class NodeService:
         spec = c.command.spec
         owner = (self.config.userns_base, self.config.userns_base) if spec.user_namespace else None
         if owner is not None:
-            # Its root, as an unprivileged uid, must pass through to its root file system: search (not read)
-            # on the directories above, whose files stay 0600.
-            for d in (Path(self.config.data_dir), self.root, c.bundle):
-                d.chmod(d.stat().st_mode & 0o7777 | 0o011)
+            # Its root, an unprivileged uid outside, must pass through to its root file system: the directories
+            # above get its group and search for that group alone (0710; the files in them stay 0600 root's).
+            for d in (self.root.parent, self.root, c.bundle):
+                os.chown(d, -1, owner[1])
+                d.chmod(0o710)
         rootfs = mount_overlay(lower, c.bundle, scratch_bytes=storage, owner=owner)
         user = spec.user or self.images.user(spec.image)
         c.identity = resolve_user(user, read_beneath(rootfs, "etc/passwd"), read_beneath(rootfs, "etc/group"))
@@ -384,7 +396,7 @@ class NodeService:
                 if self.cgroups is not None:
                     await asyncio.to_thread(self.cgroups.apply, cgroup, settings)  # burst: between create and start
                 await self.runtime.start(cmd.container_id)
-            except (RuntimeError_, CgroupError, MountNotAllowed, UserError, PodSecurityRefused, OSError) as e:
+            except Exception as e:  # whatever failed, nothing is left behind (an image's odd passwd, a mount)
                 await self._undo(c)
                 code = (
                     Reject.MOUNT_NOT_ALLOWED
@@ -395,6 +407,8 @@ class NodeService:
                     if isinstance(e, PodSecurityRefused)
                     else Reject.START_FAILED
                 )
+                if code is Reject.START_FAILED and not isinstance(e, RuntimeError_ | CgroupError | OSError):
+                    log.warning("container %s: start failed: %r", cmd.container_id, e)  # not one we foresaw
                 raise Rejected(code, f"container {cmd.container_id}: {e}") from None
             except asyncio.CancelledError:
                 # The nodelet stops mid-start: leave no container created and never started (its runc init would

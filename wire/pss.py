@@ -72,7 +72,11 @@ def host_paths(facts: ProcessFacts) -> list[Mounted]:
     """Mounts of the host's own files: a bind mount of a file system that is not the container's own, outside
     the kernel's trees (where the runtime masks paths with the host's /dev/null)."""
     kernel = ("/proc/", "/sys/", "/dev/")
-    return [m for m in facts.mounts if m.fs_type not in OWN_FS and m.point != "/" and not m.point.startswith(kernel)]
+    return [
+        m
+        for m in facts.mounts
+        if m.point != "/" and not m.point.startswith(kernel) and (m.fs_type not in OWN_FS or m.root != "/")
+    ]  # a bind of a tmpfs or an overlay of the host's has a root below its file system's
 
 
 def judge(facts: ProcessFacts) -> list[Verdict]:

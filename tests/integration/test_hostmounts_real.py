@@ -14,6 +14,7 @@ import pytest
 
 from nodelet.hostmounts import _mounted, open_beneath, stage, unstage
 from nodelet.ocispec import MountNotAllowed
+from nodelet.purge import mounts_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
 
@@ -31,9 +32,8 @@ def tree() -> Iterator[Path]:
     (data / "file-link").symlink_to("real/note")
     (data / "dangling").symlink_to("/nowhere")
     yield top
-    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-        if line.split()[4].startswith(str(top)):
-            subprocess.run(["umount", "-l", line.split()[4]], check=False)  # only a failed test leaves one
+    for point in sorted(mounts_under(top), reverse=True):  # only a failed test leaves one
+        subprocess.run(["umount", "-l", point], check=False)
     shutil.rmtree(top)
 
 
@@ -72,15 +72,18 @@ def test_real_paths_open(tree: Path, rel: str) -> None:
         os.close(fd)
 
 
-def test_the_deepest_allowed_root_is_walked_from(tree: Path) -> None:
-    """An allowed root may itself be a link (the admin's choice); what lies below it may not."""
+def test_an_allowed_root_may_be_a_link_but_nothing_below_the_shallowest(tree: Path) -> None:
+    """An allowed root may itself be a link (the admin's choice); below the shallowest allowed root that holds
+    the source, nothing may be: with the parent allowed too, the link is walked through and refused."""
     data = tree / "data"
     (tree / "alias").symlink_to(data / "real")
-    fd = open_beneath(str(tree / "alias" / "sub"), [str(tree), str(tree / "alias")])
+    fd = open_beneath(str(tree / "alias" / "sub"), [str(tree / "alias")])
     try:
         assert os.readlink(f"/proc/self/fd/{fd}") == str(data / "real" / "sub")
     finally:
         os.close(fd)
+    with pytest.raises(MountNotAllowed, match="is a symbolic link"):
+        open_beneath(str(tree / "alias" / "sub"), [str(tree), str(tree / "alias")])
 
 
 def test_stage_pins_and_unstage_leaves_the_host_alone(tree: Path) -> None:
@@ -98,3 +101,29 @@ def test_stage_pins_and_unstage_leaves_the_host_alone(tree: Path) -> None:
     unstage(staged)
     assert not staged.exists()
     assert sorted(p.name for p in (data / "moved").iterdir()) == ["inner", "note", "sub", "written"]
+
+
+def test_purge_through_a_linked_data_dir_never_empties_a_host_path(tree: Path) -> None:
+    """A node's data dir named through a link (/var/run → /run, say) with a read-write host mount still staged:
+    purge unmounts it first (the mount table names the real path), and the host's files stay."""
+    from nodelet.purge import purge_node
+
+    data, node_dir = tree / "data", tree / "node-real"
+    node_dir.mkdir()
+    (tree / "node-link").symlink_to(node_dir)
+    staged = stage(str(data / "real"), [str(data)], tree / "node-link" / "hostmounts" / "c1" / "0", read_only=False)
+    assert _mounted(staged.resolve())
+    purge_node(tree / "node-link", None)
+    assert not node_dir.exists()
+    assert (data / "real" / "note").read_text() == "host\n"
+
+
+def test_unstage_through_a_link_and_with_spaces(tree: Path) -> None:
+    data = tree / "data"
+    (data / "real" / "with space").mkdir()
+    (tree / "st-real").mkdir()
+    (tree / "st-link").symlink_to(tree / "st-real")
+    point = stage(str(data / "real" / "with space"), [str(data)], tree / "st-real" / "c 1" / "0", read_only=True)
+    assert _mounted(point)  # "\040" in the mount table
+    unstage(tree / "st-link" / "c 1")
+    assert not (tree / "st-real" / "c 1").exists()

@@ -222,6 +222,9 @@ async def test_stop_and_cgroup_values(node: Node) -> None:
         pytest.param(
             lambda n: n.start(spec("t", seccomp_profile="localhost/none")), "seccomp_not_allowed", id="no-profile"
         ),
+        pytest.param(
+            lambda n: n.start(spec("t", ephemeral_storage_bytes=64 << 30)), "invalid_spec", id="ephemeral-above-max"
+        ),
         pytest.param(lambda n: n.start(spec("t", command=("/no/such/binary",))), "start_failed", id="bad-binary"),
         pytest.param(
             lambda n: StartContainer(
@@ -473,23 +476,27 @@ async def test_a_restricted_node_admits_only_restricted_containers(node: Node) -
 
 
 async def test_a_user_namespace_makes_root_inside_unprivileged_outside(node: Node) -> None:
-    """user_namespace: uid 0 inside is uid 100000 on the node (read from /proc from outside), and it can still
-    write its root and /tmp."""
+    """user_namespace: uid 0 inside is the node's userns base outside (read from /proc from outside), it can still
+    write its root and /tmp, and the directories above its root are searchable by its group alone."""
     script = "id -u; cat /proc/self/uid_map | tr -s ' '; touch /x /tmp/y && echo writes; sleep 60"
     cmd = node.start(spec("t", command=("sh", "-c", script), user_namespace=True))
     assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
     assert isinstance(await node.next_event(), ev.ContainerStarted)
     audit = await node.service.handle(AuditContainer(command_id=new_command_id(), container_id=cmd.container_id))
     assert isinstance(audit, AuditReply)
-    assert (audit.facts.uid, "user" in audit.facts.host_namespaces) == (100_000, False)
+    base = node.service.config.userns_base
+    assert (audit.facts.uid, "user" in audit.facts.host_namespaces) == (base, False)
     for _ in range(100):
         reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
         assert isinstance(reply, LogsReply)
         if len(reply.lines) >= 3:
             break
         await asyncio.sleep(0.05)
-    assert [line.split(" ", 3)[3] for line in reply.lines][:3] == ["0", " 0 100000 65536", "writes"]
-    assert Path(f"/proc/{audit.facts.pid}/status").read_text().split("Uid:")[1].split()[:2] == ["100000", "100000"]
+    assert [line.split(" ", 3)[3] for line in reply.lines][:3] == ["0", f" 0 {base} 65536", "writes"]
+    assert Path(f"/proc/{audit.facts.pid}/status").read_text().split("Uid:")[1].split()[:2] == [str(base)] * 2
+    containers = node.root / "data" / "containers"
+    for d in (containers.parent, containers, containers / cmd.container_id):
+        assert (d.stat().st_mode & 0o777, d.stat().st_gid) == (0o710, base), d
 
 
 async def test_commands_are_idempotent_by_id(node: Node) -> None:

@@ -99,7 +99,12 @@ def test_host_mounts_need_the_nodes_allow_list(source: str, allowed: tuple[str, 
     if ok:
         binds = [m for m in config(s, allowed_host_mounts=allowed)["mounts"] if m["type"] == "bind"]
         assert binds == [
-            {"destination": "/data", "type": "bind", "source": source, "options": ["rbind", "nosuid", "nodev", "ro"]}
+            {
+                "destination": "/data",
+                "type": "bind",
+                "source": source,
+                "options": ["rbind", "nosuid", "nodev", "ro", "rro"],
+            }
         ]
     else:
         with pytest.raises(MountNotAllowed, match="is not allowed on this node"):

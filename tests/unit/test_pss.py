@@ -50,6 +50,8 @@ def test_corrals_defaults_meet_the_baseline_not_restricted() -> None:
         ({"cap_effective": DEFAULT_CAPS | 1 << CAPS["NET_RAW"]}, "Capabilities", "beyond the baseline: NET_RAW"),
         ({"mounts": (*OWN, Mounted("/data", "ext4", "/srv/data", True))}, "HostPath Volumes",
          "mounts of the node's files: /srv/data at /data"),
+        ({"mounts": (*OWN, Mounted("/data", "tmpfs", "/corral/shared", False))}, "HostPath Volumes",
+         "mounts of the node's files: /corral/shared at /data"),  # a bind of the host's /run: a tmpfs, not own
         ({"host_namespaces": ("net",)}, "Host Ports", "shares the node's network"),
         ({"apparmor": "unconfined"}, "AppArmor", "profile 'unconfined'"),
         ({"mounts": OWN[:2]}, "/proc Mount Type", "/proc unmasked"),

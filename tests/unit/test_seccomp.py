@@ -19,6 +19,7 @@ from nodelet.seccomp import (
     EPERM,
     NEVER_ALLOWED,
     RUNTIME_DEFAULT,
+    SOCKET_FAMILIES,
     BadProfile,
     decide,
     load_profiles,
@@ -44,6 +45,8 @@ CLONE_THREAD_FLAGS = 0x003D0F00  # what pthread_create passes: VM|FS|FILES|SIGHA
         ("socket", (AF_INET,), ALLOW),
         ("socket", (AF_UNIX,), ALLOW),
         ("socket", (AF_NETLINK,), ALLOW),
+        ("socket", (38,), DENY),  # AF_ALG: not on the list
+        ("clock_adjtime", (0, 0), ALLOW),  # glibc's adjtimex and ntp_gettime; setting a clock needs CAP_SYS_TIME
         ("personality", (0x0,), ALLOW),  # PER_LINUX
         ("personality", (0x8,), ALLOW),  # PER_LINUX32
         ("personality", (0xFFFFFFFF,), ALLOW),  # the query
@@ -91,9 +94,21 @@ def test_clone_is_allowed_exactly_without_namespace_flags(flags: int) -> None:
     assert decide(RUNTIME_DEFAULT, "clone", (flags,)) == (DENY if makes_namespace else ALLOW)
 
 
-@given(st.integers(min_value=0, max_value=2**32 - 1))
-def test_socket_is_allowed_for_every_family_but_vsock(family: int) -> None:
-    assert decide(RUNTIME_DEFAULT, "socket", (family, 1, 0)) == (DENY if family == AF_VSOCK else ALLOW)
+@given(st.integers(min_value=0, max_value=2**64 - 1))
+def test_socket_only_for_the_families_programs_use(family: int) -> None:
+    """Exact 64-bit matches: a family with high bits set (which the kernel drops) is refused too."""
+    assert decide(RUNTIME_DEFAULT, "socket", (family, 1, 0)) == (ALLOW if family in SOCKET_FAMILIES else DENY)
+
+
+def test_a_vsock_family_hidden_in_the_high_bits_is_refused() -> None:
+    assert decide(RUNTIME_DEFAULT, "socket", ((1 << 32) | AF_VSOCK, 1, 0)) == DENY
+    assert decide(RUNTIME_DEFAULT, "socket", ((1 << 32) | AF_INET, 1, 0)) == DENY
+
+
+def test_conditions_on_one_argument_are_ored_as_runc_adds_them() -> None:
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["x"], "action": "SCMP_ACT_ALLOW", "args": [
+        {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}, {"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]}]}  # fmt: skip
+    assert [decide(profile, "x", (v,))[0] for v in (1, 2, 3)] == ["SCMP_ACT_ALLOW", "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO"]
 
 
 @given(st.integers(min_value=0, max_value=2**32 - 1))

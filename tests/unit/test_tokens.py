@@ -36,8 +36,9 @@ def test_written_file_holds_hashes_and_loads(tmp_path: Path) -> None:
 
 def test_the_older_plaintext_file_still_loads_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        t = tokens.parse(json.dumps({"admin": ["a"], "read_only": ["r"]}).encode())
-    assert t.who("a") == Principal("admin-1", Role.ADMIN)
+        t = tokens.parse(json.dumps({"admin": ["a", "a"], "read_only": ["r", "a"]}).encode())
+    assert t.who("a") == Principal("admin-1", Role.ADMIN)  # listed twice, and as a reader: admin, as it was
+    assert t.who("r") == Principal("read-only-1", Role.READ_ONLY)
     assert "plaintext" in caplog.text
 
 

@@ -35,9 +35,15 @@ nogroup:x:65534:
         ("4242:4242", None, None, Identity(4242, 4242, ())),  # numbers need no files
         ("nobody", PASSWD, GROUP, Identity(65534, 65534, ())),
         ("root", PASSWD, GROUP, Identity(0, 0, ())),
+        ("0001000", PASSWD, GROUP, Identity(1000, 1000, (29, 44))),  # a number, however written
+        ("odd", "odd:x:7:\u00b2::/:/bin/sh\n", None, None),  # "²" is a digit to str.isdigit, not to int
     ],
 )
-def test_resolve(user: str | None, passwd: str | None, group: str | None, want: Identity) -> None:
+def test_resolve(user: str | None, passwd: str | None, group: str | None, want: Identity | None) -> None:
+    if want is None:
+        with pytest.raises(UserError):
+            resolve(user, passwd, group)
+        return
     assert resolve(user, passwd, group) == want
 
 

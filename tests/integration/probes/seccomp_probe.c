@@ -26,6 +26,9 @@ int main(void) {
     fd = socket(40 /* AF_VSOCK */, SOCK_STREAM, 0);
     say("socket_vsock", fd);
     if (fd >= 0) close(fd);
+    fd = syscall(__NR_socket, (1UL << 32) | 40UL, (long)SOCK_STREAM, 0L);  /* the kernel reads 32 bits */
+    say("socket_vsock_high_bits", fd);
+    if (fd >= 0) close(fd);
     say("syscall_1000", syscall(1000));                       /* beyond every table */
     say("add_key", syscall(__NR_add_key, "user", "k", "v", 1, -2 /* KEY_SPEC_PROCESS_KEYRING */));
     say("unshare_user", syscall(__NR_unshare, CLONE_NEWUSER));
