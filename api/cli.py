@@ -173,6 +173,19 @@ def run(
         str | None, typer.Option(help="PCPULevel (no shared core) or NUMANodeLevel (no shared NUMA node)")
     ] = None,
     restart: Annotated[str, typer.Option(help="Never, OnFailure or Always")] = "Never",
+    user: Annotated[
+        str | None, typer.Option("-u", "--user", help="uid[:gid] or name[:group]; default: the image's")
+    ] = None,
+    run_as_non_root: Annotated[bool, typer.Option("--run-as-non-root", help="refuse to run it as root")] = False,
+    cap_drop: Annotated[list[str] | None, typer.Option("--cap-drop", help="a capability to drop, or ALL")] = None,
+    cap_add: Annotated[list[str] | None, typer.Option("--cap-add", help="add back one of the baseline set")] = None,
+    seccomp: Annotated[
+        str | None, typer.Option(help="RuntimeDefault, Unconfined (where the node allows) or localhost/<name>")
+    ] = None,
+    userns: Annotated[bool, typer.Option("--userns", help="a user namespace: root inside is not root outside")] = False,
+    ephemeral_storage: Annotated[
+        str | None, typer.Option(help="its writable layer and /tmp together, e.g. 512Mi (default: the node's)")
+    ] = None,
     detach: Annotated[bool, typer.Option("-d", "--detach", help="print the id and return")] = False,
     rm_: Annotated[bool, typer.Option("--rm", help="remove it once it has ended")] = False,
     stop_timeout: Annotated[float, typer.Option(help="on Ctrl-C: seconds between TERM and KILL")] = 10.0,
@@ -190,6 +203,7 @@ def run(
         )  # fmt: skip
         spec["restart_policy"] = restart
         spec["at_most_one"] = at_most_one
+        spec |= _security_fields(user, run_as_non_root, cap_drop, cap_add, seccomp, userns, ephemeral_storage)
         if cpuset_policy is not None:
             spec["cpu_bind_policy"] = cpuset_policy
         if numa_policy is not None:
@@ -281,6 +295,35 @@ def _cpu_fields(request: str | None, limit: str | None, cpus: str | None, qos: s
     limit = limit if limit is not None else (request if qos in ("LSE", "LSR") else None)
     if limit is not None:
         fields["cpu_limit_millis"] = parse_cpu(limit)
+    return fields
+
+
+def _security_fields(
+    user: str | None,
+    run_as_non_root: bool,
+    cap_drop: list[str] | None,
+    cap_add: list[str] | None,
+    seccomp: str | None,
+    userns: bool,
+    ephemeral_storage: str | None,
+) -> dict[str, Any]:
+    """The spec's security fields from ``run``'s options (left out when not given: the node's defaults)."""
+    fields: dict[str, Any] = {}
+    if user is not None:
+        fields["user"] = user
+    if run_as_non_root:
+        fields["run_as_non_root"] = True
+    if cap_drop or cap_add:
+        fields["capabilities"] = {
+            "drop": [c.upper().removeprefix("CAP_") for c in cap_drop or []],
+            "add": [c.upper().removeprefix("CAP_") for c in cap_add or []],
+        }
+    if seccomp is not None:
+        fields["seccomp_profile"] = seccomp
+    if userns:
+        fields["user_namespace"] = True
+    if ephemeral_storage is not None:
+        fields["ephemeral_storage_bytes"] = parse_memory(ephemeral_storage)
     return fields
 
 

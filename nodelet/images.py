@@ -257,6 +257,15 @@ class ImageStore:
             _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(tags.items()))))
         return image
 
+    def tag(self, image_id: str, ref: str) -> None:
+        """Name an image held here ``ref`` too (as ``image_name`` spells it; a pull names what it pulled)."""
+        if not (self.root / "images" / f"{image_id[7:]}.json").exists():
+            raise UnknownImage(image_id)
+        with self._locked():
+            tags = self._tags()
+            tags[normalize(ref)] = image_id
+            _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(tags.items()))))
+
     def _tags(self) -> dict[str, str]:
         path = self.root / "tags.json"
         return msgspec.json.decode(path.read_bytes(), type=dict[str, str]) if path.exists() else {}

@@ -66,6 +66,11 @@ def test_up_run_ps_down(home: dict[str, str]) -> None:
     audit = corral(home, "audit", rows_id(home, "db"))  # the Pod Security Standards, read from the process
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "meets the baseline standard and does not meet the restricted one" in " ".join(audit.stdout.split())
+    strict = corral(home, "run", "-d", "--name", "strict", "--user", "nobody", "--run-as-non-root", "--cap-drop",
+                    "ALL", "--cap-add", "NET_BIND_SERVICE", "busybox", "--", "sleep", "600")  # fmt: skip
+    assert strict.returncode == 0, strict.stderr
+    audit = corral(home, "audit", strict.stdout.strip())
+    assert "meets the baseline standard and meets the restricted one" in " ".join(audit.stdout.split()), audit.stdout
     bad = corral(home, "run", "--name", "Bad_Name", "busybox")
     assert bad.returncode == 125
     assert "name" in bad.stderr

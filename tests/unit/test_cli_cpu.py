@@ -44,3 +44,17 @@ def test_inspect_says_a_request_is_no_cap() -> None:
     }
     capped = _resources_of(spec | {"cpu_limit_millis": 1500, "memory_limit_bytes": 64 << 20})
     assert (capped["cpu_limit"], capped["memory_limit"]) == ("1500m (a cap: CFS quota)", "64Mi")
+
+
+def test_security_options_become_spec_fields() -> None:
+    from api.cli import _security_fields
+
+    assert _security_fields(None, False, None, None, None, False, None) == {}
+    assert _security_fields("nobody", True, ["all"], ["cap_net_bind_service"], "Unconfined", True, "512Mi") == {
+        "user": "nobody",
+        "run_as_non_root": True,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+        "seccomp_profile": "Unconfined",
+        "user_namespace": True,
+        "ephemeral_storage_bytes": 512 << 20,
+    }

@@ -1,0 +1,150 @@
+"""Pulling images from registries that speak the OCI distribution spec, with skopeo.
+
+Why skopeo (Debian's package, from containers/image, the library Podman and CRI-O pull with): it already does
+what a pull must get right — manifest lists and OCI indexes with this node's platform chosen, gzip and zstd
+layers, every blob verified against its digest, anonymous and Bearer-token auth, basic auth from an auth file,
+mirrors (registries.conf) — and it writes the OCI image layout this node already imports and checks
+(``ImageStore.import_tar``). Writing the protocol by hand would redo all that, less well.
+
+A pull copies into a private temporary archive, imports it, and removes it: a failed or tampered pull leaves
+nothing in the store. Pulls of one reference share one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from nodelet.images import ImageRecord, ImageStore
+
+DEFAULT_REGISTRY = "docker.io"
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+
+
+class Reference(NamedTuple):
+    """An image reference as Docker reads one: ``busybox`` is ``docker.io/library/busybox:latest``."""
+
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    def __str__(self) -> str:
+        name = f"{self.registry}/{self.repository}"
+        return name + (f"@{self.digest}" if self.digest else f":{self.tag or 'latest'}")
+
+
+class PullFailed(Exception):
+    pass
+
+
+def parse_reference(ref: str) -> Reference:
+    """Split ``ref``: the first component is a registry when it has a ``.`` or ``:`` or is ``localhost``."""
+    name, _, digest = ref.partition("@")
+    if digest and not _DIGEST.fullmatch(digest):
+        raise ValueError(f"{ref!r}: a digest is sha256:<64 hex digits>")
+    tag = None
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, rest
+    else:
+        registry, repository = DEFAULT_REGISTRY, name
+    if registry == DEFAULT_REGISTRY and "/" not in repository:
+        repository = f"library/{repository}"
+    return Reference(registry, repository, tag, digest or None)
+
+
+def plain_http(registry: str, insecure: Sequence[str]) -> bool:
+    """Whether ``registry`` is reached over plain HTTP: those named ``insecure``, and loopback ones, as Docker
+    treats 127.0.0.0/8 (and ``localhost``)."""
+    if registry in insecure:
+        return True
+    if registry.startswith("["):  # [v6]:port
+        host = registry[1 : registry.find("]")]
+    else:
+        host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False
+
+
+def skopeo_args(ref: Reference, archive: Path, *, insecure: Sequence[str], authfile: str | None) -> list[str]:
+    """The ``skopeo copy`` of ``ref`` into an OCI archive (``archive``), its name the reference itself."""
+    args = ["copy", "--quiet", "--retry-times", "2"]
+    if plain_http(ref.registry, insecure):
+        args.append("--src-tls-verify=false")
+    if authfile is not None:
+        args += ["--src-authfile", authfile]
+    return [*args, f"docker://{ref}", f"oci-archive:{archive}"]
+
+
+def reason(stderr: str) -> str:
+    """skopeo's error, in the words a user can act on (``manifest unknown``, ``unauthorized``...)."""
+    text = " ".join(stderr.split())
+    for known in ("manifest unknown", "unauthorized", "denied", "name unknown", "no such host", "connection refused",
+                  "digest", "no image found in manifest list"):  # fmt: skip
+        if known in text.lower():
+            return known if known != "digest" else "digest mismatch"
+    return text[-300:] or "skopeo failed"
+
+
+class Puller:
+    """Pulls into ``store`` (one run per reference at a time)."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        tmp: Path,
+        *,
+        insecure: Sequence[str] = (),
+        authfile: str | None = None,
+        skopeo: str = "skopeo",
+        timeout_s: float = 600.0,
+    ) -> None:
+        self.store, self.tmp = store, tmp
+        self.insecure, self.authfile, self.skopeo, self.timeout_s = tuple(insecure), authfile, skopeo, timeout_s
+        self._running: dict[str, asyncio.Future[ImageRecord]] = {}
+
+    async def pull(self, ref: str) -> ImageRecord:
+        """Pull ``ref`` (a pull of it already under way is awaited, not repeated). PullFailed says why."""
+        parsed = parse_reference(ref)
+        key = str(parsed)
+        running = self._running.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._pull(parsed, ref))
+            self._running[key] = running
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        return await asyncio.shield(running)
+
+    async def _pull(self, ref: Reference, asked: str) -> ImageRecord:
+        self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+        archive = self.tmp / f"pull-{os.getpid()}-{id(ref):x}.tar"
+        try:
+            args = skopeo_args(ref, archive, insecure=self.insecure, authfile=self.authfile)
+            proc = await asyncio.create_subprocess_exec(
+                self.skopeo, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            try:
+                _, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise PullFailed(f"{asked}: no answer in {self.timeout_s:.0f} s") from None
+            if proc.returncode != 0:
+                raise PullFailed(f"{asked}: {reason(err.decode(errors='replace'))}")
+            record = await asyncio.to_thread(self.store.import_tar, archive)
+            await asyncio.to_thread(self.store.tag, record.id, asked)
+            return record
+        finally:
+            archive.unlink(missing_ok=True)

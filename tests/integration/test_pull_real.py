@@ -1,0 +1,122 @@
+"""Pulls from a real registry on loopback (Debian's docker-registry, the CNCF distribution registry), with
+skopeo: by tag and by digest, an unknown tag, a tampered blob, and five pulls of one image at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodelet.images import ImageStore
+from nodelet.pull import Puller, PullFailed
+from tests.natsserver import free_port
+from tests.unit.test_image_import import Image, file, layer, symlink, write_tar
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("skopeo") or not shutil.which("docker-registry"),
+    reason="needs root, skopeo and docker-registry (make test installs them)",
+)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A registry on a free loopback port, its storage in ``tmp_path``: (host:port, storage)."""
+    port = free_port()
+    storage = tmp_path / "registry"
+    config = tmp_path / "registry.yml"
+    config.write_text(json.dumps({  # YAML takes JSON
+        "version": 0.1, "log": {"level": "error"}, "http": {"addr": f"127.0.0.1:{port}"},
+        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+    }))  # fmt: skip
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the registry did not listen"
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}", storage
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def push(tmp: Path, registry: str, name: str, image: Image) -> str:
+    """Push ``image`` as ``registry/name`` with skopeo; its manifest digest."""
+    archive = write_tar(tmp / f"{name.replace('/', '_').replace(':', '_')}.tar", image.oci())
+    digest_file = tmp / "digest"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+         f"oci-archive:{archive}", f"docker://{registry}/{name}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return digest_file.read_text().strip()
+
+
+def demo(text: str = "demo") -> Image:
+    binary = file("bin/busybox", Path("/bin/busybox").read_bytes(), mode=0o755)
+    return Image((layer(binary, symlink("bin/sh", "/bin/busybox"), file("etc/os-release", f"{text}\n".encode())),))
+
+
+async def test_pull_by_tag_and_by_digest(tmp_path: Path, registry: tuple[str, Path]) -> None:
+    host, _ = registry
+    digest = push(tmp_path, host, "demo:1", demo())
+    store = ImageStore(tmp_path / "store")
+    puller = Puller(store, tmp_path / "pulls")
+    record = await puller.pull(f"{host}/demo:1")
+    assert store.names() >= {f"{host}/demo:1", record.id}
+    (layer_dir,) = store.lowerdirs(f"{host}/demo:1")
+    assert (layer_dir / "etc" / "os-release").read_text() == "demo\n"
+    again = await puller.pull(f"{host}/demo@{digest}")
+    assert again.id == record.id
+    assert f"{host}/demo@{digest}" in store.names()
+    assert not list((tmp_path / "pulls").iterdir())  # nothing left of the pulls' archives
+
+
+async def test_an_unknown_tag_fails_clearly_and_leaves_nothing(tmp_path: Path, registry: tuple[str, Path]) -> None:
+    host, _ = registry
+    push(tmp_path, host, "demo:1", demo())
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(PullFailed, match="manifest unknown"):
+        await Puller(store, tmp_path / "pulls").pull(f"{host}/demo:2")
+    assert not (tmp_path / "store" / "layers").exists() or not list((tmp_path / "store" / "layers").iterdir())
+
+
+async def test_a_tampered_blob_is_refused_and_leaves_nothing(tmp_path: Path, registry: tuple[str, Path]) -> None:
+    host, storage = registry
+    image = demo("tamper me")
+    push(tmp_path, host, "demo:1", image)
+    # the largest blob is the layer (skopeo compressed it on the way in, so its digest is the registry's)
+    blob = max(storage.rglob("blobs/sha256/*/*/data"), key=lambda p: p.stat().st_size)
+    data = bytearray(blob.read_bytes())
+    data[-600] ^= 0xFF  # one flipped byte in the layer, served as if nothing happened
+    blob.write_bytes(bytes(data))
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(PullFailed, match="digest"):
+        await Puller(store, tmp_path / "pulls").pull(f"{host}/demo:1")
+    assert store.names() == {"busybox:latest"}  # only the built-in
+    assert not list((tmp_path / "pulls").iterdir())
+
+
+async def test_five_pulls_of_one_image_at_once_run_skopeo_once(tmp_path: Path, registry: tuple[str, Path]) -> None:
+    host, _ = registry
+    push(tmp_path, host, "demo:1", demo())
+    runs = tmp_path / "runs"
+    wrapper = tmp_path / "skopeo"
+    wrapper.write_text(f'#!/bin/sh\necho run >> {runs}\nexec {shutil.which("skopeo")} "$@"\n')
+    wrapper.chmod(0o755)
+    puller = Puller(ImageStore(tmp_path / "store"), tmp_path / "pulls", skopeo=str(wrapper))
+    records = await asyncio.gather(*(puller.pull(f"{host}/demo:1") for _ in range(5)))
+    assert len({r.id for r in records}) == 1
+    assert runs.read_text().splitlines() == ["run"]
