@@ -704,6 +704,50 @@ service_app = typer.Typer(help="Services: N replicas of a container, spread acro
 app.add_typer(service_app, name="service")
 
 
+image_app = typer.Typer(help="Images on the nodes: pull from registries, list.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("pull")
+def image_pull(
+    image: str,
+    node: Annotated[list[str] | None, typer.Option("--node", help="a node to pull on (repeatable)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every node that is not lost")] = False,
+) -> None:
+    """Have nodes pull an image from its registry, e.g. corral image pull 127.0.0.1:5000/demo:1 --all."""
+    try:
+        names = list(node or [])
+        if all_:
+            names = [n["name"] for n in listing("/v1/nodes") if not n["lost"]]
+        if not names:
+            raise Failed("say where: --node NAME or --all")
+        failed = 0
+        for name in names:
+            try:
+                call("POST", f"/v1/nodes/{name}/images", json={"image": image}, timeout=700)
+                console.print(f"{name}: pulled {escape(image)}")
+            except Failed as e:
+                failed += 1
+                err.print(f"[red]{name}:[/red] {escape(str(e))}")
+    except Failed as e:
+        raise _fail(e) from None
+    if failed:
+        raise typer.Exit(1)
+
+
+@image_app.command("ls")
+def image_ls(
+    node: Annotated[str | None, typer.Option("--node", help="only this node")] = None, output: Output = "table"
+) -> None:
+    """The images each node holds."""
+    try:
+        nodes = [n for n in listing("/v1/nodes") if node is None or n["name"] == node]
+    except Failed as e:
+        raise _fail(e) from None
+    rows = [{"node": n["name"], "image": i} for n in nodes for i in (n.get("images") or [])]
+    _show(rows, output, ["NODE", "IMAGE"], lambda r: [r["node"], r["image"]])
+
+
 token_app = typer.Typer(help="API tokens (the control plane's --tokens file keeps only hashes).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 

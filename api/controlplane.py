@@ -48,6 +48,7 @@ from wire.codec import encode, node_message_decoder, reply_decoder
 from wire.commands import (
     AuditContainer,
     AuditReply,
+    CommandAccepted,
     CommandRejected,
     ConfigureBurst,
     EventAck,
@@ -56,6 +57,7 @@ from wire.commands import (
     HeartbeatReply,
     LogsReply,
     NodeEvent,
+    PullImage,
     Register,
     Registered,
     Reject,
@@ -81,6 +83,8 @@ LEFT_TO_SYNC = frozenset({Reject.STALE_EPOCH, Reject.FENCED})
 # Events a nodelet may report about its containers.
 REPORTABLE = (
     ev.NodeImagesChanged,
+    ev.ImagePulled,
+    ev.ImagePullFailed,
     ev.ContainerStarted,
     ev.ContainerExited,
     ev.ContainerStopped,
@@ -457,7 +461,10 @@ class ControlPlane:
             reply = CommandRejected(command_id=None, code=code, message=f"{reason}: {why}")
             await msg.respond(encode(reply))
             return
-        stream = node_stream(node) if isinstance(event, ev.NodeImagesChanged) else container_stream(event.container_id)
+        if isinstance(event, ev.NodeImagesChanged | ev.ImagePulled | ev.ImagePullFailed):
+            stream = node_stream(node)
+        else:
+            stream = container_stream(event.container_id)
         await self.log.append(stream, [event], ANY, event_ids=[m.event_id])
         await msg.respond(encode(EventAck(event_id=m.event_id)))
 
@@ -536,9 +543,17 @@ class ControlPlane:
         reply = await self._ask(node, command)
         return reply if isinstance(reply, AuditReply | CommandRejected) else self._unexpected(command.command_id, reply)
 
-    async def _ask(self, node: str, command: GetLogs | AuditContainer) -> Reply:
+    async def pull_image(self, node: str, image: str) -> CommandAccepted | CommandRejected:
+        """Have a node pull an image (answered once pulled: a pull may take minutes)."""
+        command = PullImage(command_id=uuid.uuid4(), image=image)
+        reply = await self._ask(node, command, timeout_s=660)
+        if isinstance(reply, CommandAccepted | CommandRejected):
+            return reply
+        return self._unexpected(command.command_id, reply)
+
+    async def _ask(self, node: str, command: GetLogs | AuditContainer | PullImage, timeout_s: float = 10) -> Reply:
         try:
-            msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=10)
+            msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=timeout_s)
         except (NatsTimeout, NoRespondersError) as e:
             return CommandRejected(command_id=command.command_id, code=Reject.NODE_UNREACHABLE, message=repr(e))
         try:

@@ -38,7 +38,7 @@ from wire.codec import encode_json
 from wire.events import EVENT_TYPES
 from wire.pss import ProcessFacts, Verdict
 from wire.resources import MAX_CPU_MILLIS, CpuMillis
-from wire.spec import ContainerSpec, ServiceSpec
+from wire.spec import ContainerSpec, ImageRef, ServiceSpec
 
 T = TypeVar("T")
 MAX_BODY = 256 * 1024
@@ -163,6 +163,15 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     event: ev.Event
 
 
+class PullRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    image: ImageRef
+
+
+class Pulled(msgspec.Struct, frozen=True):
+    node: str
+    image: str
+
+
 class Audit(msgspec.Struct, frozen=True):
     """A running container against the Pod Security Standards (``wire.pss``)."""
 
@@ -194,6 +203,8 @@ SCHEMA_TYPES = (
     Samples,
     NodeSamples,
     Audit,
+    PullRequest,
+    Pulled,
 )
 
 

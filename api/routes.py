@@ -43,6 +43,8 @@ from api.edge import (
     Limit,
     NodeSamples,
     PlanResult,
+    Pulled,
+    PullRequest,
     Resize,
     Samples,
     Scale,
@@ -211,7 +213,9 @@ async def _runnable_somewhere(projection: Projection, spec: ContainerSpec, prefi
     image = image_name(spec.image)
     has_image = [n for n in nodes if n.images is None or image in n.images]
     if nodes and not has_image:
-        raise BodyError(422, f"no node holds image {spec.image!r}; import it on a node first", f"{prefix}image")
+        raise BodyError(
+            422, f"no node holds image {spec.image!r}; pull it first (corral image pull IMAGE --all)", f"{prefix}image"
+        )
     for m in spec.mounts:
         if has_image and not any(host_mount_allowed(m.source, n.host_mounts) for n in has_image):
             raise BodyError(
@@ -549,6 +553,24 @@ class NodeController(Controller):
         await _node(projection, name)
         recent, older = cp.telemetry.node(name)
         return NodeSamples(recent=recent, older=older)
+
+    @post(
+        "/{name:str}/images", status_code=201, opt={"body": PullRequest}, responses=errors(400, 401, 403, 404, 502, 503)
+    )
+    async def pull_image(
+        self, *, cp: CPDep, projection: ProjectionDep, name: FromPath[str], data: JSONBody[PullRequest]
+    ) -> Pulled:
+        """Have the node pull an image from its registry (answered once pulled; 502 with the registry's reason,
+        e.g. ``manifest unknown``); its images change (``ImagePulled``, ``NodeImagesChanged``)."""
+        view = await _node(projection, name)
+        if view.lost:
+            raise HTTPException(status_code=503, detail=f"node {name} is lost")
+        reply = await cp.pull_image(name, data.image)
+        if isinstance(reply, CommandRejected):
+            if reply.code == "node_unreachable":
+                raise HTTPException(status_code=503, detail=f"node {name} is unreachable; try again")
+            raise BodyError(502, f"node {name} could not pull {data.image}: {reply.message}", "image", "pull failed")
+        return Pulled(node=name, image=data.image)
 
     @post("/{name:str}/cordon", status_code=202, responses=errors(401, 403, 404))
     async def cordon(

@@ -15,6 +15,7 @@ from nodelet.agent import Agent, AgentConfig
 from nodelet.cgroups import Cgroups, detect_layout, parse_cpulist
 from nodelet.images import ImageStore
 from nodelet.outbox import Outbox
+from nodelet.pull import Puller
 from nodelet.runtime import RuncRuntime, RuntimePaths
 from nodelet.seccomp import load_profiles
 from nodelet.service import NodeConfig, NodeService
@@ -83,6 +84,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0x70000000,
         metavar="UID",
         help="containers with a user namespace run as UID.. (65536 ids) outside; keep it off /etc/subuid's ranges",
+    )
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a registry reached over plain HTTP (loopback ones always are, as Docker)",
+    )
+    p.add_argument(
+        "--registry-auth",
+        default=None,
+        metavar="FILE",
+        help="registry credentials (containers-auth.json, as docker login writes them; a 0600 file)",
     )
     p.add_argument(
         "--pids-max",
@@ -162,6 +176,9 @@ async def main(args: argparse.Namespace) -> None:
         ),
         service,
         Outbox(data_dir / "outbox"),
+        puller=Puller(
+            service.images, data_dir / "pulls", insecure=tuple(args.insecure_registry), authfile=args.registry_auth
+        ),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

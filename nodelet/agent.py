@@ -26,6 +26,7 @@ from nats.errors import NoRespondersError
 
 from nodelet.burst import BurstController, Running
 from nodelet.outbox import Entry, Outbox
+from nodelet.pull import Puller, PullFailed
 from nodelet.service import NodeService
 from nodelet.telemetry import Sampler, ThrottleDetector, stats_sample, throttle_event
 from wire import events as ev
@@ -42,6 +43,7 @@ from wire.commands import (
     HeartbeatReply,
     LeaseStatus,
     NodeEvent,
+    PullImage,
     Register,
     Registered,
     Reject,
@@ -80,9 +82,15 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 class Agent:
     def __init__(
-        self, config: AgentConfig, service: NodeService, outbox: Outbox, clock: Callable[[], int] = time.time_ns
+        self,
+        config: AgentConfig,
+        service: NodeService,
+        outbox: Outbox,
+        clock: Callable[[], int] = time.time_ns,
+        puller: Puller | None = None,
     ) -> None:
         self.config = config
+        self.puller = puller  # None: this node does not pull (hollow nodes)
         self.service = service
         self.outbox = outbox
         self.clock = clock
@@ -376,12 +384,42 @@ class Agent:
             self._configure_burst(command.config)
             await msg.respond(encode(CommandAccepted(command_id=command.command_id)))
             return
+        if isinstance(command, PullImage):
+            await msg.respond(encode(await self._pull(command)))
+            return
         try:
             reply = await self.service.handle(command)
         except Exception as e:  # a bug must still answer, and must not kill the subscription
             log.exception("command %s failed", command.command_id)
             reply = CommandRejected(command_id=command.command_id, code=Reject.INTERNAL, message=repr(e))
         await msg.respond(encode(reply))
+
+    async def _pull(self, command: PullImage) -> CommandAccepted | CommandRejected:
+        """Pull an image (a pull of it under way is joined), say so in an event and with the images held."""
+        if self.puller is None:
+            return CommandRejected(
+                command_id=command.command_id, code=Reject.IMAGE_PULL_FAILED, message="this node does not pull"
+            )
+        started = time.monotonic()
+        try:
+            record = await self.puller.pull(command.image)
+        except (PullFailed, OSError, ValueError) as e:  # ValueError: the store refused what was pulled
+            why = str(e)
+            await self.emit(ev.ImagePullFailed(node=self.config.node, image=command.image, reason=why[:1000]))
+            return CommandRejected(command_id=command.command_id, code=Reject.IMAGE_PULL_FAILED, message=why)
+        await self.emit(
+            ev.ImagePulled(
+                node=self.config.node,
+                image=command.image,
+                image_id=record.id,
+                seconds=round(time.monotonic() - started, 3),
+            )
+        )
+        names = await self._image_names()
+        if names != self._images:
+            await self.emit(ev.NodeImagesChanged(node=self.config.node, images=names))
+            self._images = names
+        return CommandAccepted(command_id=command.command_id)
 
     async def _heartbeat(self) -> None:
         """Beat every ``heartbeat_s``, each beat its own task: a slow answer never delays the next beat. An

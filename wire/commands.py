@@ -19,7 +19,7 @@ from wire.events import ID_CHECKS, Cpuset, Epoch, Event, HostPaths, Images, Secc
 from wire.ids import ContainerId, NodeName
 from wire.pss import Enforce, ProcessFacts
 from wire.resources import CpuMillis, Resources
-from wire.spec import ContainerSpec
+from wire.spec import ContainerSpec, ImageRef
 from wire.topology import Topology
 
 
@@ -84,6 +84,13 @@ class AuditReply(_Message, frozen=True, tag=True):
     facts: ProcessFacts
 
 
+class PullImage(_Message, frozen=True, tag=True):
+    """Pull an image from its registry into the node's store (answered once pulled, or why not)."""
+
+    command_id: uuid.UUID
+    image: ImageRef
+
+
 class ConfigureBurst(_Message, frozen=True, tag=True):
     """The cluster's CPU Burst configuration, pushed when it changes (each sync carries it too)."""
 
@@ -92,7 +99,7 @@ class ConfigureBurst(_Message, frozen=True, tag=True):
 
 
 ContainerCommand = StartContainer | StopContainer | RemoveContainer | UpdateResources | GetLogs | AuditContainer
-Command = ContainerCommand | ConfigureBurst
+Command = ContainerCommand | ConfigureBurst | PullImage
 
 
 class CommandAccepted(_Message, frozen=True, tag=True):
@@ -109,6 +116,7 @@ class Reject(enum.StrEnum):
     IMPOSSIBLE_CPUSET = "impossible_cpuset"  # its CPUs are held (maybe by a container being killed) or absent
     INVALID_SPEC = "invalid_spec"
     MOUNT_NOT_ALLOWED = "mount_not_allowed"
+    IMAGE_PULL_FAILED = "image_pull_failed"
     POD_SECURITY = "pod_security"  # the container does not meet the Pod Security Standard the node enforces
     SECCOMP_NOT_ALLOWED = "seccomp_not_allowed"  # Unconfined where the node forbids it, or a profile it lacks
     START_FAILED = "start_failed"

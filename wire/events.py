@@ -64,6 +64,23 @@ class NodeImagesChanged(_Event, frozen=True, tag=True):
     images: Images
 
 
+class ImagePulled(_Event, frozen=True, tag=True):
+    """A node pulled an image from its registry."""
+
+    node: NodeName
+    image: ImageRef  # as it was asked for
+    image_id: Annotated[str, msgspec.Meta(pattern="^sha256:[a-f0-9]{64}$")]
+    seconds: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class ImagePullFailed(_Event, frozen=True, tag=True):
+    """A node could not pull an image: why, in words a user acts on (``manifest unknown``, ``unauthorized``)."""
+
+    node: NodeName
+    image: ImageRef
+    reason: Annotated[str, msgspec.Meta(max_length=1000)]
+
+
 class NodeLost(_Event, frozen=True, tag=True):
     node: NodeName
     epoch: Epoch
@@ -279,6 +296,8 @@ Event = (
     | CpuBurstSet
     | CfsQuotaScaled
     | BurstPolicyChanged
+    | ImagePulled
+    | ImagePullFailed
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in typing.get_args(Event)}

@@ -120,3 +120,26 @@ async def test_five_pulls_of_one_image_at_once_run_skopeo_once(tmp_path: Path, r
     records = await asyncio.gather(*(puller.pull(f"{host}/demo:1") for _ in range(5)))
     assert len({r.id for r in records}) == 1
     assert runs.read_text().splitlines() == ["run"]
+
+
+def test_corral_pulls_onto_its_nodes_and_runs_the_image(
+    tmp_path: Path, registry: tuple[str, Path], home: dict[str, str]
+) -> None:
+    """The product end to end: corral image pull onto every node, image ls, run the pulled image; an unknown tag
+    is a clear failure."""
+    from tests.integration.conftest import corral
+
+    host, _ = registry
+    push(tmp_path, host, "demo:1", demo("ID=corral-demo"))
+    up = corral(home, "up", "--nodes", "2", "--port", str(free_port()), "--nats-port", str(free_port()))
+    assert up.returncode == 0, up.stderr
+    pulled = corral(home, "image", "pull", f"{host}/demo:1", "--all")
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert sorted(pulled.stdout.split("\n")[:2]) == [f"node-1: pulled {host}/demo:1", f"node-2: pulled {host}/demo:1"]
+    listed = json.loads(corral(home, "image", "ls", "-o", "json").stdout)
+    assert {(r["node"], r["image"]) for r in listed} >= {("node-1", f"{host}/demo:1"), ("node-2", f"{host}/demo:1")}
+    ran = corral(home, "run", "--rm", f"{host}/demo:1", "--", "cat", "/etc/os-release")
+    assert (ran.returncode, ran.stdout) == (0, "ID=corral-demo\n"), ran.stdout + ran.stderr
+    missing = corral(home, "image", "pull", f"{host}/demo:2", "--node", "node-1")
+    assert missing.returncode == 1 and "manifest unknown" in missing.stderr, missing.stderr
+    assert corral(home, "down").returncode == 0
