@@ -39,6 +39,8 @@ def report(kind: type, n: int, node: str) -> ev.Event:
     c = cid(n)
     return {
         ev.NodeImagesChanged: lambda: ev.NodeImagesChanged(node=node, images=("busybox:latest",)),
+        ev.ImagePulled: lambda: ev.ImagePulled(node=node, image="a:1", image_id="sha256:" + "a" * 64, seconds=1.0),
+        ev.ImagePullFailed: lambda: ev.ImagePullFailed(node=node, image="a:1", reason="manifest unknown"),
         ev.ContainerStarted: lambda: ev.ContainerStarted(container_id=c, node=node, pid=1, started_ns=1),
         ev.ContainerExited: lambda: ev.ContainerExited(container_id=c, node=node, exit_code=0, exited_ns=1),
         ev.ContainerStopped: lambda: ev.ContainerStopped(container_id=c, node=node),
@@ -49,7 +51,8 @@ def report(kind: type, n: int, node: str) -> ev.Event:
     }[kind]()
 
 
-CONTAINER_KINDS = [k for k in REPORTABLE if k is not ev.NodeImagesChanged]
+NODE_KINDS = (ev.NodeImagesChanged, ev.ImagePulled, ev.ImagePullFailed)  # about the node itself
+CONTAINER_KINDS = [k for k in REPORTABLE if k not in NODE_KINDS]
 
 
 @pytest.mark.parametrize("kind", CONTAINER_KINDS, ids=lambda k: k.__name__)
@@ -83,3 +86,11 @@ def test_node_level_reports_only_for_the_sender_itself() -> None:
     assert report_refusal(world(), "n1", 1, report(ev.NodeImagesChanged, 0, "n1")) is None
     refusal = report_refusal(world(), "n1", 1, report(ev.NodeImagesChanged, 0, "n2"))
     assert refusal is not None and refusal[0] == "other_node"
+
+
+@pytest.mark.parametrize("kind", NODE_KINDS, ids=lambda k: k.__name__)
+def test_a_node_speaks_of_its_own_images_only(kind: type) -> None:
+    assert report_refusal(world(), "n1", 1, report(kind, 1, "n1")) is None
+    assert report_refusal(world(), "n1", 1, report(kind, 1, "n2")) == ("other_node", "the event names node n2")
+    refusal = report_refusal(world(), "n2", 2, report(kind, 1, "n2"))
+    assert refusal is not None and refusal[0] == "stale_epoch"

@@ -46,6 +46,8 @@ EVENTS: list[ev.Event] = [
         host_mounts=("/srv/data",),
     ),
     ev.NodeImagesChanged(node="n1", images=("busybox:latest",)),
+    ev.ImagePulled(node="n1", image="127.0.0.1:5000/demo:1", image_id="sha256:" + "a" * 64, seconds=0.8),
+    ev.ImagePullFailed(node="n1", image="127.0.0.1:5000/demo:2", reason="manifest unknown"),
     ev.NodeLost(node="n1", epoch=3, last_seen_ns=1_700_000_000_000_000_000),
     ev.NodeRecovered(node="n1", epoch=4),
     ev.NodeCordoned(node="n1", reason="kernel upgrade"),
