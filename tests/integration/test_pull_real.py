@@ -66,7 +66,8 @@ def push(tmp: Path, registry: str, name: str, image: Image) -> str:
 
 def demo(text: str = "demo") -> Image:
     binary = file("bin/busybox", Path("/bin/busybox").read_bytes(), mode=0o755)
-    return Image((layer(binary, symlink("bin/sh", "/bin/busybox"), file("etc/os-release", f"{text}\n".encode())),))
+    links = (symlink("bin/sh", "/bin/busybox"), symlink("bin/cat", "/bin/busybox"))
+    return Image((layer(binary, *links, file("etc/os-release", f"{text}\n".encode())),))
 
 
 async def test_pull_by_tag_and_by_digest(tmp_path: Path, registry: tuple[str, Path]) -> None:
