@@ -555,13 +555,17 @@ class NodeController(Controller):
         return NodeSamples(recent=recent, older=older)
 
     @post(
-        "/{name:str}/images", status_code=201, opt={"body": PullRequest}, responses=errors(400, 401, 403, 404, 502, 503)
+        "/{name:str}/images",
+        status_code=201,
+        opt={"body": PullRequest},
+        responses=errors(400, 401, 403, 404, 413, 415, 422, 503),
     )
     async def pull_image(
         self, *, cp: CPDep, projection: ProjectionDep, name: FromPath[str], data: JSONBody[PullRequest]
     ) -> Pulled:
-        """Have the node pull an image from its registry (answered once pulled; 502 with the registry's reason,
-        e.g. ``manifest unknown``); its images change (``ImagePulled``, ``NodeImagesChanged``)."""
+        """Have the node pull an image from its registry (answered once pulled; 422 with the registry's reason,
+        e.g. ``manifest unknown``, when the image cannot be pulled); its images change (``ImagePulled``,
+        ``NodeImagesChanged``)."""
         view = await _node(projection, name)
         if view.lost:
             raise HTTPException(status_code=503, detail=f"node {name} is lost")
@@ -569,7 +573,7 @@ class NodeController(Controller):
         if isinstance(reply, CommandRejected):
             if reply.code == "node_unreachable":
                 raise HTTPException(status_code=503, detail=f"node {name} is unreachable; try again")
-            raise BodyError(502, f"node {name} could not pull {data.image}: {reply.message}", "image", "pull failed")
+            raise BodyError(422, f"node {name} could not pull {data.image}: {reply.message}", "image", "pull failed")
         return Pulled(node=name, image=data.image)
 
     @post("/{name:str}/cordon", status_code=202, responses=errors(401, 403, 404))
