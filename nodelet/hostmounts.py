@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from nodelet.ocispec import MountNotAllowed
-from nodelet.procfacts import unescape
+from nodelet.procfacts import mount_points
 
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
 MNT_DETACH = 2
@@ -130,5 +130,4 @@ def unstage(directory: Path) -> None:
 
 def _mounted(path: Path) -> bool:
     """Whether something is mounted at ``path`` (``os.path.ismount`` misses binds within one file system)."""
-    target = str(path)
-    return any(unescape(line.split()[4]) == target for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return str(path) in mount_points()

@@ -19,6 +19,11 @@ def unescape(field: str) -> str:
     return field
 
 
+def mount_points(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    """Where things are mounted, as this process sees it (escapes decoded)."""
+    return [unescape(line.split()[4]) for line in mountinfo.read_text().splitlines()]
+
+
 def parse_mountinfo(text: str) -> tuple[Mounted, ...]:
     mounts = []
     for line in text.splitlines():

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nodelet.procfacts import unescape
+from nodelet.procfacts import mount_points
 
 
 def reap_containers(data: Path, timeout_s: float = 10.0, workers: int = 8, cgroup: str | None = None) -> None:
@@ -85,8 +85,7 @@ def _run(argv: list[str], timeout_s: float) -> bool:
 
 def mounts_under(path: Path) -> list[str]:
     """What is mounted below ``path`` (a real path), as the mount table says it (its escapes decoded)."""
-    points = (unescape(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines())
-    return [p for p in points if p.startswith(f"{path}/")]
+    return [p for p in mount_points() if p.startswith(f"{path}/")]
 
 
 def purge_node(data: Path, cgroup_root: str | None) -> None:

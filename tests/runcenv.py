@@ -10,11 +10,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nodelet.images import unmount_overlay
+from nodelet.images import ImageStore, mount_overlay, unmount_overlay
+from nodelet.ocispec import oci_config
 from nodelet.runtime import RuncRuntime
+from wire.ids import new_container_id
+from wire.spec import ContainerSpec
 
 needs_runc = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("conmon") or not Path("/bin/busybox").exists(),
@@ -45,3 +49,14 @@ async def clear_runtime(rt: RuncRuntime, cgroup_parent: str) -> None:
     for parent in Path("/sys/fs/cgroup").glob(f"*/{cgroup_parent.strip('/')}"):
         parent.rmdir()
     assert not list(Path("/sys/fs/cgroup").glob(f"*/{cgroup_parent.strip('/')}"))
+
+
+def busybox_bundle(root: Path, spec: ContainerSpec, **config: Any) -> tuple[str, Path, dict[str, Any]]:
+    """A container of the built-in busybox under ``root``, its root mounted: its id, bundle and OCI config
+    (``config`` goes to ``oci_config``; the cgroup is under /corral-test, which ``clear_runtime`` removes)."""
+    cid = new_container_id()
+    bundle = root / "c" / cid
+    rootfs = mount_overlay(ImageStore(root / "images").resolve("busybox"), bundle)
+    settings: dict[str, Any] = {"cpus": None, "mems": None, "cpu_shares": 1024, "cpu_quota_us": None, **config}
+    oci = oci_config(spec, container_id=cid, rootfs=str(rootfs), cgroups_path=f"/corral-test/{cid}", **settings)
+    return cid, bundle, oci

@@ -23,7 +23,6 @@ CAPS: Final = {
     "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35, "BLOCK_SUSPEND": 36,
     "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
 }  # fmt: skip
-BASELINE_CAPS: Final = BASELINE_CAPABILITIES
 RESTRICTED_CAPS: Final = frozenset({"NET_BIND_SERVICE"})
 # What a container mounts of its own (not of the host's files): its root, kernel file systems, its tmpfs.
 OWN_FS: Final = frozenset({"overlay", "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"})
@@ -84,7 +83,7 @@ def judge(facts: ProcessFacts) -> list[Verdict]:
     b, r = Level.BASELINE, Level.RESTRICTED
     shared = set(facts.host_namespaces)
     caps = cap_names(facts.cap_effective) | cap_names(facts.cap_bounding)
-    extra = sorted(caps - BASELINE_CAPS)
+    extra = sorted(caps - BASELINE_CAPABILITIES)
     hostish = host_paths(facts)
     masked = any(m.point in ("/proc/kcore", "/proc/keys", "/proc/timer_list") for m in facts.mounts)
     host_ns = sorted(shared & {"net", "pid", "ipc"})

@@ -79,6 +79,20 @@ class Node:
         async with asyncio.timeout(timeout_s):
             return await self.events.get()
 
+    async def output(self, container_id: str) -> list[str]:
+        """The text of each record of the container's log."""
+        reply = await self.service.handle(GetLogs(command_id=new_command_id(), container_id=container_id))
+        assert isinstance(reply, LogsReply)
+        return [line.split(" ", 3)[3] for line in reply.lines]
+
+    async def run_to_exit(self, s: ContainerSpec) -> list[str]:
+        """Start ``s``, wait until it has exited, and return its output."""
+        cmd = self.start(s)
+        assert await self.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+        while not isinstance(await self.next_event(), ev.ContainerExited):
+            pass
+        return await self.output(cmd.container_id)
+
     def start(self, s: ContainerSpec, cpuset: tuple[int, ...] = (), **kw: object) -> StartContainer:
         return StartContainer(
             command_id=new_command_id(), epoch=1, container_id=new_container_id(), spec=s, cpuset=cpuset, **kw
@@ -256,13 +270,7 @@ async def test_seccomp_profiles_the_node_offers(node: Node) -> None:
     script = "grep '^Seccomp:' /proc/self/status | tr -d '\\t'; unshare -U true 2>/dev/null && echo ok || echo no"
     seen = {}
     for profile in ("RuntimeDefault", "Unconfined", "localhost/log-all"):
-        cmd = node.start(spec("t", command=("sh", "-c", script), seccomp_profile=profile))
-        assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
-        while not isinstance(await node.next_event(), ev.ContainerExited):
-            pass
-        reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
-        assert isinstance(reply, LogsReply)
-        seen[profile] = [line.split(" ", 3)[3] for line in reply.lines]
+        seen[profile] = await node.run_to_exit(spec("t", command=("sh", "-c", script), seccomp_profile=profile))
     assert seen == {
         "RuntimeDefault": ["Seccomp:2", "no"],
         "Unconfined": ["Seccomp:0", "ok"],
@@ -294,9 +302,7 @@ async def test_host_mounts_are_checked_on_the_node_and_pinned(node: Node) -> Non
     while not isinstance(e := await node.next_event(), ev.ContainerExited):
         pass
     assert e.exit_code == 0
-    reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
-    assert isinstance(reply, LogsReply)
-    assert [line.split(" ", 3)[3] for line in reply.lines] == ["from the host", "from the host", "1"]
+    assert await node.output(cmd.container_id) == ["from the host", "from the host", "1"]
     assert not list((node.root / "data" / "hostmounts").iterdir())  # unstaged with the container
     assert (allowed / "moved" / "note").read_text() == "from the host\n"  # and the host's files untouched
 
@@ -339,13 +345,8 @@ async def test_the_writable_layer_and_tmp_share_a_bound(node: Node) -> None:
         "dd if=/dev/zero of=/b bs=1M count=10 2>&1 | grep -o 'No space left' | head -1; "
         "rm /tmp/a && dd if=/dev/zero of=/c bs=1M count=10 2>/dev/null && echo freed-ok"
     )
-    cmd = node.start(spec("t", command=("sh", "-c", script), ephemeral_storage_bytes=16 << 20))
-    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
-    while not isinstance(await node.next_event(), ev.ContainerExited):
-        pass
-    reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
-    assert isinstance(reply, LogsReply)
-    assert [line.split(" ", 3)[3] for line in reply.lines] == ["tmp-ok", "No space left", "freed-ok"]
+    output = await node.run_to_exit(spec("t", command=("sh", "-c", script), ephemeral_storage_bytes=16 << 20))
+    assert output == ["tmp-ok", "No space left", "freed-ok"]
     assert str(node.root) not in Path("/proc/self/mounts").read_text()
 
 
@@ -379,13 +380,7 @@ async def test_who_a_container_runs_as(node: Node) -> None:
     script = "id -u; id -g; cat /proc/self/cgroup | grep -c corral-svc; touch /tmp/x && echo tmp-writable"
     seen = {}
     for user in ("nobody", "1234:5678", None):
-        cmd = node.start(spec("t", command=("sh", "-c", script), user=user))
-        assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
-        while not isinstance(await node.next_event(), ev.ContainerExited):
-            pass
-        reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
-        assert isinstance(reply, LogsReply)
-        seen[user] = [line.split(" ", 3)[3] for line in reply.lines]
+        seen[user] = await node.run_to_exit(spec("t", command=("sh", "-c", script), user=user))
     assert seen == {
         "nobody": ["65534", "65534", "0", "tmp-writable"],
         "1234:5678": ["1234", "5678", "0", "tmp-writable"],
@@ -410,14 +405,8 @@ async def test_an_images_user_is_honoured(node: Node) -> None:
     node.service.images.import_tar(write_tar(node.root / "app.tar", image.oci()))
     seen = {}
     for user in (None, "7:7"):
-        cmd = node.start(spec("t", image="app:1", command=("sh", "-c", "echo $(busybox id -u)"), user=user,
-                              run_as_non_root=True))  # fmt: skip
-        assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
-        while not isinstance(await node.next_event(), ev.ContainerExited):
-            pass
-        reply = await node.service.handle(GetLogs(command_id=new_command_id(), container_id=cmd.container_id))
-        assert isinstance(reply, LogsReply)
-        seen[user] = [line.split(" ", 3)[3] for line in reply.lines]
+        s = spec("t", image="app:1", command=("sh", "-c", "echo $(busybox id -u)"), user=user, run_as_non_root=True)
+        seen[user] = await node.run_to_exit(s)
     assert seen == {None: ["4321"], "7:7": ["7"]}
 
 

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from nodelet.images import ImageStore, mount_overlay
-from nodelet.ocispec import oci_config
 from nodelet.runtime import ExitStatus, RuncRuntime, RuntimeError_
 from tests.builders import spec
-from tests.runcenv import clear_runtime
+from tests.runcenv import busybox_bundle, clear_runtime
 from wire.ids import new_container_id
 
 pytestmark = pytest.mark.skipif(
@@ -24,20 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 
 async def prepare(root: Path, command: tuple[str, ...], **kw: object) -> tuple[str, Path, dict[str, object]]:
-    cid = new_container_id()
-    bundle = root / "c" / cid
-    rootfs = mount_overlay(ImageStore(root / "images").resolve("busybox"), bundle)
-    config = oci_config(
-        spec("t", command=command, **kw),
-        container_id=cid,
-        rootfs=str(rootfs),
-        cgroups_path=f"/corral-test/{cid}",
-        cpus=None,
-        mems=None,
-        cpu_shares=1024,
-        cpu_quota_us=None,
-    )
-    return cid, bundle, config
+    return busybox_bundle(root, spec("t", command=command, **kw))  # type: ignore[arg-type]
 
 
 async def test_exit_code_and_logs(root: Path, runtime: RuncRuntime) -> None:

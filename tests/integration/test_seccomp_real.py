@@ -13,12 +13,10 @@ from typing import Any
 
 import pytest
 
-from nodelet.images import ImageStore, mount_overlay
-from nodelet.ocispec import oci_config
 from nodelet.runtime import ExitStatus, RuncRuntime
 from nodelet.seccomp import RUNTIME_DEFAULT
 from tests.builders import spec
-from wire.ids import new_container_id
+from tests.runcenv import busybox_bundle
 from wire.spec import Mount
 
 pytestmark = pytest.mark.skipif(
@@ -39,20 +37,9 @@ def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 async def run(
     root: Path, runtime: RuncRuntime, command: tuple[str, ...], mounts: dict[str, str], seccomp: dict[str, Any] | None
 ) -> tuple[ExitStatus, list[str]]:
-    cid = new_container_id()
-    bundle = root / "c" / cid
-    rootfs = mount_overlay(ImageStore(root / "images").resolve("busybox"), bundle)
-    config = oci_config(
-        spec("t", command=command, mounts=tuple(Mount(source=s, destination=d) for s, d in mounts.items())),
-        container_id=cid,
-        rootfs=str(rootfs),
-        cgroups_path=f"/corral-test/{cid}",
-        cpus=None,
-        mems=None,
-        cpu_shares=1024,
-        cpu_quota_us=None,
-        allowed_host_mounts=tuple(mounts),
-        seccomp=seccomp,
+    mounted = tuple(Mount(source=s, destination=d) for s, d in mounts.items())
+    cid, bundle, config = busybox_bundle(
+        root, spec("t", command=command, mounts=mounted), allowed_host_mounts=tuple(mounts), seccomp=seccomp
     )
     await runtime.create(cid, bundle, config)
     await runtime.start(cid)
