@@ -145,6 +145,8 @@ AT_MOST_ONE = "never two copies: its node stops it when cut off from the control
 
 # Exit codes as docker run's: the container's own, 125 when Corral could not run it, 128+n for a signal.
 CANNOT_RUN = 125
+PULL_FAILED = ("ErrImagePull", "ImagePullBackOff")
+PULL_POLICIES = {"missing": "IfNotPresent", "always": "Always", "never": "Never"}  # docker run --pull
 INTERRUPTED = 130
 
 
@@ -186,6 +188,13 @@ def run(
     ephemeral_storage: Annotated[
         str | None, typer.Option(help="its writable layer and /tmp together, e.g. 512Mi (default: the node's)")
     ] = None,
+    entrypoint: Annotated[
+        str | None, typer.Option("--entrypoint", help="replaces the image's Entrypoint ('' clears it)")
+    ] = None,
+    workdir: Annotated[str | None, typer.Option("-w", "--workdir", help="default: the image's WorkingDir")] = None,
+    pull: Annotated[
+        str, typer.Option("--pull", help="missing (pull what its node lacks), always (ask the registry) or never")
+    ] = "missing",
     detach: Annotated[bool, typer.Option("-d", "--detach", help="print the id and return")] = False,
     rm_: Annotated[bool, typer.Option("--rm", help="remove it once it has ended")] = False,
     stop_timeout: Annotated[float, typer.Option(help="on Ctrl-C: seconds between TERM and KILL")] = 10.0,
@@ -203,6 +212,13 @@ def run(
         )  # fmt: skip
         spec["restart_policy"] = restart
         spec["at_most_one"] = at_most_one
+        if pull not in PULL_POLICIES:
+            raise Failed(f"--pull {pull!r}: expected missing, always or never")
+        spec["image_pull_policy"] = PULL_POLICIES[pull]
+        if entrypoint is not None:
+            spec["entrypoint"] = [entrypoint] if entrypoint else []
+        if workdir is not None:
+            spec["working_dir"] = workdir
         spec |= _security_fields(user, run_as_non_root, cap_drop, cap_add, seccomp, userns, ephemeral_storage)
         if cpuset_policy is not None:
             spec["cpu_bind_policy"] = cpuset_policy
@@ -348,10 +364,21 @@ def _attach(cid: str, stop_timeout: float) -> int:
     """Stream the container's output until it ends; its exit code (docker run's). Ctrl-C stops it: 130."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it (as docker run does)
     try:
-        c = _wait(cid, lambda c: c["state"] not in ("pending", "scheduled"), 300)
+        said: list[str] = []
+
+        def placed_or_failed(c: dict[str, Any]) -> bool:
+            if c["wait_reason"] == "Pulling" and not said:
+                said.append(c["node"])
+                err.print(f"pulling {escape(c['spec']['image'])} on {c['node']} ...")
+            return c["state"] not in ("pending", "scheduled") or c["wait_reason"] in PULL_FAILED
+
+        c = _wait(cid, placed_or_failed, 3600)
         if c["state"] == "unschedulable":
             call("DELETE", f"/v1/containers/{cid}", params={"grace": 0})  # docker run would not leave it queued
             raise Failed(f"{cid} cannot be placed: {c['unschedulable']}")
+        if c["wait_reason"] in PULL_FAILED:
+            call("DELETE", f"/v1/containers/{cid}", params={"grace": 0})  # as docker run: no pull, no container
+            raise Failed(f"{cid} on {c['node']}: {c['wait_message']}")
         if c["node"] is not None and c["message"] == "":
             _stream_logs(cid)
         c = _wait(cid, lambda c: c["state"] in ENDED, 3600)
@@ -969,11 +996,17 @@ def up(
     nats_port: Annotated[int, typer.Option(help="NATS port")] = 4222,
     declared_topology: Annotated[str | None, typer.Option(help="e.g. 2x2x8x2, mapped onto the real CPUs")] = None,
     print_env: Annotated[bool, typer.Option("--print-env", help="print the export line with the admin token")] = False,
+    nodelet_arg: Annotated[
+        list[str] | None,
+        typer.Option("--nodelet-arg", help="passed to every nodelet, e.g. --nodelet-arg=--insecure-registry=r:5000"),
+    ] = None,
 ) -> None:
     """Start a local cluster: nats-server (an nkey per nodelet, limited to its subjects), the control plane and
     N nodelets, all under one private data directory."""
     try:
-        env = LocalCluster(LOCAL).up(nodes_, port, nats_port, declared_topology=declared_topology)
+        env = LocalCluster(LOCAL).up(
+            nodes_, port, nats_port, declared_topology=declared_topology, nodelet_args=tuple(nodelet_arg or ())
+        )
     except UpFailed as e:
         raise _fail(e) from None
     console.print(f"[green]up[/green]: {nodes_} nodes, API {env['addr']}, state and logs in {LOCAL}")

@@ -83,8 +83,10 @@ LEFT_TO_SYNC = frozenset({Reject.STALE_EPOCH, Reject.FENCED})
 # Events a nodelet may report about its containers.
 REPORTABLE = (
     ev.NodeImagesChanged,
+    ev.ImagePulling,
     ev.ImagePulled,
     ev.ImagePullFailed,
+    ev.ContainerWaiting,
     ev.ContainerStarted,
     ev.ContainerExited,
     ev.ContainerStopped,
@@ -364,6 +366,7 @@ class ControlPlane:
                 reserved_cpus=reg.reserved_cpus,
                 seccomp_profiles=reg.seccomp_profiles,
                 pod_security=reg.pod_security,
+                pulls=reg.pulls,
             )
             chosen.update(epoch=epoch, recovered=int(view is not None and view.lost))
             if chosen["recovered"]:
@@ -461,7 +464,7 @@ class ControlPlane:
             reply = CommandRejected(command_id=None, code=code, message=f"{reason}: {why}")
             await msg.respond(encode(reply))
             return
-        if isinstance(event, ev.NodeImagesChanged | ev.ImagePulled | ev.ImagePullFailed):
+        if isinstance(event, ev.NodeImagesChanged | ev.ImagePulling | ev.ImagePulled | ev.ImagePullFailed):
             stream = node_stream(node)
         else:
             stream = container_stream(event.container_id)

@@ -39,6 +39,8 @@ def waiting(c: ContainerView, node: NodeView | None, d: Delivery | None) -> str:
         return f"its node {c.node} is not registered"
     if node.lost:
         return f"its node {c.node} is lost: the container is declared lost"
+    if c.state is ContainerState.SCHEDULED and c.wait_reason:
+        return f"{c.wait_reason}: {c.wait_message}" if c.wait_message else c.wait_reason  # the node said why
     if d is None or d.op != op or d.node != c.node or d.epoch != node.epoch:
         return f"waiting for {c.node} to report it {goal} (its {op} is sent, or taken by the node's sync)"
     tries = f"{d.attempts} {'try' if d.attempts == 1 else 'tries'}"

@@ -131,6 +131,7 @@ class LocalCluster:
         *,
         declared_topology: str | None = None,
         allow_host_mounts: tuple[str, ...] = (),
+        nodelet_args: tuple[str, ...] = (),
         timeout_s: float = 60.0,
         log_level: str = "INFO",
     ) -> dict[str, str]:
@@ -161,6 +162,7 @@ class LocalCluster:
                 commands[n] += ["--declared-topology", declared_topology]
             for path in allow_host_mounts:
                 commands[n] += ["--allow-host-mount", path]
+            commands[n] += nodelet_args
         write_private(self.commands_file, json.dumps(commands).encode())
         procs: dict[str, subprocess.Popen[bytes]] = {}
         try:

@@ -55,6 +55,7 @@ from api.edge import (
 )
 from api.openapi import errors
 from api.paging import Page, next_headers, page
+from scheduler.feasible import can_run_image, pullable
 from scheduler.plan import ResizeRefused
 from scheduler.stack import Placement, Unschedulable
 from store.errors import WrongExpectedHead, WrongExpectedVersion
@@ -90,6 +91,7 @@ from wire.spec import (
     SECCOMP_RUNTIME_DEFAULT,
     SECCOMP_UNCONFINED,
     ContainerSpec,
+    PullPolicy,
     ServiceSpec,
     host_mount_allowed,
     image_name,
@@ -210,12 +212,17 @@ async def _runnable_somewhere(projection: Projection, spec: ContainerSpec, prefi
     """Refuse what every registered node would refuse: an image none holds, a host path none allows (with
     no node registered yet, nothing is known)."""
     nodes = (await projection.catch_up()).nodes.values()
-    image = image_name(spec.image)
-    has_image = [n for n in nodes if n.images is None or image in n.images]
+    image, may_pull = image_name(spec.image), pullable(spec)
+    has_image = [n for n in nodes if can_run_image(n.images, n.pulls, image, may_pull)]
     if nodes and not has_image:
-        raise BodyError(
-            422, f"no node holds image {spec.image!r}; pull it first (corral image pull IMAGE --all)", f"{prefix}image"
+        why = (
+            f"no node holds image {spec.image!r} and its image_pull_policy is Never"
+            if spec.image_pull_policy is PullPolicy.NEVER
+            else f"no node holds image {spec.image!r}, and none pulls"
+            if may_pull
+            else f"no node holds image {spec.image!r}"
         )
+        raise BodyError(422, f"{why}; pull it first (corral image pull IMAGE --all)", f"{prefix}image")
     for m in spec.mounts:
         if has_image and not any(host_mount_allowed(m.source, n.host_mounts) for n in has_image):
             raise BodyError(

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -99,6 +100,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="registry credentials (containers-auth.json, as docker login writes them; a 0600 file)",
     )
     p.add_argument(
+        "--image-gc-high-threshold",
+        type=int,
+        default=85,
+        metavar="PERCENT",
+        help="past this much of the image store's disk used, unused images go, least recently used first (kubelet's)",
+    )
+    p.add_argument(
+        "--image-gc-low-threshold",
+        type=int,
+        default=80,
+        metavar="PERCENT",
+        help="image GC stops once the disk is below this",
+    )
+    p.add_argument(
+        "--image-pull-backoff",
+        default="10,300",
+        metavar="FIRST,MAX",
+        help="seconds before a failed pull for a start is tried again, doubling up to MAX (kubelet's 10,300)",
+    )
+    p.add_argument(
         "--pids-max",
         type=int,
         default=None,
@@ -129,6 +150,10 @@ async def main(args: argparse.Namespace) -> None:
             "declared topology %s mapped onto real CPUs %s: %s", args.declared_topology, real.cpus(), cpu_map
         )
     data_dir = Path(args.data_dir)
+    first, _, longest = args.image_pull_backoff.partition(",")
+    backoff = (float(first), float(longest or first))
+    if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
+        raise SystemExit("--image-gc-low-threshold must be at most --image-gc-high-threshold, both 0..100")
     reserved = parse_cpulist(args.reserved_cpus) if args.reserved_cpus else ()
     real_reserved = {cpu_map.get(c, c) for c in reserved}
     config = NodeConfig(
@@ -145,19 +170,30 @@ async def main(args: argparse.Namespace) -> None:
         userns_base=args.userns_base,
         node_pids_max=args.pids_max if args.pids_max is not None else default_pids_max(),
         seccomp_profiles=load_profiles(Path(args.seccomp_profile_dir)) if args.seccomp_profile_dir else {},
+        image_gc_high_percent=args.image_gc_high_threshold,
+        image_gc_low_percent=args.image_gc_low_threshold,
+        pull_backoff_s=backoff,
     )
     agent: Agent
 
     async def emit(event: ev.Event) -> None:
         await agent.emit(event)
 
+    images = ImageStore(data_dir / "images")
     service = NodeService(
         config,
         runtime=RuncRuntime(RuntimePaths(data_dir / "rt")),
-        images=ImageStore(data_dir / "images"),
+        images=images,
         cgroups=Cgroups(detect_layout()),
         emit=emit,
+        puller=(
+            Puller(images, data_dir / "pulls", insecure=tuple(args.insecure_registry), authfile=args.registry_auth)
+            if shutil.which("skopeo")
+            else None  # said at registration: the scheduler sends it only images it holds
+        ),
     )
+    if service.puller is None:
+        logging.warning("no skopeo on PATH: this node pulls no images")
     labels = dict(label.split("=", 1) for label in args.label)
     agent = Agent(
         AgentConfig(
@@ -176,9 +212,6 @@ async def main(args: argparse.Namespace) -> None:
         ),
         service,
         Outbox(data_dir / "outbox"),
-        puller=Puller(
-            service.images, data_dir / "pulls", insecure=tuple(args.insecure_registry), authfile=args.registry_auth
-        ),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,7 +26,7 @@ from nats.errors import NoRespondersError
 
 from nodelet.burst import BurstController, Running
 from nodelet.outbox import Entry, Outbox
-from nodelet.pull import Puller, PullFailed
+from nodelet.pull import PullFailed
 from nodelet.service import NodeService
 from nodelet.telemetry import Sampler, ThrottleDetector, stats_sample, throttle_event
 from wire import events as ev
@@ -87,10 +87,8 @@ class Agent:
         service: NodeService,
         outbox: Outbox,
         clock: Callable[[], int] = time.time_ns,
-        puller: Puller | None = None,
     ) -> None:
         self.config = config
-        self.puller = puller  # None: this node does not pull (hollow nodes)
         self.service = service
         self.outbox = outbox
         self.clock = clock
@@ -214,17 +212,25 @@ class Agent:
         return tuple(sorted(await asyncio.to_thread(self.service.images.names)))
 
     async def _watch_images(self) -> None:
-        """Say when an import changed what the node can run: the scheduler places only where the image is."""
+        """Collect unused images past the disk's high-water mark, and say when what the node holds changed
+        (a pull, an import, a removal): the scheduler prefers nodes that hold an image, and places a container
+        that may not be pulled only there. Looked at every ``images_s``, and at once after a pull or removal."""
         while True:
-            await asyncio.sleep(self.config.images_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.images_s):
+                    await self.service.images_changed.wait()
+            self.service.images_changed.clear()
             try:
-                names = await self._image_names()
+                await self.service.collect_images()
+                await self._say_images()
             except (OSError, msgspec.DecodeError) as e:
                 log.warning("cannot list images: %r", e)
-                continue
-            if names != self._images:
-                await self.emit(ev.NodeImagesChanged(node=self.config.node, images=names))
-                self._images = names
+
+    async def _say_images(self) -> None:
+        names = await self._image_names()
+        if names != self._images:
+            self._images = names
+            self._report(ev.NodeImagesChanged(node=self.config.node, images=names))
 
     async def _register(self) -> None:
         assert self.nc is not None
@@ -241,6 +247,7 @@ class Agent:
                 reserved_cpus=self.config.reserved_cpus,
                 seccomp_profiles=self.service.config.seccomp_profiles_offered,
                 pod_security=self.service.config.pod_security,
+                pulls=self.service.puller is not None,
             )
         )
         delay = 0.05
@@ -322,6 +329,9 @@ class Agent:
                 log.warning("container %s is no longer this node's: killing it", cid)
                 stop = StopContainer(command_id=new_command_id(), epoch=self.service.epoch, container_id=cid, grace_s=0)
                 await self.service.handle(stop)
+        for cid in self.service.waiting():
+            if cid not in desired:  # stopped, lost or moved while its image was pulled
+                self.service.cancel_waiting(cid)
         for cid, stop in stopping.items():
             if cid in running:
                 await self.service.handle(stop)  # the same id as the control plane's own: carried out once
@@ -395,30 +405,12 @@ class Agent:
         await msg.respond(encode(reply))
 
     async def _pull(self, command: PullImage) -> CommandAccepted | CommandRejected:
-        """Pull an image (a pull of it under way is joined), say so in an event and with the images held."""
-        if self.puller is None:
-            return CommandRejected(
-                command_id=command.command_id, code=Reject.IMAGE_PULL_FAILED, message="this node does not pull"
-            )
-        started = time.monotonic()
+        """``docker pull``: the registry is asked even when the image is here (a moved tag is pulled again)."""
         try:
-            record = await self.puller.pull(command.image)
-        except (PullFailed, OSError, ValueError) as e:  # ValueError: the store refused what was pulled
-            why = str(e)
-            await self.emit(ev.ImagePullFailed(node=self.config.node, image=command.image, reason=why[:1000]))
-            return CommandRejected(command_id=command.command_id, code=Reject.IMAGE_PULL_FAILED, message=why)
-        await self.emit(
-            ev.ImagePulled(
-                node=self.config.node,
-                image=command.image,
-                image_id=record.id,
-                seconds=round(time.monotonic() - started, 3),
-            )
-        )
-        names = await self._image_names()
-        if names != self._images:
-            await self.emit(ev.NodeImagesChanged(node=self.config.node, images=names))
-            self._images = names
+            await self.service.pull_image(command.image, always=True)
+        except PullFailed as e:
+            return CommandRejected(command_id=command.command_id, code=Reject.IMAGE_PULL_FAILED, message=str(e))
+        await self._say_images()
         return CommandAccepted(command_id=command.command_id)
 
     async def _heartbeat(self) -> None:

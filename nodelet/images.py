@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Annotated, Protocol, TypeVar
 
 import msgspec
+import zstandard
 
 from wire.spec import image_name
 
@@ -52,12 +53,14 @@ _JSON_MAX_BYTES = 4 << 20  # index, manifest, config
 _MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
 _INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
 _CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
-_LAYER_TYPES = {  # media type -> gzip-compressed
-    "application/vnd.oci.image.layer.v1.tar": False,
-    "application/vnd.oci.image.layer.v1.tar+gzip": True,
-    "application/vnd.docker.image.rootfs.diff.tar": False,
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": True,
+_LAYER_TYPES = {  # media type -> compression
+    "application/vnd.oci.image.layer.v1.tar": "",
+    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar": "",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
 }
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 PLATFORM = ("linux", _GOARCH.get(platform.machine(), platform.machine()))  # the only images an import picks
 
@@ -89,6 +92,27 @@ class ImageRecord(msgspec.Struct, frozen=True):
     id: str  # sha256 digest of the config
     layers: tuple[str, ...]  # diff ids, bottom first
     tags: tuple[str, ...] = ()  # the names this import pointed at the image
+    size: int = 0  # its layer blobs as imported (compressed, as a registry serves them)
+    blobs: tuple[str, ...] = ()  # digests of its manifest, config and layer blobs
+
+
+class ImageConfig(msgspec.Struct, frozen=True):
+    """How an image says to run it (its config's ``config``): what ``docker run`` starts from."""
+
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # KEY=VALUE
+    working_dir: str = ""
+    user: str = ""
+
+
+class ImageInfo(msgspec.Struct, frozen=True):
+    """An image held here, as ``corral image ls`` shows it."""
+
+    id: str
+    tags: tuple[str, ...]
+    size: int
+    last_used_ns: int  # its last start here (or its import)
 
 
 def normalize(ref: str) -> str:
@@ -138,9 +162,13 @@ class _Config(msgspec.Struct):
 
 class _RunConfig(msgspec.Struct, rename="pascal"):  # the "config" of an image config: how to run it
     user: str | int = ""  # some tools write a bare number
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    env: list[str] | None = None
+    working_dir: str = ""
 
 
-class _UserOnly(msgspec.Struct):
+class _RunOnly(msgspec.Struct):
     config: _RunConfig | None = None
 
 
@@ -150,8 +178,14 @@ class _SaveEntry(msgspec.Struct, rename="pascal"):  # one image in a docker save
     repo_tags: list[str] | None = None
 
 
-class _Stored(msgspec.Struct):  # images/<hex>.json
+class _Stored(msgspec.Struct):  # images/<hex>.json (its mtime: when a container last started from it)
     layers: list[str]
+    size: int = 0
+    blobs: list[str] | None = None  # None: stored before blobs were recorded (never collected blob by blob)
+
+
+class InUse(Exception):
+    """The image is what a container here runs (or was made from and still holds)."""
 
 
 _T = TypeVar("_T")
@@ -202,13 +236,119 @@ class ImageStore:
                 break  # a layer that makes / opaque hides all below; overlayfs ignores the mark on a layer's root
         return dirs
 
-    def user(self, ref: str) -> str:
-        """The user an image runs as (its config's ``User``; "" for root and for the built-in busybox)."""
+    def config(self, ref: str) -> ImageConfig:
+        """How the image says to run it; the built-in busybox runs ``sh``."""
         image_id = self._image_id(ref)
         if image_id is None:
-            return ""
-        config = msgspec.json.decode((self.root / "blobs" / "sha256" / image_id[7:]).read_bytes(), type=_UserOnly)
-        return str(config.config.user) if config.config else ""
+            if normalize(ref) == BUILTIN:
+                return ImageConfig(cmd=("sh",))
+            raise UnknownImage(ref)
+        c = msgspec.json.decode((self.root / "blobs" / "sha256" / image_id[7:]).read_bytes(), type=_RunOnly).config
+        if c is None:
+            return ImageConfig()
+        return ImageConfig(
+            entrypoint=tuple(c.entrypoint or ()),
+            cmd=tuple(c.cmd or ()),
+            env=tuple(c.env or ()),
+            working_dir=c.working_dir,
+            user=str(c.user),
+        )
+
+    def image_id(self, ref: str) -> str | None:
+        """The id of the image ``ref`` names here (None: not here, or the built-in busybox)."""
+        return self._image_id(ref)
+
+    def record(self, image_id: str) -> ImageRecord:
+        """What is stored of an image held here (raises ``UnknownImage``)."""
+        try:
+            stored = msgspec.json.decode((self.root / "images" / f"{image_id[7:]}.json").read_bytes(), type=_Stored)
+        except FileNotFoundError:
+            raise UnknownImage(image_id) from None
+        tags = tuple(sorted(n for n, i in self._tags().items() if i == image_id))
+        return ImageRecord(image_id, tuple(stored.layers), tags, stored.size, tuple(stored.blobs or ()))
+
+    def touch(self, image_id: str) -> None:
+        """Mark the image used now (image GC removes the least recently used first)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.root / "images" / f"{image_id[7:]}.json")
+
+    def held(self) -> list[ImageInfo]:
+        """Every image held here (not the built-in busybox), most recently used first."""
+        by_id: dict[str, list[str]] = {}
+        for name, image_id in self._tags().items():
+            by_id.setdefault(image_id, []).append(name)
+        out = []
+        for path in (self.root / "images").glob("*.json"):
+            try:
+                stored = msgspec.json.decode(path.read_bytes(), type=_Stored)
+                mtime = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            image_id = f"sha256:{path.stem}"
+            out.append(ImageInfo(image_id, tuple(sorted(by_id.get(image_id, ()))), stored.size, mtime))
+        return sorted(out, key=lambda i: (-i.last_used_ns, i.id))
+
+    def remove(self, ref: str, in_use: frozenset[str], *, force: bool = False) -> list[str]:
+        """``docker rmi``: a name loses that name, and the image goes with its last name; an id (or ``force``)
+        removes the image and all its names. Never an image in ``in_use`` (ids): raises ``InUse``. Returns
+        the ids removed (empty when only a name went)."""
+        with self._locked():
+            tags = self._tags()
+            image_id = self._image_id(ref)
+            if image_id is None:
+                raise UnknownImage(ref)
+            names = [n for n, i in tags.items() if i == image_id]
+            by_name = not _DIGEST.fullmatch(ref)
+            if by_name and len(names) > 1 and not force:
+                del tags[normalize(ref)]
+                _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(tags.items()))))
+                return []
+            if image_id in in_use:
+                raise InUse(f"image {ref!r} ({image_id[:19]}) is used by a container on this node")
+            self._delete([image_id], tags)
+            return [image_id]
+
+    def collect(self, in_use: frozenset[str], *, high_percent: int, low_percent: int) -> list[str]:
+        """kubelet's image GC: once the store's file system is fuller than ``high_percent``, remove unused
+        images, least recently used first, until it is below ``low_percent``. Returns the ids removed."""
+        if _used_percent(self.root) <= high_percent:
+            return []
+        removed: list[str] = []
+        with self._locked():
+            for info in reversed(self.held()):  # least recently used first
+                if _used_percent(self.root) < low_percent:
+                    break
+                if info.id in in_use:
+                    continue
+                self._delete([info.id], self._tags())
+                removed.append(info.id)
+        return removed
+
+    def _delete(self, ids: list[str], tags: dict[str, str]) -> None:
+        """Remove images (under the lock): their records and names, then every layer and blob no other image
+        lists. An image stored before blobs were recorded keeps every blob (none can be told apart)."""
+        for image_id in ids:
+            (self.root / "images" / f"{image_id[7:]}.json").unlink(missing_ok=True)
+        kept = {n: i for n, i in tags.items() if i not in ids}
+        _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(kept.items()))))
+        layers: set[str] = set()
+        blobs: set[str] | None = set()
+        for path in (self.root / "images").glob("*.json"):
+            stored = msgspec.json.decode(path.read_bytes(), type=_Stored)
+            layers.update(d[7:] for d in stored.layers)
+            if stored.blobs is None:
+                blobs = None
+            elif blobs is not None:
+                blobs.update(d[7:] for d in stored.blobs)
+        for layer in (self.root / "layers").iterdir():
+            if layer.name.startswith(".gone-"):
+                shutil.rmtree(layer, ignore_errors=True)  # a removal a crash cut short
+            elif layer.name not in layers:
+                _remove_tree(layer)
+        if blobs is not None:
+            for blob in (self.root / "blobs" / "sha256").iterdir():
+                if blob.name not in blobs:
+                    blob.unlink(missing_ok=True)
 
     def names(self) -> frozenset[str]:
         """Every reference this store resolves, as ``image_name`` spells it: tags, image ids, the built-in."""
@@ -250,7 +390,8 @@ class ImageStore:
                 target = self.root / dest / staged.name
                 if not target.exists():  # an earlier import may have brought it: content-addressed, so equal
                     staged.rename(target)
-        _write_atomic(self.root / "images" / f"{image.id[7:]}.json", msgspec.json.encode(_Stored(list(image.layers))))
+        stored = _Stored(list(image.layers), image.size, list(image.blobs))
+        _write_atomic(self.root / "images" / f"{image.id[7:]}.json", msgspec.json.encode(stored))
         if image.tags:
             tags = self._tags()
             tags.update(dict.fromkeys(image.tags, image.id))
@@ -304,6 +445,19 @@ class ImageStore:
         (staging / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
         os.replace(staging, rootfs)  # atomic: a half-built image is never seen
         return rootfs
+
+
+def _used_percent(path: Path) -> float:
+    st = os.statvfs(path)
+    total = st.f_blocks * st.f_frsize or 1
+    return 100.0 * (st.f_blocks - st.f_bavail) * st.f_frsize / total
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove an unpacked layer: moved aside first, so a crash midway never leaves half a layer under its name."""
+    doomed = path.with_name(f".gone-{path.name}")
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -478,9 +632,15 @@ class _Import:
         diff_ids = self._diff_ids(config, len(manifest.layers), manifest.config.digest)
         for i, (layer, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True), 1):
             blob = f"blobs/sha256/{layer.digest[7:]}"
-            gz = _LAYER_TYPES[layer.media_type]
-            self._layer(f"layer {i}", blob, digest=layer.digest, size=layer.size, gz=gz, diff_id=diff_id)
-        return ImageRecord(manifest.config.digest, tuple(diff_ids), tuple(sorted(set(names))))
+            how = _LAYER_TYPES[layer.media_type]
+            self._layer(f"layer {i}", blob, digest=layer.digest, size=layer.size, how=how, diff_id=diff_id)
+        return ImageRecord(
+            manifest.config.digest,
+            tuple(diff_ids),
+            tuple(sorted(set(names))),
+            size=sum(layer.size for layer in manifest.layers),
+            blobs=(desc.digest, manifest.config.digest, *(layer.digest for layer in manifest.layers)),
+        )
 
     def _manifests(self, index: _Index, names: list[str], where: str) -> Iterator[tuple[_Descriptor, list[str]]]:
         """The image manifests of an index for this node's platform, with their names; follows nested indexes."""
@@ -509,13 +669,15 @@ class _Import:
         data, config_digest = self._blob(entry.config, config_digest, None, "config", _JSON_MAX_BYTES)
         config = _decode(data, _Config, entry.config)
         diff_ids = self._diff_ids(config, len(entry.layers), config_digest)
+        layers = []
         for i, (name, diff_id) in enumerate(zip(entry.layers, diff_ids, strict=True), 1):
             # Classic "<v1 id>/layer.tar" names no digest: the diff id from the config is what it must match.
             named = re.fullmatch(r"blobs/sha256/([a-f0-9]{64})", _archive_name(name))
             digest = f"sha256:{named.group(1)}" if named else None
-            self._layer(f"layer {i}", name, digest=digest, size=None, gz=None, diff_id=diff_id)
+            layers.append(self._layer(f"layer {i}", name, digest=digest, size=None, how=None, diff_id=diff_id))
         names = sorted({_checked_name(tag, "manifest.json") for tag in entry.repo_tags or ()})
-        return ImageRecord(config_digest, tuple(diff_ids), tuple(names))
+        size = sum(n for _, n in layers)
+        return ImageRecord(config_digest, tuple(diff_ids), tuple(names), size, (config_digest, *(d for d, _ in layers)))
 
     @staticmethod
     def _diff_ids(config: _Config, n_layers: int, digest: str) -> list[str]:
@@ -561,20 +723,23 @@ class _Import:
         return Path(out.name).rename(self.staging / "blobs" / got[7:]), got
 
     def _layer(
-        self, what: str, name: str, *, digest: str | None, size: int | None, gz: bool | None, diff_id: str
-    ) -> None:
-        """Stage a layer's blob and unpack it unless the store or this import already has its diff id."""
+        self, what: str, name: str, *, digest: str | None, size: int | None, how: str | None, diff_id: str
+    ) -> tuple[str, int]:
+        """Stage a layer's blob and unpack it unless the store or this import already has its diff id; its
+        blob's digest and size. ``how``: its compression ("", gzip, zstd; None: sniffed)."""
         key = diff_id[7:]
         unpacked = (self.store.root / "layers" / key).is_dir() or key in self.layers
-        if unpacked and digest is not None and (self.store.root / "blobs" / "sha256" / digest[7:]).exists():
-            return  # nothing new: the blob and its unpacked layer are both stored
-        blob, _ = self._stage(name, digest, size, what, self.store.max_bytes)
+        stored = self.store.root / "blobs" / "sha256" / (digest or "")[7:]
+        if unpacked and digest is not None and stored.is_file():
+            return digest, stored.stat().st_size  # nothing new: the blob and its unpacked layer are both stored
+        blob, digest = self._stage(name, digest, size, what, self.store.max_bytes)
         with open(blob, "rb") as raw:
-            if gz is None:  # docker save does not say; sniff the gzip magic
-                gz = raw.read(2) == b"\x1f\x8b"
+            if how is None:  # docker save does not say: sniff the magic
+                head = raw.read(4)
+                how = _MAGIC.get(head[:2], "") or _MAGIC.get(head, "")
                 raw.seek(0)
             try:
-                with gzip.GzipFile(fileobj=raw) if gz else contextlib.nullcontext(raw) as stream:
+                with _decompressed(raw, how) as stream:
                     reader = _HashingReader(stream, self.stream_budget)
                     if not unpacked:
                         dest = self.staging / "layers" / key
@@ -584,11 +749,20 @@ class _Import:
                         except InvalidImage as e:
                             raise InvalidImage(f"{what} ({name}): {e}") from None
                     got = reader.drain()
-            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as e:
                 raise InvalidImage(f"{what} ({name}) is corrupt: {e}") from None
         if got != diff_id:
             raise InvalidImage(f"digest mismatch: {what} ({name}) uncompressed is {got}; the config says {diff_id}")
         self.layers.add(key)
+        return digest, blob.stat().st_size
+
+
+def _decompressed(raw: IO[bytes], how: str) -> contextlib.AbstractContextManager[_Readable]:
+    if how == "gzip":
+        return gzip.GzipFile(fileobj=raw)
+    if how == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    return contextlib.nullcontext(raw)
 
 
 def _checked_name(ref: str, where: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from nodelet.images import ImageConfig
 from nodelet.seccomp import RUNTIME_DEFAULT
 from wire.spec import ContainerSpec, host_mount_allowed
 
@@ -47,8 +48,44 @@ MASKED_PATHS = (
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 
+BUSYBOX_CONFIG = ImageConfig(cmd=("sh",))
+
+
 class MountNotAllowed(ValueError):
     pass
+
+
+class NoCommand(ValueError):
+    pass
+
+
+def process_args(spec: ContainerSpec, image: ImageConfig) -> list[str]:
+    """What ``docker run`` runs: the Entrypoint (the spec's, else the image's) followed by the command (the
+    spec's, else the image's Cmd, unless the spec set its own Entrypoint: that drops the image's Cmd)."""
+    entrypoint = spec.entrypoint if spec.entrypoint is not None else image.entrypoint
+    cmd = spec.command or (() if spec.entrypoint is not None else image.cmd)
+    args = [*entrypoint, *cmd]
+    if not args:
+        raise NoCommand("no command: the image has no Entrypoint or Cmd, and the spec gives neither")
+    return args
+
+
+def process_env(spec: ContainerSpec, image: ImageConfig) -> list[str]:
+    """PATH (the image's, else the usual one), HOSTNAME, the image's Env, then the spec's over them."""
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": spec.name}
+    for item in image.env:
+        key, sep, value = item.partition("=")
+        if sep and key:
+            env[key] = value
+    env.update(spec.env)
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def process_cwd(spec: ContainerSpec, image: ImageConfig) -> str:
+    """The spec's working_dir, else the image's WorkingDir (a relative one is taken from /), else /."""
+    if spec.working_dir is not None:
+        return spec.working_dir
+    return "/" + image.working_dir.lstrip("/") if image.working_dir else "/"
 
 
 def oci_config(
@@ -68,14 +105,15 @@ def oci_config(
     mount_sources: Sequence[str] | None = None,
     identity: tuple[int, int, Sequence[int]] = (0, 0, ()),
     userns: tuple[int, int] | None = None,
+    image: ImageConfig = BUSYBOX_CONFIG,
 ) -> dict[str, Any]:
     """The ``config.json`` for one container (``seccomp`` None: no filter, for ``Unconfined``; ``mount_sources``
     where the node staged each host mount, else the spec's sources). Raises ``MountNotAllowed`` for a host mount
-    outside the node's allow-list."""
+    outside the node's allow-list, ``NoCommand`` when neither the spec nor the image (``image``: its config) says
+    what to run."""
     for m in spec.mounts:
         if not host_mount_allowed(m.source, allowed_host_mounts):
             raise MountNotAllowed(f"mounts: host path {m.source!r} is not allowed on this node")
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": spec.name, **spec.env}
     cpu: dict[str, Any] = {"shares": cpu_shares, "period": cpu_period_us}
     if cpu_quota_us is not None:
         cpu["quota"] = cpu_quota_us
@@ -98,9 +136,9 @@ def oci_config(
         "process": {
             "terminal": False,
             "user": {"uid": identity[0], "gid": identity[1], "additionalGids": list(identity[2])},
-            "args": list(spec.command) or ["sh"],
-            "env": [f"{k}={v}" for k, v in env.items()],
-            "cwd": "/",
+            "args": process_args(spec, image),
+            "env": process_env(spec, image),
+            "cwd": process_cwd(spec, image),
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "noNewPrivileges": True,
         },

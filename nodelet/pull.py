@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import os
 import re
@@ -89,6 +90,16 @@ def skopeo_args(ref: Reference, archive: Path, *, insecure: Sequence[str], authf
     return [*args, f"docker://{ref}", f"oci-archive:{archive}"]
 
 
+def inspect_args(ref: Reference, *, insecure: Sequence[str], authfile: str | None) -> list[str]:
+    """The ``skopeo inspect`` that prints the config ``ref`` names now (its digest is the image id)."""
+    args = ["inspect", "--config", "--raw", "--retry-times", "2"]
+    if plain_http(ref.registry, insecure):
+        args.append("--tls-verify=false")
+    if authfile is not None:
+        args += ["--authfile", authfile]
+    return [*args, f"docker://{ref}"]
+
+
 def reason(stderr: str) -> str:
     """skopeo's error, in the words a user can act on (``manifest unknown``, ``unauthorized``...)."""
     text = " ".join(stderr.split())
@@ -116,33 +127,46 @@ class Puller:
         self.insecure, self.authfile, self.skopeo, self.timeout_s = tuple(insecure), authfile, skopeo, timeout_s
         self._running: dict[str, asyncio.Future[ImageRecord]] = {}
 
-    async def pull(self, ref: str) -> ImageRecord:
-        """Pull ``ref`` (a pull of it already under way is awaited, not repeated). PullFailed says why."""
+    async def pull(self, ref: str, *, always: bool = False) -> ImageRecord:
+        """Pull ``ref`` (a pull of it already under way is awaited, not repeated). PullFailed says why.
+        Held already, it is pulled only with ``always`` (Kubernetes' Always), and then only if the registry's
+        config for it is not the one held."""
         parsed = parse_reference(ref)
-        key = str(parsed)
+        key = f"{parsed}{' always' if always else ''}"
         running = self._running.get(key)
         if running is None:
-            running = asyncio.ensure_future(self._pull(parsed, ref))
+            running = asyncio.ensure_future(self._pull(parsed, ref, always))
             self._running[key] = running
             running.add_done_callback(lambda _: self._running.pop(key, None))
         return await asyncio.shield(running)
 
-    async def _pull(self, ref: Reference, asked: str) -> ImageRecord:
+    async def _skopeo(self, args: list[str], asked: str) -> bytes:
+        """Run skopeo; its output, or PullFailed with its reason."""
+        proc = await asyncio.create_subprocess_exec(
+            self.skopeo, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise PullFailed(f"{asked}: no answer in {self.timeout_s:.0f} s") from None
+        if proc.returncode != 0:
+            raise PullFailed(f"{asked}: {reason(err.decode(errors='replace'))}")
+        return out
+
+    async def _pull(self, ref: Reference, asked: str, always: bool) -> ImageRecord:
+        held = await asyncio.to_thread(self.store.image_id, asked)
+        if held is not None:
+            if not always:
+                return await asyncio.to_thread(self.store.record, held)
+            config = await self._skopeo(inspect_args(ref, insecure=self.insecure, authfile=self.authfile), asked)
+            if f"sha256:{hashlib.sha256(config).hexdigest()}" == held:
+                return await asyncio.to_thread(self.store.record, held)  # the name still points at it
         self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
         archive = self.tmp / f"pull-{os.getpid()}-{id(ref):x}.tar"
         try:
-            args = skopeo_args(ref, archive, insecure=self.insecure, authfile=self.authfile)
-            proc = await asyncio.create_subprocess_exec(
-                self.skopeo, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-            )
-            try:
-                _, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise PullFailed(f"{asked}: no answer in {self.timeout_s:.0f} s") from None
-            if proc.returncode != 0:
-                raise PullFailed(f"{asked}: {reason(err.decode(errors='replace'))}")
+            await self._skopeo(skopeo_args(ref, archive, insecure=self.insecure, authfile=self.authfile), asked)
             record = await asyncio.to_thread(self.store.import_tar, archive)
             await asyncio.to_thread(self.store.tag, record.id, asked)
             return record

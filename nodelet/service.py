@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,12 @@ from nodelet.cgroups import (
     shares_for,
 )
 from nodelet.hostmounts import read_beneath, stage, unstage
-from nodelet.images import ImageStore, UnknownImage, mount_overlay, unmount_overlay
+from nodelet.images import ImageRecord, ImageStore, UnknownImage, mount_overlay, unmount_overlay
 from nodelet.lifecycle import IllegalTransition, Op, State
 from nodelet.logs import page, read_lines
-from nodelet.ocispec import MountNotAllowed, oci_config
+from nodelet.ocispec import BUSYBOX_CONFIG, MountNotAllowed, NoCommand, oci_config
 from nodelet.pools import Pools, cpuset_for, pools
+from nodelet.pull import Puller, PullFailed, parse_reference
 from nodelet.runtime import ExitStatus, Runtime, RuntimeError_
 from nodelet.seccomp import profile_for
 from nodelet.topology import real_cpuset
@@ -63,7 +64,7 @@ from wire.commands import (
 )
 from wire.files import private_dir, write_private
 from wire.pss import Enforce, admission
-from wire.spec import SECCOMP_RUNTIME_DEFAULT, SECCOMP_UNCONFINED, ContainerSpec, QoS, host_mount_allowed
+from wire.spec import SECCOMP_RUNTIME_DEFAULT, SECCOMP_UNCONFINED, ContainerSpec, PullPolicy, QoS, host_mount_allowed
 
 log = logging.getLogger("corral.nodelet")
 Emit = Callable[[ev.Event], Awaitable[None]]
@@ -98,6 +99,12 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Containers created and started at once: each holds a runc init process (some 8 MB) from its create to its
     # start, so a burst of hundreds of starts waits its turn rather than fill memory with them.
     parallel_starts: int = 8
+    # A failed pull for a start is tried again after 10 s, then twice as long each time up to 300 s (kubelet's).
+    pull_backoff_s: tuple[float, float] = (10.0, 300.0)
+    # kubelet's image GC: past high percent of the image store's file system used, unused images go, least
+    # recently used first, until below low.
+    image_gc_high_percent: int = 85
+    image_gc_low_percent: int = 80
 
     @property
     def seccomp_profiles_offered(self) -> tuple[str, ...]:
@@ -118,6 +125,8 @@ class _Container:
         self.pid = 0
         self.mount_sources: tuple[str, ...] = ()  # its host mounts as staged for runc (nodelet.hostmounts)
         self.identity = Identity(0, 0, ())  # who its process runs as
+        self.image_id: str | None = None  # the image its root is made of (None: the built-in busybox)
+        self.image_config = BUSYBOX_CONFIG
         self.watcher: asyncio.Task[None] | None = None
         self.released: asyncio.Future[None] | None = None  # its root unmounted and cgroup removed, once ended
         self.started_report: asyncio.Future[None] | None = None  # ContainerStarted, until the control plane acks
@@ -125,6 +134,14 @@ class _Container:
     @property
     def id(self) -> str:
         return self.command.container_id
+
+
+class _Waiting:
+    """A container placed here whose image is being pulled (or whose pull waits out a back-off)."""
+
+    def __init__(self, command: StartContainer) -> None:
+        self.command = command  # the newest start for it (a sync at a later epoch replaces it)
+        self.task: asyncio.Task[None] | None = None
 
 
 class PodSecurityRefused(ValueError):
@@ -147,6 +164,7 @@ class NodeService:
         cgroups: Cgroups | None,
         emit: Emit,
         clock: Callable[[], int] = time.time_ns,
+        puller: Puller | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -169,6 +187,12 @@ class NodeService:
         data = Path(config.data_dir).resolve()  # real paths: the mount table names them so (see unstage)
         self.root = private_dir(private_dir(data) / "containers")
         self.staged = private_dir(data / "hostmounts")  # never removed with rm -r: see unstage
+        self.puller = puller  # None: this node does not pull (a hollow node)
+        self._pulls: dict[str, asyncio.Future[ImageRecord]] = {}  # by reference: one pull at a time
+        self._waiting: dict[str, _Waiting] = {}  # containers waiting for their image
+        self.images_changed = asyncio.Event()  # set when a pull or a removal changed the images held
+        self._no_gc = asyncio.Event()  # cleared while images are removed: a start waits, then sees what is left
+        self._no_gc.set()
 
     # --- commands ------------------------------------------------------------------------------------------
 
@@ -177,12 +201,17 @@ class NodeService:
         containers run side by side; those for one container, one at a time in the order they came."""
         if isinstance(command, GetLogs):
             return await self._handle(command)
-        cid = command.container_id
+        async with self._one_at_a_time(command.container_id):
+            return await self._handle(command)
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, cid: str) -> AsyncIterator[None]:
+        """One command (or pulled start) for a container at a time, in the order they came."""
         lock, users = self._locks.setdefault(cid, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
             async with lock:
-                return await self._handle(command)
+                yield
         finally:
             users[0] -= 1
             if users[0] == 0:
@@ -275,16 +304,13 @@ class NodeService:
                 log.warning("container %s: cannot move to CPUs %s: %s", c.id, new.cpus, e)
         return made
 
-    def _check(self, cmd: StartContainer) -> tuple[list[Path], CpuSettings]:
-        """Everything that can be checked before the host is touched."""
+    def _check(self, cmd: StartContainer, pulled: bool) -> tuple[list[Path] | None, CpuSettings]:
+        """Everything that can be checked before the host is touched; the image's layers last (None: it is to
+        be pulled first)."""
         if cmd.container_id in self.containers or (self.root / cmd.container_id).exists():
             raise Rejected(
                 Reject.DUPLICATE_ID, f"container {cmd.container_id} already exists on node {self.config.node}"
             )
-        try:
-            lower = self.images.lowerdirs(cmd.spec.image)
-        except UnknownImage as e:
-            raise Rejected(Reject.UNKNOWN_IMAGE, str(e)) from None
         try:
             cpus = real_cpuset(self.config.cpu_map, cmd.cpuset) if cmd.cpuset else ()
         except ValueError as e:
@@ -321,15 +347,33 @@ class NodeService:
         if profile != SECCOMP_RUNTIME_DEFAULT and profile not in self.config.seccomp_profiles_offered:
             why = "Unconfined is not allowed" if profile == SECCOMP_UNCONFINED else f"no profile {profile!r}"
             raise Rejected(Reject.SECCOMP_NOT_ALLOWED, f"seccomp_profile: {why} on this node")
-        return lower, settings
+        policy = cmd.spec.image_pull_policy
+        pulls = self.puller is not None and policy is not PullPolicy.NEVER and not cmd.spec.image.startswith("sha256:")
+        if pulls and not pulled and policy is PullPolicy.ALWAYS:
+            return None, settings
+        try:
+            return self.images.lowerdirs(cmd.spec.image), settings
+        except UnknownImage as e:
+            if pulls and not pulled:
+                return None, settings
+            raise Rejected(Reject.UNKNOWN_IMAGE, str(e)) from None
 
-    async def _start(self, cmd: StartContainer) -> Reply:
-        lower, settings = self._check(cmd)
+    async def _start(self, cmd: StartContainer, pulled: bool = False) -> Reply:
+        waiting = self._waiting.get(cmd.container_id)
+        if waiting is not None and not pulled:
+            waiting.command = cmd  # already waiting for its image: the newest start is the one carried out
+            return CommandAccepted(command_id=cmd.command_id)
+        await self._no_gc.wait()
+        lower, settings = self._check(cmd, pulled)  # nothing awaited from here until it is in _starting
+        if lower is None:
+            self._wait_for_image(cmd)
+            return CommandAccepted(command_id=cmd.command_id)
         bundle = self.root / cmd.container_id
         cgroup = f"{self.config.cgroup_root}/{self.config.node}/{cmd.container_id}"
         c = _Container(cmd, bundle, cgroup)
         c.settings = settings
         c.cpus = self._own_cpus(cmd)
+        c.image_id = self.images.image_id(cmd.spec.image)
         self._starting[c.id] = c  # checked and holding its CPUs from here on, across the awaits below
         try:
             return await self._create_and_start(c, lower, settings)
@@ -352,7 +396,11 @@ class NodeService:
                 os.chown(d, -1, owner[1])
                 d.chmod(0o710)
         rootfs = mount_overlay(lower, c.bundle, scratch_bytes=storage, owner=owner)
-        user = spec.user or self.images.user(spec.image)
+        if c.image_id is not None:
+            (c.bundle / "image-id").write_text(c.image_id)  # what image GC must keep while it is here
+            self.images.touch(c.image_id)
+        c.image_config = self.images.config(spec.image)
+        user = spec.user or c.image_config.user
         c.identity = resolve_user(user, read_beneath(rootfs, "etc/passwd"), read_beneath(rootfs, "etc/group"))
         if spec.run_as_non_root and c.identity.uid == 0:
             why = f"user {user!r} is uid 0" if user else "the image runs as root"
@@ -390,6 +438,7 @@ class NodeService:
                     mount_sources=c.mount_sources or None,
                     identity=c.identity,
                     userns=(self.config.userns_base, self.config.userns_size) if cmd.spec.user_namespace else None,
+                    image=c.image_config,
                 )
                 creating = asyncio.ensure_future(self.runtime.create(cmd.container_id, bundle, config))
                 c.pid = await asyncio.shield(creating)  # conmon goes on creating if we are cancelled: see below
@@ -402,7 +451,7 @@ class NodeService:
                     Reject.MOUNT_NOT_ALLOWED
                     if isinstance(e, MountNotAllowed)
                     else Reject.INVALID_SPEC
-                    if isinstance(e, UserError)
+                    if isinstance(e, UserError | NoCommand)
                     else Reject.POD_SECURITY
                     if isinstance(e, PodSecurityRefused)
                     else Reject.START_FAILED
@@ -474,6 +523,7 @@ class NodeService:
     def _stop(self, cmd: StopContainer) -> Reply:
         c = self.containers.get(cmd.container_id)
         if c is None:
+            self.cancel_waiting(cmd.container_id)  # never started: it is simply not here
             raise Rejected(Reject.UNKNOWN_CONTAINER, f"container {cmd.container_id} is not on node {self.config.node}")
         try:
             before, c.state = c.state, lifecycle.transition(c.state, Op.STOP)
@@ -595,6 +645,165 @@ class NodeService:
             return int((self.root / container_id / "log.base").read_text())
         return 0
 
+    # --- images ---------------------------------------------------------------------------------------------------
+
+    def _wait_for_image(self, cmd: StartContainer) -> None:
+        w = _Waiting(cmd)
+        self._waiting[cmd.container_id] = w
+        w.task = asyncio.ensure_future(self._pull_then_start(w))
+        self._tasks.add(w.task)
+        w.task.add_done_callback(self._tasks.discard)
+
+    async def _pull_then_start(self, w: _Waiting) -> None:
+        """Pull the container's image, again after a back-off while pulls fail (saying why, as kubelet's
+        ErrImagePull and ImagePullBackOff), then start it. A start refused for good ends it, with the reason."""
+        cid = w.command.container_id
+        said: tuple[ev.WaitReason, str] | None = None
+
+        def say(reason: ev.WaitReason, message: str) -> None:
+            nonlocal said
+            if (reason, message) != said:  # a back-off at its longest is said once, not every time
+                said = (reason, message)
+                wait = ev.ContainerWaiting(container_id=cid, node=self.config.node, reason=reason, message=message)
+                self._spawn(self.emit(wait))
+
+        first, longest = self.config.pull_backoff_s
+        failures = 0
+        try:
+            while True:
+                image = w.command.spec.image
+                if not failures:
+                    say(ev.WaitReason.PULLING, f"pulling image {image}")
+                try:
+                    await self.pull_image(image, always=w.command.spec.image_pull_policy is PullPolicy.ALWAYS)
+                    break
+                except PullFailed as e:
+                    failures += 1
+                    delay = min(first * 2 ** (failures - 1), longest)
+                    if failures == 1:
+                        say(ev.WaitReason.ERR_IMAGE_PULL, f"image pull failed: {e}")
+                    else:
+                        say(ev.WaitReason.IMAGE_PULL_BACK_OFF, f"back-off {delay:g} s pulling image: {e}")
+                    await asyncio.sleep(delay)
+            async with self._one_at_a_time(cid):
+                if self._waiting.get(cid) is not w:
+                    return  # stopped or no longer this node's meanwhile
+                try:
+                    await self._start(w.command, pulled=True)
+                except Rejected as r:
+                    if r.code.retryable or r.code is Reject.DUPLICATE_ID:
+                        log.info("container %s: start after pull: %s (its node's sync starts it)", cid, r)
+                        return
+                    ended = ev.ContainerExited(
+                        container_id=cid,
+                        node=self.config.node,
+                        exit_code=None,
+                        exited_ns=self.clock(),
+                        message=f"{r.code}: {r}",
+                    )
+                    self._spawn(self.emit(ended))
+        finally:
+            if self._waiting.get(cid) is w:
+                del self._waiting[cid]
+
+    def cancel_waiting(self, container_id: str) -> bool:
+        """Stop waiting for a container's image (it was stopped, or is no longer this node's)."""
+        w = self._waiting.pop(container_id, None)
+        if w is None:
+            return False
+        if w.task is not None:
+            w.task.cancel()
+        return True
+
+    def waiting(self) -> tuple[str, ...]:
+        """The containers waiting for their image."""
+        return tuple(sorted(self._waiting))
+
+    async def pull_image(self, image: str, *, always: bool = False) -> ImageRecord:
+        """Pull ``image`` (joining a pull of it under way), saying so in ImagePulling, then ImagePulled or
+        ImagePullFailed. ``always``: ask the registry even when the image is here (pulled again only if the
+        name now points elsewhere). Raises PullFailed."""
+        if self.puller is None:
+            raise PullFailed(f"{image}: this node does not pull images")
+        try:
+            key = f"{parse_reference(image)}{' always' if always else ''}"
+        except ValueError as e:
+            raise PullFailed(str(e)) from None
+        running = self._pulls.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._pull_image(image, always))
+            self._pulls[key] = running
+            running.add_done_callback(lambda _: self._pulls.pop(key, None))
+        return await asyncio.shield(running)
+
+    async def _pull_image(self, image: str, always: bool) -> ImageRecord:
+        assert self.puller is not None
+        node = self.config.node
+        pulling = asyncio.ensure_future(self.emit(ev.ImagePulling(node=node, image=image)))
+        self._tasks.add(pulling)
+        pulling.add_done_callback(self._tasks.discard)
+
+        def then(event: ev.Event) -> None:  # reported after ImagePulling
+            async def report() -> None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pulling)
+                await self.emit(event)
+
+            self._spawn(report())
+
+        started = time.monotonic()
+        try:
+            record = await self.puller.pull(image, always=always)
+        except (PullFailed, OSError, ValueError) as e:  # ValueError: the store refused what came
+            then(ev.ImagePullFailed(node=node, image=image, reason=str(e)[:1000]))
+            raise PullFailed(str(e)) from None
+        seconds = round(time.monotonic() - started, 3)
+        then(ev.ImagePulled(node=node, image=image, image_id=record.id, seconds=seconds, size_bytes=record.size))
+        self.images_changed.set()
+        return record
+
+    def images_in_use(self) -> frozenset[str]:
+        """Ids of the images containers here were made from (ended ones too, until removed), and of those
+        being started or waited for: image GC and removal keep them."""
+        used = {c.image_id for c in (*self.containers.values(), *self._starting.values()) if c.image_id}
+        for w in self._waiting.values():
+            image_id = self.images.image_id(w.command.spec.image)
+            if image_id is not None:
+                used.add(image_id)
+        return frozenset(used)
+
+    @contextlib.asynccontextmanager
+    async def _removing_images(self) -> AsyncIterator[frozenset[str]]:
+        """While images are removed no start begins (each waits, then finds what is left)."""
+        while not self._no_gc.is_set():
+            await self._no_gc.wait()
+        self._no_gc.clear()
+        try:
+            yield self.images_in_use()
+        finally:
+            self._no_gc.set()
+
+    async def collect_images(self) -> list[str]:
+        """Image GC (kubelet's): the ids removed."""
+        async with self._removing_images() as in_use:
+            removed = await asyncio.to_thread(
+                self.images.collect,
+                in_use,
+                high_percent=self.config.image_gc_high_percent,
+                low_percent=self.config.image_gc_low_percent,
+            )
+        if removed:
+            log.info("image GC removed %s", ", ".join(removed))
+            self.images_changed.set()
+        return removed
+
+    async def remove_image(self, ref: str, force: bool = False) -> list[str]:
+        """``docker rmi``; raises UnknownImage, or InUse for an image a container here was made from."""
+        async with self._removing_images() as in_use:
+            removed = await asyncio.to_thread(self.images.remove, ref, in_use, force=force)
+        self.images_changed.set()
+        return removed
+
     # --- exits ------------------------------------------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -652,6 +861,10 @@ class NodeService:
                 continue
             c = _Container(cmd, bundle, f"{self.config.cgroup_root}/{self.config.node}/{cmd.container_id}")
             c.cpus = self._own_cpus(cmd)
+            try:
+                c.image_id = (bundle / "image-id").read_text().strip() or None
+            except FileNotFoundError:
+                c.image_id = self.images.image_id(cmd.spec.image)
             self._remember(cmd.command_id, CommandAccepted(command_id=cmd.command_id))
             monitor_alive = self.runtime.adopt(c.id, bundle)
             recorded = self.runtime.exit_status(c.id)

@@ -14,6 +14,7 @@ from wire.spec import (
     CpuBindPolicy,
     CpuExclusivePolicy,
     NumaPolicy,
+    PullPolicy,
     QoS,
     host_mount_allowed,
     image_name,
@@ -34,10 +35,21 @@ class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     exclusive: CpuExclusivePolicy = CpuExclusivePolicy.NONE
     service_id: str | None = None
     image: str = ""  # as wire.spec.image_name spells it; "" asks for no particular image
+    pullable: bool = False  # a node that lacks the image may pull it (a reference, not an id; policy not Never)
     host_paths: tuple[str, ...] = ()  # the host paths it bind-mounts
     seccomp: str = SECCOMP_RUNTIME_DEFAULT
     fails_baseline: bool = False  # what a node enforcing the Pod Security Standards would refuse
     fails_restricted: bool = False
+
+
+def pullable(spec: ContainerSpec) -> bool:
+    """Whether a node that lacks the image may pull it: a name, not a bare image id, and a policy that pulls."""
+    return spec.image_pull_policy is not PullPolicy.NEVER and not spec.image.startswith("sha256:")
+
+
+def can_run_image(node_images: frozenset[str] | None, node_pulls: bool, image: str, pullable: bool) -> bool:
+    """The node can run the image: it holds it (or did not say what it holds), or it pulls and may pull it."""
+    return node_images is None or image in node_images or (pullable and node_pulls)
 
 
 def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = None) -> Request:
@@ -54,6 +66,7 @@ def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = 
         exclusive=spec.cpu_exclusive_policy,
         service_id=service_id,
         image=image_name(spec.image),
+        pullable=pullable(spec),
         host_paths=tuple(m.source for m in spec.mounts),
         seccomp=spec.seccomp_profile,
         fails_baseline=bool(admission(spec, Enforce.BASELINE)),
@@ -76,7 +89,7 @@ def selector(node: NodeSnap, req: Request) -> str | None:
 def runnable(node: NodeSnap, req: Request) -> str | None:
     """The node holds the image (when it said what it holds), allows every host mount asked for and offers the
     seccomp profile."""
-    if req.image and node.images is not None and req.image not in node.images:
+    if req.image and not can_run_image(node.images, node.pulls, req.image, req.pullable):
         return "image not on node"
     if any(not host_mount_allowed(p, node.host_mounts) for p in req.host_paths):
         return "host mount not allowed"

@@ -8,6 +8,9 @@ from scheduler.feasible import Request
 from scheduler.snapshot import NodeSnap
 
 SPREAD_PENALTY = 1.0  # per replica of the same service already on the node: more than any utilisation score
+# Kubernetes' ImageLocality: a node that holds the image already starts it sooner. A tenth of the utilisation
+# range: it breaks near-ties, never outweighs spread (a replica costs 1.0), and fit is decided before any score.
+IMAGE_LOCALITY = 0.1
 
 
 class Scoring(enum.StrEnum):
@@ -25,9 +28,17 @@ def utilisation_after(node: NodeSnap, req: Request) -> float:
 
 def score(node: NodeSnap, req: Request, scoring: Scoring) -> float:
     """Utilisation (packed or spread), minus a penalty per replica of the same service already there (a soft
-    anti-affinity: replicas spread over nodes when they can, and still place when they cannot)."""
+    anti-affinity: replicas spread over nodes when they can, and still place when they cannot), plus a small
+    bonus where the image is already (ImageLocality)."""
     u = utilisation_after(node, req)
     base = u if scoring is Scoring.MOST_ALLOCATED else 1.0 - u
     if req.service_id is not None:
         base -= SPREAD_PENALTY * node.services.get(req.service_id, 0)
+    if holds_image(node, req):
+        base += IMAGE_LOCALITY
     return base
+
+
+def holds_image(node: NodeSnap, req: Request) -> bool:
+    """The node said it holds the image (one that did not say gets no bonus)."""
+    return bool(req.image) and node.images is not None and req.image in node.images

@@ -38,6 +38,7 @@ class NodeSnap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     memory: int = 0  # memory reserved by every container on the node
     services: Mapping[str, int] = {}  # service id → replicas on this node
     images: frozenset[str] | None = None  # None: the node did not say what it holds
+    pulls: bool = False  # it pulls the images it lacks
     host_mounts: tuple[str, ...] = ()
     seccomp_profiles: tuple[str, ...] = ()  # beyond RuntimeDefault
     pod_security: Enforce = Enforce.PRIVILEGED
@@ -113,6 +114,7 @@ def node_snap(view: NodeView, containers: Mapping[str, ContainerView]) -> NodeSn
         schedulable=not (view.lost or view.cordoned),
         unschedulable_reason="node lost" if view.lost else ("node cordoned" if view.cordoned else ""),
         images=view.images,
+        pulls=view.pulls,
         host_mounts=view.host_mounts,
         seccomp_profiles=view.seccomp_profiles,
         pod_security=view.pod_security,

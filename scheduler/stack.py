@@ -17,7 +17,7 @@ import msgspec
 
 from scheduler.cpuset import FULL_PCPUS_ONLY, NoFit, NumaStrategy, pick_cpus_explained
 from scheduler.feasible import Request, feasible
-from scheduler.rank import Scoring, score
+from scheduler.rank import IMAGE_LOCALITY, Scoring, holds_image, score
 from scheduler.snapshot import NodeSnap, Snapshot
 from wire.resources import Resources
 from wire.spec import NODE_CPU_BIND_POLICY, NODE_NUMA_STRATEGY, CpuBindPolicy, CpuExclusivePolicy, QoS
@@ -180,9 +180,19 @@ def _placement(
         numa_nodes=numa,
         resources=Resources(cpu, req.memory),
         score=round(s, 4),
-        reason=f"{config.scoring} score {s:.3f}, best of {ranked} feasible nodes ranked of {total}",
+        reason=f"{config.scoring} score {s:.3f}{image_note(node, req)}, best of {ranked} feasible nodes ranked of "
+        f"{total}",
         cpus_reason=why,
     )
+
+
+def image_note(node: NodeSnap, req: Request) -> str:
+    """What ImageLocality made of the node, for the placement's reason."""
+    if not req.image:
+        return ""
+    if holds_image(node, req):
+        return f" (+{IMAGE_LOCALITY} ImageLocality: holds {req.image})"
+    return f" (pulls {req.image})" if node.images is not None and req.image not in node.images else ""
 
 
 def cpus_reason(

@@ -25,7 +25,7 @@ from wire.resources import Resources
 from wire.spec import ContainerSpec, QoS, ServiceSpec, restart_backoff, restarts_on_exit
 from wire.topology import Topology
 
-SNAPSHOT_SCHEMA = 3
+SNAPSHOT_SCHEMA = 4  # 4: nodes say whether they pull; containers why they wait
 
 
 class ContainerState(enum.StrEnum):
@@ -71,6 +71,7 @@ class NodeView(msgspec.Struct, frozen=True, gc=False):
     reserved_cpus: tuple[int, ...] = ()  # kept for the system: no container gets them
     seccomp_profiles: tuple[str, ...] = ()  # beyond RuntimeDefault
     pod_security: Enforce = Enforce.PRIVILEGED
+    pulls: bool = False  # it pulls the images it lacks
 
     @property
     def allocated(self) -> Resources:
@@ -115,6 +116,8 @@ class ContainerView(msgspec.Struct, frozen=True, gc=False):
     message: str = ""  # why it ended, when it never ran (e.g. its node refused to start it)
     restarts: int = 0  # restarts in its chain before it
     backoff_until_ns: int | None = None  # ended and to be replaced: not before this time
+    wait_reason: str = ""  # placed and not started yet, why (wire.events.WaitReason): Pulling, ImagePullBackOff...
+    wait_message: str = ""
 
 
 class ServiceView(msgspec.Struct, frozen=True, gc=False):
@@ -162,6 +165,7 @@ def _node_registered(view: NodeView | None, e: ev.NodeRegistered, _: int) -> Nod
         reserved_cpus=e.reserved_cpus,
         seccomp_profiles=e.seccomp_profiles,
         pod_security=e.pod_security,
+        pulls=e.pulls,
         **kept,
     )
 
@@ -230,6 +234,8 @@ def _scheduled(v: ContainerView, e: ev.ContainerScheduled, _: int) -> ContainerV
         numa_nodes=e.numa_nodes,
         resources=e.resources,
         unschedulable="",
+        wait_reason="",
+        wait_message="",
     )
 
 
@@ -237,7 +243,7 @@ def _started(v: ContainerView, e: ev.ContainerStarted, _: int) -> ContainerView:
     if v.state in TERMINAL:
         return v
     state = STOPPING if v.state is STOPPING else RUNNING
-    return replace(v, state=state, pid=e.pid, started_ns=e.started_ns)
+    return replace(v, state=state, pid=e.pid, started_ns=e.started_ns, wait_reason="", wait_message="")
 
 
 def _backoff_until(v: ContainerView, e: ev.ContainerExited) -> int | None:
@@ -264,6 +270,8 @@ def _exited(v: ContainerView, e: ev.ContainerExited, _: int) -> ContainerView:
         throttled=False,
         message=e.message,
         backoff_until_ns=backoff_until,
+        wait_reason="",
+        wait_message="",
     )
 
 
@@ -278,7 +286,21 @@ def _stopped(v: ContainerView, e: ev.ContainerStopped, _: int) -> ContainerView:
     if v.state in TERMINAL:
         return v
     code = e.exit_code if e.exit_code is not None else v.exit_code
-    return replace(v, state=STOPPED, exit_code=code, finished_ns=e.stopped_ns or v.finished_ns, throttled=False)
+    return replace(
+        v,
+        state=STOPPED,
+        exit_code=code,
+        finished_ns=e.stopped_ns or v.finished_ns,
+        throttled=False,
+        wait_reason="",
+        wait_message="",
+    )
+
+
+def _waiting(v: ContainerView, e: ev.ContainerWaiting, _: int) -> ContainerView:
+    if v.state not in (SCHEDULED, STOPPING) or v.node != e.node:
+        return v  # started, ended or moved on meanwhile
+    return replace(v, wait_reason=str(e.reason), wait_message=e.message)
 
 
 _CONTAINER_FOLDS: dict[type, _Fold] = {
@@ -289,7 +311,10 @@ _CONTAINER_FOLDS: dict[type, _Fold] = {
     ev.ContainerExited: _exited,
     ev.ContainerStopRequested: _stop_requested,
     ev.ContainerStopped: _stopped,
-    ev.ContainerLost: lambda v, e, _: v if v.state in TERMINAL else replace(v, state=LOST, throttled=False),
+    ev.ContainerWaiting: _waiting,
+    ev.ContainerLost: lambda v, e, _: (
+        v if v.state in TERMINAL else replace(v, state=LOST, throttled=False, wait_reason="", wait_message="")
+    ),
     ev.ContainerThrottled: lambda v, e, _: replace(v, throttled=True, throttled_ratio=e.throttled_ratio),
     ev.ContainerUnthrottled: lambda v, e, _: replace(v, throttled=False, throttled_ratio=e.throttled_ratio),
     ev.CpuBurstSet: lambda v, e, _: replace(v, burst_us=e.burst_us, burst_reason=e.reason),

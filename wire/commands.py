@@ -174,6 +174,7 @@ class Register(_Message, frozen=True, tag=True):
     reserved_cpus: Cpuset = ()  # kept for the system (kubelet's reservedSystemCPUs): never handed to containers
     seccomp_profiles: SeccompProfiles = ()  # beyond RuntimeDefault: Unconfined if allowed, localhost/<name>
     pod_security: Enforce = Enforce.PRIVILEGED
+    pulls: bool = False  # it pulls missing images itself
 
     def __post_init__(self) -> None:
         super().__post_init__()

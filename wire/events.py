@@ -8,6 +8,7 @@ Schema evolution: a new field gets a default; an existing field never changes ty
 
 from __future__ import annotations
 
+import enum
 import typing
 from typing import Annotated
 
@@ -55,6 +56,7 @@ class NodeRegistered(_Event, frozen=True, tag=True):
     reserved_cpus: Cpuset = ()  # kept for the system: never handed to containers, outside every pool
     seccomp_profiles: SeccompProfiles = ()  # what it offers beyond RuntimeDefault (which every node runs)
     pod_security: Enforce = Enforce.PRIVILEGED  # the Pod Security Standard its containers must meet
+    pulls: bool = False  # it pulls an image a container needs and it lacks
 
 
 class NodeImagesChanged(_Event, frozen=True, tag=True):
@@ -64,6 +66,13 @@ class NodeImagesChanged(_Event, frozen=True, tag=True):
     images: Images
 
 
+class ImagePulling(_Event, frozen=True, tag=True):
+    """A node began to pull an image (asked to, or to start a container that needs it)."""
+
+    node: NodeName
+    image: ImageRef
+
+
 class ImagePulled(_Event, frozen=True, tag=True):
     """A node pulled an image from its registry."""
 
@@ -71,6 +80,7 @@ class ImagePulled(_Event, frozen=True, tag=True):
     image: ImageRef  # as it was asked for
     image_id: Annotated[str, msgspec.Meta(pattern="^sha256:[a-f0-9]{64}$")]
     seconds: Annotated[float, msgspec.Meta(ge=0)]
+    size_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0  # its layers as the registry sent them
 
 
 class ImagePullFailed(_Event, frozen=True, tag=True):
@@ -171,6 +181,23 @@ class ContainerStarted(_Event, frozen=True, tag=True):
     node: NodeName
     pid: int
     started_ns: int
+
+
+class WaitReason(enum.StrEnum):
+    """Why a placed container has not started yet, in Kubernetes' words."""
+
+    PULLING = "Pulling"  # its node is pulling the image
+    ERR_IMAGE_PULL = "ErrImagePull"  # the pull failed; it is tried again after a back-off
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"  # waiting out that back-off
+
+
+class ContainerWaiting(_Event, frozen=True, tag=True):
+    """Its node holds it but cannot start it yet, and says why (cleared when it starts or ends)."""
+
+    container_id: ContainerId
+    node: NodeName
+    reason: WaitReason
+    message: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
 
 class ContainerExited(_Event, frozen=True, tag=True):
@@ -296,8 +323,10 @@ Event = (
     | CpuBurstSet
     | CfsQuotaScaled
     | BurstPolicyChanged
+    | ImagePulling
     | ImagePulled
     | ImagePullFailed
+    | ContainerWaiting
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in typing.get_args(Event)}

@@ -188,6 +188,14 @@ MIN_EPHEMERAL = 1 << 20  # a container's writable layer and /tmp: at least 1 MiB
 KERNEL_PATHS = ("/proc", "/sys", "/dev")  # the host's kernel interfaces: no container mounts them
 
 
+class PullPolicy(enum.StrEnum):
+    """When a node pulls the image, as Kubernetes' imagePullPolicy (Docker's ``--pull always|missing|never``)."""
+
+    ALWAYS = "Always"  # ask the registry at every start; pull only when the tag moved (layers already held stay)
+    IF_NOT_PRESENT = "IfNotPresent"  # pull when the node lacks it
+    NEVER = "Never"  # only nodes that hold it run it
+
+
 class Mount(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, kw_only=True):
     """A host path bind-mounted into the container; a node runs it only if its allow-list covers the source."""
 
@@ -250,7 +258,12 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
 
     name: Name
     image: ImageRef
+    # As ``docker run``: ``command`` replaces the image's Cmd, ``entrypoint`` its Entrypoint (None: the
+    # image's; () clears it, as --entrypoint ""). Kubernetes calls them args and command.
     command: Annotated[tuple[Arg, ...], msgspec.Meta(max_length=1024)] = ()
+    entrypoint: Annotated[tuple[Arg, ...], msgspec.Meta(max_length=1024)] | None = None
+    working_dir: HostPath | None = None  # None: the image's WorkingDir, else /
+    image_pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
     env: Annotated[dict[EnvName, Arg], msgspec.Meta(max_length=1024)] = {}
     cpu_request_millis: CpuMillis = 0
     cpu_limit_millis: CpuMillis | None = None
@@ -288,6 +301,9 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
             checks.dns1123_label("name", self.name)
             checks.image_ref("image", self.image)
             checks.env_names("env", self.env)
+            wd = self.working_dir
+            if wd is not None and (not wd.startswith("/") or "/../" in f"{wd}/" or "\0" in wd):
+                raise ValueError(f"working_dir: {wd!r} must be an absolute path without '..'")
             checks.labels("node_selector", self.node_selector)
             checks.labels("labels", self.labels)
         req, lim, mem = self.cpu_request_millis, self.cpu_limit_millis, self.memory_limit_bytes

@@ -109,9 +109,12 @@ def test_run_is_attached_like_docker_run(home: dict[str, str], tmp_path: Path) -
     )  # fmt: skip
     assert (r.returncode, r.stdout) == (0, "from-file from-flag\n"), r
     assert corral(home, "ps", "-a", "-o", "json").stdout.count('"team"') == 0  # --rm removed it
-    r = corral(home, "run", "no-such-image")
+    r = corral(home, "run", "--pull", "never", "no-such-image")
     assert r.returncode == 125
     assert "no node holds image" in r.stderr  # refused at submit: nothing was appended
+    r = corral(home, "run", "--rm", "127.0.0.1:1/no-such-image")  # nothing listens there: the pull fails
+    assert r.returncode == 125
+    assert "image pull failed" in r.stderr and "connection refused" in r.stderr, r.stderr
     r = corral(home, "run", "--qos", "LSR", "--cpu-request", "64", "--memory", "64Mi", "busybox")
     assert r.returncode == 125
     assert "insufficient CPU" in r.stderr

@@ -4,15 +4,20 @@ skopeo: by tag and by digest, an unknown tag, a tampered blob, and five pulls of
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from nodelet.images import ImageStore
@@ -33,10 +38,12 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     storage = tmp_path / "registry"
     config = tmp_path / "registry.yml"
     config.write_text(json.dumps({  # YAML takes JSON
-        "version": 0.1, "log": {"level": "error"}, "http": {"addr": f"127.0.0.1:{port}"},
+        "version": 0.1, "log": {"level": "error", "accesslog": {"disabled": False}},
+        "http": {"addr": f"127.0.0.1:{port}"},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
     }))  # fmt: skip
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stderr=subprocess.DEVNULL)
+    with (tmp_path / "registry.log").open("wb") as out:  # its access log: what was fetched, from outside Corral
+        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -50,6 +57,12 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def fetched(tmp: Path) -> Counter[str]:
+    """How many times the registry served each blob (by digest), from its access log."""
+    log = (tmp / "registry.log").read_text()
+    return Counter(re.findall(r'"GET /v2/[^ ]+/blobs/(sha256:[a-f0-9]{64}) HTTP/1.1" 200', log))
 
 
 def push(tmp: Path, registry: str, name: str, image: Image) -> str:
@@ -144,3 +157,98 @@ def test_corral_pulls_onto_its_nodes_and_runs_the_image(
     missing = corral(home, "image", "pull", f"{host}/demo:2", "--node", "node-1")
     assert missing.returncode == 1 and "manifest unknown" in missing.stderr, missing.stderr
     assert corral(home, "down").returncode == 0
+
+
+def _api(home: dict[str, str]) -> httpx.Client:
+    env = json.loads((Path(home["CORRAL_HOME"]) / "env.json").read_text())
+    return httpx.Client(base_url=env["addr"], headers={"Authorization": f"Bearer {env['token']}"}, timeout=10)
+
+
+def _until(
+    client: httpx.Client, cid: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        c: dict[str, Any] = client.get(f"/v1/containers/{cid}").json()
+        if done(c):
+            return c
+        assert time.monotonic() < deadline, c
+        time.sleep(0.1)
+
+
+def _in_runc(home: dict[str, str], node: str = "node-1") -> set[str]:
+    """Ground truth: every container runc holds on the node, in any state."""
+    root = Path(home["CORRAL_HOME"]) / node / "rt" / "runc"
+    if not root.exists():
+        return set()
+    out = subprocess.run(["runc", "--root", str(root), "list", "-f", "json"], capture_output=True, check=True)
+    return {c["id"] for c in json.loads(out.stdout or b"null") or []}
+
+
+def test_starts_pull_what_their_node_lacks_once_and_run_the_images_config(
+    tmp_path: Path, registry: tuple[str, Path], home: dict[str, str]
+) -> None:
+    """Five containers of an image their node lacks, submitted at once: one fetch of its layer (the registry's
+    own log says so), then each runs with the image's Entrypoint, Cmd, Env and WorkingDir."""
+    from tests.integration.conftest import corral
+
+    host, _ = registry
+    run = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["cat /etc/os-release; echo $GREETING; pwd"],
+           "Env": ["GREETING=from-the-image"], "WorkingDir": "/etc"}  # fmt: skip
+    image = dataclasses.replace(demo("ID=pulled-on-start"), run=run)
+    push(tmp_path, host, "demo:1", image)
+    up = corral(home, "up", "--nodes", "1", "--port", str(free_port()), "--nats-port", str(free_port()))
+    assert up.returncode == 0, up.stderr
+    with _api(home) as api:
+        spec = {"image": f"{host}/demo:1", "restart_policy": "Never"}
+        ids = [api.post("/v1/containers", json={**spec, "name": f"c{i}"}).json()["id"] for i in range(5)]
+        override = {**spec, "name": "own", "command": ["echo $GREETING"], "env": {"GREETING": "from-the-spec"}}
+        ids.append(api.post("/v1/containers", json=override).json()["id"])
+        ended = [_until(api, cid, lambda c: c["state"] in ("exited", "stopped", "lost")) for cid in ids]
+        assert [c["exit_code"] for c in ended] == [0] * 6, ended
+        history = api.get(f"/v1/containers/{ids[0]}/history").json()
+    assert sorted(fetched(tmp_path).values()) == [1, 1]  # its config and its layer, each once
+    assert any(h["event"]["type"] == "ContainerWaiting" and h["event"]["reason"] == "Pulling" for h in history), history
+    outputs = {corral(home, "logs", cid).stdout for cid in ids}
+    assert outputs == {"ID=pulled-on-start\nfrom-the-image\n/etc\n", "from-the-spec\n"}, outputs
+    listed = json.loads(corral(home, "image", "ls", "-o", "json").stdout)
+    assert ("node-1", f"{host}/demo:1") in {(r["node"], r["image"]) for r in listed}
+
+
+def test_a_failed_pull_backs_off_leaves_nothing_and_starts_once_the_image_is_there(
+    tmp_path: Path, registry: tuple[str, Path], home: dict[str, str]
+) -> None:
+    from tests.integration.conftest import corral
+
+    host, _ = registry
+    up = corral(
+        home, "up", "--nodes", "1", "--port", str(free_port()), "--nats-port", str(free_port()),
+        "--nodelet-arg=--image-pull-backoff=1,2",
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    attached = corral(home, "run", "--rm", f"{host}/demo:none", "--", "true")  # docker run's 125, and why
+    assert attached.returncode == 125 and "image pull failed" in attached.stderr, attached.stderr
+    assert "manifest unknown" in attached.stderr, attached.stderr
+    node = Path(home["CORRAL_HOME"]) / "node-1"
+    with _api(home) as api:
+        spec = {"image": f"{host}/demo:late", "command": ["cat", "/etc/os-release"]}
+        late = api.post("/v1/containers", json={**spec, "name": "late"}).json()["id"]
+        gone = api.post("/v1/containers", json={**spec, "name": "gone"}).json()["id"]
+        c = _until(api, late, lambda c: c["wait_reason"] == "ErrImagePull")
+        assert "manifest unknown" in c["wait_message"] and c["state"] == "scheduled", c
+        c = _until(api, late, lambda c: c["wait_reason"] == "ImagePullBackOff")
+        assert "back-off 2 s" in c["wait_message"] and "manifest unknown" in c["waiting"], c
+        # Nothing of the failed pulls on the node: no container in runc, no partial archive, no image.
+        assert _in_runc(home) == set()
+        assert list((node / "pulls").iterdir()) == []
+        tags = node / "images" / "tags.json"
+        assert not tags.exists() or "demo" not in tags.read_text()
+        # A waiting container stopped is stopped: it never runs, even once its image appears.
+        assert api.delete(f"/v1/containers/{gone}", params={"grace": 0}).status_code == 202
+        _until(api, gone, lambda c: c["state"] == "stopped")
+        push(tmp_path, host, "demo:late", demo("ID=late"))
+        c = _until(api, late, lambda c: c["state"] == "exited", timeout_s=30)
+        assert c["exit_code"] == 0 and c["wait_reason"] == "", c
+        assert _until(api, gone, lambda c: True)["state"] == "stopped"
+    assert corral(home, "logs", late).stdout == "ID=late\n"
+    assert gone not in _in_runc(home) and not (node / "containers" / gone).exists()

@@ -18,13 +18,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from nodelet import images
 from nodelet.images import (
     OPAQUE_XATTR,
     PLATFORM,
-    ImageRecord,
+    ImageConfig,
     ImageStore,
+    InUse,
     InvalidImage,
     LayeredImage,
     UnknownImage,
@@ -111,20 +113,25 @@ class Image:
     layers: tuple[bytes, ...]  # uncompressed tars, bottom first
     names: tuple[str, ...] = ("myapp",)
     gzip: bool = False
+    zstd: bool = False
     layer_media_type: str | None = None
     diff_ids: tuple[str, ...] | None = None  # what the config claims; the layers' own digests by default
     user: str = ""  # the config's User
+    run: dict[str, object] = dataclasses.field(default_factory=dict)  # more of the config's config
 
     def blob(self, tar: bytes) -> bytes:
+        if self.zstd:
+            return zstandard.ZstdCompressor().compress(tar)
         return gzip.compress(tar, mtime=0) if self.gzip else tar
 
     def config(self) -> bytes:
         rootfs = {"type": "layers", "diff_ids": list(self.diff_ids or (sha(t) for t in self.layers))}
-        run = {"User": self.user} if self.user else {}
+        run: dict[str, object] = {"User": self.user} if self.user else {}
+        run.update(self.run)
         return json.dumps({"architecture": PLATFORM[1], "os": "linux", "rootfs": rootfs, "config": run}).encode()
 
     def manifest(self) -> bytes:
-        media = self.layer_media_type or (OCI_LAYER + "+gzip" if self.gzip else OCI_LAYER)
+        media = self.layer_media_type or OCI_LAYER + ("+zstd" if self.zstd else "+gzip" if self.gzip else "")
         layers = [{"mediaType": media, "digest": sha(self.blob(t)), "size": len(self.blob(t))} for t in self.layers]
         config = {"mediaType": OCI_CONFIG, "digest": sha(self.config()), "size": len(self.config())}
         return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers}).encode()
@@ -242,7 +249,13 @@ def hexid(tar: bytes) -> str:
 
 def test_two_layers_oci_whiteout_and_opaque_in_overlayfs_form(store: ImageStore, tarball: Callable[..., Path]) -> None:
     record = store.import_tar(tarball(TWO_LAYERS.oci()))
-    assert record == ImageRecord(id=sha(TWO_LAYERS.config()), layers=(sha(BASE), sha(TOP)), tags=("myapp:latest",))
+    assert (record.id, record.layers, record.tags) == (
+        sha(TWO_LAYERS.config()),
+        (sha(BASE), sha(TOP)),
+        ("myapp:latest",),
+    )
+    blobs = [TWO_LAYERS.manifest(), TWO_LAYERS.config(), BASE, TOP]
+    assert (record.size, record.blobs) == (len(BASE) + len(TOP), tuple(sha(b) for b in blobs))
     top, base = store.lowerdirs("myapp")
     assert (top, base) == (store.root / "layers" / hexid(TOP), store.root / "layers" / hexid(BASE))
     assert listing(top) == {
@@ -266,11 +279,13 @@ def test_the_same_image_from_docker_save_and_oci_is_the_same_image(
     oci, docker = ImageStore(tmp_path / "a"), ImageStore(tmp_path / "b")
     from_oci = oci.import_tar(tarball(TWO_LAYERS.oci()))
     from_docker = docker.import_tar(tarball(TWO_LAYERS.docker()))
-    assert from_oci == from_docker
+    assert (from_oci.id, from_oci.layers, from_oci.tags, from_oci.size) == (
+        from_docker.id, from_docker.layers, from_docker.tags, from_docker.size
+    )  # fmt: skip
     for a, b in zip(oci.lowerdirs("myapp"), docker.lowerdirs("myapp"), strict=True):
         assert listing(a) == listing(b)
     # Into a store that has it already: nothing is unpacked again.
-    assert oci.import_tar(tarball(TWO_LAYERS.docker())) == from_oci
+    assert oci.import_tar(tarball(TWO_LAYERS.docker())).layers == from_oci.layers
     assert unpacked == [hexid(BASE), hexid(TOP)] * 2
 
 
@@ -285,8 +300,21 @@ def test_gzip_layers_are_stored_as_blobs_and_unpacked_under_their_diff_ids(
         assert not (store.root / blob_name(tar)).exists()
     assert store.lowerdirs("myapp") == [store.root / "layers" / hexid(TOP), store.root / "layers" / hexid(BASE)]
     # docker save does not say whether a layer is compressed: the gzip magic does.
-    assert store.import_tar(tarball(image.docker())) == record
+    assert store.import_tar(tarball(image.docker())).id == record.id
     assert unpacked == [hexid(BASE), hexid(TOP)]
+
+
+def test_zstd_layers_by_media_type_and_in_docker_save_by_their_magic(
+    tmp_path: Path, tarball: Callable[..., Path]
+) -> None:
+    image = dataclasses.replace(TWO_LAYERS, zstd=True)
+    assert image.blob(BASE)[:4] == b"\x28\xb5\x2f\xfd"
+    for i, members in enumerate((image.oci(), image.docker())):
+        store = ImageStore(tmp_path / str(i))
+        record = store.import_tar(tarball(members))
+        assert record.layers == (sha(BASE), sha(TOP))
+        assert record.size == len(image.blob(BASE)) + len(image.blob(TOP))
+        assert (store.lowerdirs("myapp")[1] / "etc").is_dir()
 
 
 def test_a_layer_shared_by_two_images_is_unpacked_once(
@@ -418,7 +446,7 @@ def test_a_multi_platform_index_yields_this_nodes_image(store: ImageStore, tarba
     members["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [top]}).encode()
     members[blob_name(nested)] = nested
     record = store.import_tar(tarball(list(members.items())))
-    assert record == ImageRecord(sha(mine.config()), (sha(BASE), sha(TOP)), ("multi:1.0",))
+    assert (record.id, record.layers, record.tags) == (sha(mine.config()), (sha(BASE), sha(TOP)), ("multi:1.0",))
 
 
 # Names.
@@ -607,7 +635,7 @@ def outer_cases() -> Iterator[tuple[str, Members, str]]:
     yield "two-images", with_index(manifests=two), r"index.json lists 2 images .* import exactly one"
     twice = json.dumps(json.loads(docker[-1][1]) * 2).encode()
     yield "docker-two-images", [*docker[:-1], ("manifest.json", twice)], r"manifest.json lists 2 images"
-    yield "zstd", with_manifest(OCI_LAYER + "+zstd"), r"layer 1 has unsupported media type '.*\+zstd'"
+    yield "bzip2", with_manifest(OCI_LAYER + "+bzip2"), r"layer 1 has unsupported media type '.*\+bzip2'"
     odd = [{**index["manifests"][0], "mediaType": "application/vnd.example+json"}]
     yield "index-media-type", with_index(manifests=odd), r"unsupported media type 'application/vnd.example\+json'"
     yield "bad-json", with_index(manifests="nope"), r"index.json: Expected `array`, got `str` - at `\$.manifests`"
@@ -626,3 +654,57 @@ def test_a_malformed_tarball_is_rejected(
 def test_not_a_tarball(seeded: ImageStore, tmp_path: Path) -> None:
     (tmp_path / "junk").write_bytes(b"\0junk" * 100)
     rejects(seeded, tmp_path / "junk", r"not a readable tar archive|not an image tarball")
+
+
+# The image's config, the store's listing, removal and image GC.
+
+
+def test_the_config_says_how_to_run_it(store: ImageStore, tarball: Callable[..., Path]) -> None:
+    run = {"Entrypoint": ["/bin/app"], "Cmd": ["--port", "80"], "Env": ["A=1"], "WorkingDir": "/srv", "User": "7"}
+    store.import_tar(tarball(Image((BASE,), run=run).oci()))
+    assert store.config("myapp") == ImageConfig(("/bin/app",), ("--port", "80"), ("A=1",), "/srv", "7")
+    store.import_tar(tarball(Image((BASE,), names=("bare",), run={"Cmd": None, "User": 0}).oci()))
+    assert store.config("bare") == ImageConfig(user="0")  # null Cmd, a numeric User
+    assert store.config("busybox") == ImageConfig(cmd=("sh",))
+    with pytest.raises(UnknownImage):
+        store.config("nope")
+
+
+def two_images(store: ImageStore, tarball: Callable[..., Path]) -> tuple[str, str]:
+    """``old`` (BASE, TOP) and ``new`` (BASE, NEW): BASE is shared."""
+    old = store.import_tar(tarball(Image((BASE, TOP), names=("old", "old-alias")).oci())).id
+    new = store.import_tar(tarball(Image((BASE, NEW), names=("new",)).oci())).id
+    return old, new
+
+
+def test_rmi_untags_then_removes_and_keeps_what_others_share(store: ImageStore, tarball: Callable[..., Path]) -> None:
+    old, new = two_images(store, tarball)
+    assert [i.tags for i in store.held()] == [("new:latest",), ("old-alias:latest", "old:latest")]
+    assert store.remove("old-alias", frozenset()) == []  # one of two names: only the name goes
+    assert store.image_id("old") == old and store.image_id("old-alias") is None
+    with pytest.raises(InUse):
+        store.remove("old", frozenset({old}))
+    assert store.remove("old", frozenset({new})) == [old]
+    assert store.image_id("old") is None and store.image_id(old) is None
+    layers = {p.name for p in (store.root / "layers").iterdir()}
+    assert layers == {hexid(BASE), hexid(NEW)}  # TOP went; BASE stays with new
+    assert store.lowerdirs("new")  # still runs
+    kept = {p.name for p in (store.root / "blobs" / "sha256").iterdir()}
+    assert hexid(TOP) not in kept and hexid(BASE) in kept
+    with pytest.raises(UnknownImage):
+        store.remove("old", frozenset())
+
+
+def test_image_gc_takes_the_least_recently_used_and_never_one_in_use(
+    store: ImageStore, tarball: Callable[..., Path]
+) -> None:
+    old, new = two_images(store, tarball)
+    assert store.collect(frozenset(), high_percent=100, low_percent=0) == []  # below the high mark: nothing
+    os.utime(store.root / "images" / f"{old[7:]}.json", ns=(1, 1))  # used long ago
+    store.touch(new)
+    # Over the high mark, down to an unreachable low one: every image not in use goes, oldest first.
+    assert store.collect(frozenset({new}), high_percent=0, low_percent=0) == [old]
+    assert [i.id for i in store.held()] == [new]
+    assert store.collect(frozenset(), high_percent=0, low_percent=0) == [new]
+    assert store.held() == [] and list((store.root / "layers").iterdir()) == []
+    assert store.lowerdirs("busybox")  # the built-in is never collected

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from nodelet.ocispec import CAPABILITIES, MountNotAllowed, oci_config
+from nodelet.images import ImageConfig
+from nodelet.ocispec import CAPABILITIES, MountNotAllowed, NoCommand, oci_config
 from nodelet.seccomp import RUNTIME_DEFAULT
 from tests.builders import spec
 from wire.spec import ContainerSpec, Mount
@@ -115,3 +116,48 @@ def test_host_mounts_need_the_nodes_allow_list(source: str, allowed: tuple[str, 
 def test_mount_paths_must_be_absolute_without_dotdot(path: str) -> None:
     with pytest.raises(ValueError, match="absolute path without"):
         Mount(source=path, destination="/data")
+
+
+APP = ImageConfig(
+    entrypoint=("/bin/app",), cmd=("--port", "80"), env=("PATH=/opt/bin", "LANG=C"), working_dir="/srv", user="7"
+)
+
+
+@pytest.mark.parametrize(
+    ("kw", "image", "args"),
+    [
+        ({}, APP, ["/bin/app", "--port", "80"]),  # docker run app
+        ({"command": ("--port", "90")}, APP, ["/bin/app", "--port", "90"]),  # docker run app --port 90
+        ({"entrypoint": ("/bin/sh",)}, APP, ["/bin/sh"]),  # --entrypoint drops the image's Cmd
+        ({"entrypoint": ("/bin/sh",), "command": ("-c", "id")}, APP, ["/bin/sh", "-c", "id"]),
+        ({"entrypoint": (), "command": ("true",)}, APP, ["true"]),  # --entrypoint ""
+        ({}, ImageConfig(cmd=("sh",)), ["sh"]),  # the built-in busybox
+        ({"command": ("echo", "hi")}, ImageConfig(), ["echo", "hi"]),
+    ],
+)
+def test_args_as_docker_run_makes_them(kw: dict[str, Any], image: ImageConfig, args: list[str]) -> None:
+    assert config(spec("a", **kw), image=image)["process"]["args"] == args
+
+
+def test_an_image_and_a_spec_that_say_nothing_to_run_are_refused() -> None:
+    with pytest.raises(NoCommand):
+        config(spec("a"), image=ImageConfig(env=("A=1",)))
+    with pytest.raises(NoCommand):
+        config(spec("a", entrypoint=()), image=APP)
+
+
+def test_env_and_working_dir_from_the_image_under_the_spec() -> None:
+    c = config(spec("api", env={"LANG": "en_US.UTF-8", "B": "2"}), image=APP)
+    assert c["process"]["env"] == ["PATH=/opt/bin", "HOSTNAME=api", "LANG=en_US.UTF-8", "B=2"]
+    assert c["process"]["cwd"] == "/srv"
+    assert config(spec("api", working_dir="/tmp"), image=APP)["process"]["cwd"] == "/tmp"
+    assert config(spec("api"), image=ImageConfig(cmd=("x",), working_dir="app"))["process"]["cwd"] == "/app"
+    assert config(spec("api"))["process"]["cwd"] == "/"
+    odd = ImageConfig(cmd=("x",), env=("NOEQUALS", "=nokey", "E="))
+    assert config(spec("api"), image=odd)["process"]["env"][2:] == ["E="]
+
+
+@pytest.mark.parametrize("path", ["relative", "/a/../b", "/a/.."])
+def test_working_dir_must_be_absolute_without_dotdot(path: str) -> None:
+    with pytest.raises(ValueError, match="working_dir"):
+        spec("a", working_dir=path)

@@ -721,3 +721,26 @@ def test_a_resize_that_no_longer_applies_changes_nothing(start: ContainerView, e
     apply(state, 11, event)
     assert (state.containers[cid(1)], state.nodes["n1"]) == before
     assert state.versions == {f"container/{cid(1)}": 0}  # still an event of the container's stream
+
+
+def _fold(*events: ev.Event) -> ContainerView | None:
+    view = None
+    for i, e in enumerate(events, 1):
+        view = evolve_container(view, e, i)
+    return view
+
+
+def test_a_waiting_reason_shows_while_placed_and_clears_when_it_moves_on() -> None:
+    pull = ev.WaitReason.ERR_IMAGE_PULL
+    waiting = ev.ContainerWaiting(container_id=cid(1), node="n1", reason=pull, message="image pull failed: x")
+    view = _fold(submitted(1), scheduled(1), waiting)
+    assert view is not None and (view.wait_reason, view.wait_message) == ("ErrImagePull", "image pull failed: x")
+    started = ev.ContainerStarted(container_id=cid(1), node="n1", pid=9, started_ns=1)
+    assert _fold(submitted(1), scheduled(1), waiting, started).wait_reason == ""  # type: ignore[union-attr]
+    exited = ev.ContainerExited(container_id=cid(1), node="n1", exit_code=None, exited_ns=1, message="m")
+    assert _fold(submitted(1), scheduled(1), waiting, exited).wait_reason == ""  # type: ignore[union-attr]
+    # From another node, or once it runs, a waiting report changes nothing.
+    other = msgspec.structs.replace(waiting, node="n2")
+    assert _fold(submitted(1), scheduled(1), other).wait_reason == ""  # type: ignore[union-attr]
+    assert _fold(submitted(1), scheduled(1), started, waiting).wait_reason == ""  # type: ignore[union-attr]
+    assert _fold(submitted(1), waiting).wait_reason == ""  # type: ignore[union-attr]  # not placed yet

@@ -41,6 +41,10 @@ def report(kind: type, n: int, node: str) -> ev.Event:
         ev.NodeImagesChanged: lambda: ev.NodeImagesChanged(node=node, images=("busybox:latest",)),
         ev.ImagePulled: lambda: ev.ImagePulled(node=node, image="a:1", image_id="sha256:" + "a" * 64, seconds=1.0),
         ev.ImagePullFailed: lambda: ev.ImagePullFailed(node=node, image="a:1", reason="manifest unknown"),
+        ev.ImagePulling: lambda: ev.ImagePulling(node=node, image="a:1"),
+        ev.ContainerWaiting: lambda: ev.ContainerWaiting(
+            container_id=c, node=node, reason=ev.WaitReason.ERR_IMAGE_PULL, message="image pull failed: x"
+        ),
         ev.ContainerStarted: lambda: ev.ContainerStarted(container_id=c, node=node, pid=1, started_ns=1),
         ev.ContainerExited: lambda: ev.ContainerExited(container_id=c, node=node, exit_code=0, exited_ns=1),
         ev.ContainerStopped: lambda: ev.ContainerStopped(container_id=c, node=node),
@@ -51,7 +55,7 @@ def report(kind: type, n: int, node: str) -> ev.Event:
     }[kind]()
 
 
-NODE_KINDS = (ev.NodeImagesChanged, ev.ImagePulled, ev.ImagePullFailed)  # about the node itself
+NODE_KINDS = (ev.NodeImagesChanged, ev.ImagePulling, ev.ImagePulled, ev.ImagePullFailed)  # about the node itself
 CONTAINER_KINDS = [k for k in REPORTABLE if k not in NODE_KINDS]
 
 

@@ -15,7 +15,7 @@ from scheduler.cpuset import NumaStrategy, TopologyIndex
 from scheduler.dispatch import Dispatcher
 from scheduler.feasible import feasible, request_of
 from scheduler.plan import Plan, check_plan
-from scheduler.rank import Scoring
+from scheduler.rank import IMAGE_LOCALITY, SPREAD_PENALTY, Scoring, score
 from scheduler.replay import NotReplayable, replay
 from scheduler.service import Scheduler
 from scheduler.snapshot import take_snapshot
@@ -38,6 +38,7 @@ from wire.spec import (
     CpuExclusivePolicy,
     Mount,
     NumaPolicy,
+    PullPolicy,
     QoS,
     ServiceSpec,
 )
@@ -656,3 +657,46 @@ async def test_replay_refuses_a_position_that_holds_no_placement() -> None:
     await h.nodes(node("n1"))
     with pytest.raises(NotReplayable):
         await replay(h.log, 1)
+
+
+@pytest.mark.parametrize(
+    ("image", "policy", "expected"),
+    [
+        ("app:1", PullPolicy.IF_NOT_PRESENT, {"old", "holds", "pulls"}),  # pulls fetches what it lacks
+        ("app:1", PullPolicy.ALWAYS, {"old", "holds", "pulls"}),
+        ("app:1", PullPolicy.NEVER, {"old", "holds"}),  # only where it is
+        ("sha256:" + "b" * 64, PullPolicy.IF_NOT_PRESENT, {"old"}),  # an image id names nothing to pull
+    ],
+)
+def test_a_node_that_pulls_fits_a_pullable_image_it_lacks(image: str, policy: PullPolicy, expected: set[str]) -> None:
+    state = state_of(
+        node("old"),  # said nothing of its images
+        msgspec.structs.replace(node("holds"), images=("app:1", "busybox:latest")),
+        msgspec.structs.replace(node("pulls"), images=("busybox:latest",), pulls=True),
+        msgspec.structs.replace(node("lacks"), images=("busybox:latest",)),  # neither holds nor pulls
+    )
+    snap = take_snapshot(state)
+    req = request_of(cid(1), ls(image=image, image_pull_policy=policy))
+    fits = {n.name: feasible(n, req) for n in snap.nodes.values()}
+    assert {n for n, why in fits.items() if why is None} == expected
+    assert {why for why in fits.values() if why is not None} == {"image not on node"}
+
+
+def test_image_locality_breaks_near_ties_and_never_outweighs_spread() -> None:
+    holds = msgspec.structs.replace(node("holds"), images=("app:1",), pulls=True)
+    snap = take_snapshot(state_of(holds, msgspec.structs.replace(node("pulls"), images=(), pulls=True)))
+    req = request_of(cid(1), ls(image="app:1"))
+    result = place(snap, req, 1)
+    assert isinstance(result, Placement) and result.node == "holds"
+    assert "ImageLocality" in result.reason
+    bonus = score(snap.nodes["holds"], req, Scoring.LEAST_ALLOCATED) - score(
+        snap.nodes["pulls"], req, Scoring.LEAST_ALLOCATED
+    )
+    assert bonus == pytest.approx(IMAGE_LOCALITY)
+    # A replica of its service already on the image's node: spread wins, and the other node pulls.
+    on_holds = msgspec.structs.replace(snap.nodes["holds"], services={"svc": 1})
+    replica = request_of(cid(2), ls(image="app:1"), service_id="svc")
+    assert score(on_holds, replica, Scoring.LEAST_ALLOCATED) < score(
+        snap.nodes["pulls"], replica, Scoring.LEAST_ALLOCATED
+    )
+    assert IMAGE_LOCALITY < SPREAD_PENALTY

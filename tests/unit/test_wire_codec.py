@@ -46,7 +46,10 @@ EVENTS: list[ev.Event] = [
         host_mounts=("/srv/data",),
     ),
     ev.NodeImagesChanged(node="n1", images=("busybox:latest",)),
-    ev.ImagePulled(node="n1", image="127.0.0.1:5000/demo:1", image_id="sha256:" + "a" * 64, seconds=0.8),
+    ev.ImagePulling(node="n1", image="127.0.0.1:5000/demo:1"),
+    ev.ImagePulled(
+        node="n1", image="127.0.0.1:5000/demo:1", image_id="sha256:" + "a" * 64, seconds=0.8, size_bytes=2_000_000
+    ),
     ev.ImagePullFailed(node="n1", image="127.0.0.1:5000/demo:2", reason="manifest unknown"),
     ev.NodeLost(node="n1", epoch=3, last_seen_ns=1_700_000_000_000_000_000),
     ev.NodeRecovered(node="n1", epoch=4),
@@ -77,6 +80,9 @@ EVENTS: list[ev.Event] = [
     ev.ContainerStarted(container_id=cid(1), node="n1", pid=4242, started_ns=1_700_000_000_000_000_001),
     ev.ContainerExited(container_id=cid(1), node="n1", exit_code=137, exited_ns=5, signal=9, oom_killed=True),
     ev.ContainerExited(container_id=cid(1), node="n1", exit_code=None, exited_ns=5),
+    ev.ContainerWaiting(
+        container_id=cid(1), node="n1", reason=ev.WaitReason.IMAGE_PULL_BACK_OFF, message="back-off 20 s pulling image"
+    ),
     ev.ContainerStopRequested(container_id=cid(1), grace_s=2.5, reason="user"),
     ev.ContainerStopped(container_id=cid(1), node="n1", exit_code=0, stopped_ns=7),
     ev.ContainerLost(container_id=cid(1), node="n1", reason="node lost"),
