@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
@@ -731,7 +731,7 @@ service_app = typer.Typer(help="Services: N replicas of a container, spread acro
 app.add_typer(service_app, name="service")
 
 
-image_app = typer.Typer(help="Images on the nodes: pull from registries, list.", no_args_is_help=True)
+image_app = typer.Typer(help="Images on the nodes: pull, import, list, remove.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 
 
@@ -742,37 +742,100 @@ def image_pull(
     all_: Annotated[bool, typer.Option("--all", help="every node that is not lost")] = False,
 ) -> None:
     """Have nodes pull an image from its registry, e.g. corral image pull 127.0.0.1:5000/demo:1 --all."""
+
+    def pull_on(name: str) -> str:
+        call("POST", f"/v1/nodes/{name}/images", json={"image": image}, timeout=700)
+        return f"pulled {escape(image)}"
+
+    _on_nodes(node, all_, pull_on)
+
+
+def _on_nodes(node: list[str] | None, all_: bool, act: Callable[[str], str]) -> None:
+    """Do ``act`` on each node named, or on every node not lost; a line each; exit 1 if any failed."""
     try:
         names = list(node or [])
         if all_:
             names = [n["name"] for n in listing("/v1/nodes") if not n["lost"]]
         if not names:
             raise Failed("say where: --node NAME or --all")
-        failed = 0
-        for name in names:
-            try:
-                call("POST", f"/v1/nodes/{name}/images", json={"image": image}, timeout=700)
-                console.print(f"{name}: pulled {escape(image)}")
-            except Failed as e:
-                failed += 1
-                err.print(f"[red]{name}:[/red] {escape(str(e))}")
     except Failed as e:
         raise _fail(e) from None
+    failed = 0
+    for name in names:
+        try:
+            console.print(f"{name}: {act(name)}")
+        except Failed as e:
+            failed += 1
+            err.print(f"[red]{name}:[/red] {escape(str(e))}")
     if failed:
         raise typer.Exit(1)
+
+
+@image_app.command("import")
+def image_import(
+    file: Annotated[Path, typer.Argument(help="a docker save tarball or an OCI image layout tarball (plain or gzip)")],
+    node: Annotated[list[str] | None, typer.Option("--node", help="a node to import on (repeatable)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every node that is not lost")] = False,
+) -> None:
+    """Stream an image tarball to nodes, e.g. docker save app:1 > app.tar; corral image import app.tar --all."""
+    if not file.is_file():
+        raise _fail(Failed(f"{file}: no such file"))
+
+    def chunks() -> Iterator[bytes]:
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    def import_on(name: str) -> str:
+        headers = {"Content-Type": "application/x-tar"}
+        done = call("POST", f"/v1/nodes/{name}/images/import", content=chunks(), headers=headers, timeout=700)
+        return f"imported {done['image_id'][:19]} {escape(' '.join(done['tags']))}".rstrip()
+
+    _on_nodes(node, all_, import_on)
+
+
+@image_app.command("rm")
+def image_rm(
+    image: str,
+    node: Annotated[list[str] | None, typer.Option("--node", help="a node to remove it from (repeatable)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every node that is not lost")] = False,
+    force: Annotated[bool, typer.Option("-f", "--force", help="the image itself, whatever other names it has")] = False,
+) -> None:
+    """docker rmi: a name loses that name (the image goes with its last name); an image a container was made
+    from stays (remove the container first)."""
+
+    def remove_on(name: str) -> str:
+        call("DELETE", f"/v1/nodes/{name}/images", params={"image": image, "force": force})
+        return f"removed {escape(image)}"
+
+    _on_nodes(node, all_, remove_on)
 
 
 @image_app.command("ls")
 def image_ls(
     node: Annotated[str | None, typer.Option("--node", help="only this node")] = None, output: Output = "table"
 ) -> None:
-    """The images each node holds."""
+    """The images each node holds (asked of the nodes): size, last use, and whether a container uses it."""
+    rows = []
     try:
-        nodes = [n for n in listing("/v1/nodes") if node is None or n["name"] == node]
+        nodes = [n for n in listing("/v1/nodes") if (node is None or n["name"] == node) and not n["lost"]]
+        for n in nodes:
+            try:
+                held = call("GET", f"/v1/nodes/{n['name']}/images")
+            except Failed as e:
+                err.print(f"[red]{n['name']}:[/red] {escape(str(e))}")
+                continue
+            for i in held:
+                for name in i["tags"] or ["<none>"]:
+                    rows.append({"node": n["name"], "image": name, **i})
     except Failed as e:
         raise _fail(e) from None
-    rows = [{"node": n["name"], "image": i} for n in nodes for i in (n.get("images") or [])]
-    _show(rows, output, ["NODE", "IMAGE"], lambda r: [r["node"], r["image"]])
+
+    def row(r: dict[str, Any]) -> list[str]:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_used_ns"] / 1e9))
+        return [r["node"], r["image"], r["id"][7:19], f"{r['size_bytes'] / 1e6:.1f}MB", used, "yes" * r["in_use"]]
+
+    _show(rows, output, ["NODE", "IMAGE", "ID", "SIZE", "LAST USED", "IN USE"], row)
 
 
 token_app = typer.Typer(help="API tokens (the control plane's --tokens file keeps only hashes).", no_args_is_help=True)

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from wire import events as ev
 from wire import subjects
 from wire.codec import encode, node_message_decoder, reply_decoder
 from wire.commands import (
+    IMPORT_CHUNK,
     AuditContainer,
     AuditReply,
     CommandAccepted,
@@ -55,6 +56,10 @@ from wire.commands import (
     GetLogs,
     Heartbeat,
     HeartbeatReply,
+    ImageImported,
+    ImagesReply,
+    ImportChunk,
+    ListImages,
     LogsReply,
     NodeEvent,
     PullImage,
@@ -62,6 +67,7 @@ from wire.commands import (
     Registered,
     Reject,
     RemoveContainer,
+    RemoveImage,
     Reply,
     StartContainer,
     StatsSample,
@@ -99,6 +105,21 @@ REPORTABLE = (
 
 # Events after which a container no longer waits on a command sent about it.
 _SETTLED = (ev.ContainerStarted, ev.ContainerExited, ev.ContainerStopped, ev.ContainerLost, ev.ContainerRemoved)
+
+
+NodeQuery = GetLogs | AuditContainer | PullImage | ListImages | RemoveImage | ImportChunk
+
+
+async def _pieces(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """The bytes of ``chunks`` again, in pieces of exactly ``size`` (the last one shorter)."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
 
 
 class NatsPublisher:
@@ -554,7 +575,47 @@ class ControlPlane:
             return reply
         return self._unexpected(command.command_id, reply)
 
-    async def _ask(self, node: str, command: GetLogs | AuditContainer | PullImage, timeout_s: float = 10) -> Reply:
+    async def list_images(self, node: str) -> ImagesReply | CommandRejected:
+        command = ListImages(command_id=uuid.uuid4())
+        reply = await self._ask(node, command)
+        if isinstance(reply, ImagesReply | CommandRejected):
+            return reply
+        return self._unexpected(command.command_id, reply)
+
+    async def remove_image(self, node: str, image: str, force: bool) -> CommandAccepted | CommandRejected:
+        command = RemoveImage(command_id=uuid.uuid4(), image=image, force=force)
+        reply = await self._ask(node, command, timeout_s=120)
+        if isinstance(reply, CommandAccepted | CommandRejected):
+            return reply
+        return self._unexpected(command.command_id, reply)
+
+    async def import_image(self, node: str, chunks: AsyncIterator[bytes]) -> ImageImported | CommandRejected:
+        """Send an image tarball to a node in pieces, each answered before the next goes (a lost answer: the
+        piece is sent again, and the node answers it again); the last piece imports it."""
+        import_id = uuid.uuid4()
+        seq = 0
+        pending: bytes | None = None
+        async for data in _pieces(chunks, IMPORT_CHUNK):
+            if pending is not None:
+                reply = await self._piece(node, import_id, seq, pending, last=False)
+                if not isinstance(reply, CommandAccepted):
+                    return reply if isinstance(reply, CommandRejected) else self._unexpected(import_id, reply)
+                seq += 1
+            pending = data
+        reply = await self._piece(node, import_id, seq, pending or b"", last=True, timeout_s=600)
+        return reply if isinstance(reply, ImageImported | CommandRejected) else self._unexpected(import_id, reply)
+
+    async def _piece(
+        self, node: str, import_id: uuid.UUID, seq: int, data: bytes, *, last: bool, timeout_s: float = 30
+    ) -> Reply:
+        command = ImportChunk(command_id=uuid.uuid4(), import_id=import_id, seq=seq, data=data, last=last)
+        for _ in range(3):
+            reply = await self._ask(node, command, timeout_s)
+            if not (isinstance(reply, CommandRejected) and reply.code is Reject.NODE_UNREACHABLE):
+                return reply
+        return reply
+
+    async def _ask(self, node: str, command: NodeQuery, timeout_s: float = 10) -> Reply:
         try:
             msg = await self.nc.request(subjects.cmd(node), encode(command), timeout=timeout_s)
         except (NatsTimeout, NoRespondersError) as e:

@@ -35,6 +35,7 @@ from store.telemetry import NodePoint, Point
 from wire import events as ev
 from wire.burst import BurstConfig
 from wire.codec import encode_json
+from wire.commands import ImageEntry
 from wire.events import EVENT_TYPES
 from wire.pss import ProcessFacts, Verdict
 from wire.resources import MAX_CPU_MILLIS, CpuMillis
@@ -172,6 +173,20 @@ class Pulled(msgspec.Struct, frozen=True):
     image: str
 
 
+class Removed(msgspec.Struct, frozen=True):
+    node: str
+    image: str
+
+
+class Imported(msgspec.Struct, frozen=True):
+    node: str
+    image_id: str
+    tags: tuple[str, ...] = ()
+
+
+IMPORT_MAX_BYTES = 8 << 30  # an image tarball streamed to a node (its store refuses more uncompressed layers)
+
+
 class Audit(msgspec.Struct, frozen=True):
     """A running container against the Pod Security Standards (``wire.pss``)."""
 
@@ -205,6 +220,9 @@ SCHEMA_TYPES = (
     Audit,
     PullRequest,
     Pulled,
+    Removed,
+    Imported,
+    ImageEntry,
 )
 
 

@@ -30,8 +30,8 @@ _WHY = {
     409: "Conflicts with the object's state",
     410: "The asked-for log position was truncated away",
     412: "The cluster changed since the position in If-Match",
-    413: "Body over 256 KiB",
-    415: "Body not application/json",
+    413: "Body over 256 KiB (an image import: over 8 GiB)",
+    415: "Body not application/json (an image import: not application/x-tar)",
     422: "A field does not validate (named in `field`, why in `reason`)",
     502: "The node could not answer",
     503: "The node is unreachable",
@@ -48,6 +48,10 @@ _UNAUTHORIZED_HEADERS = {
 }
 
 
+# Bodies a handler streams itself (not JSON, so Litestar does not document them): path -> media type.
+RAW_BODIES = {"/v1/nodes/{name}/images/import": "application/octet-stream"}  # also application/x-tar
+
+
 def refine(doc: dict[str, Any], types: Iterable[Any], public: frozenset[str]) -> dict[str, Any]:
     """Litestar's document with msgspec's schemas for ``types`` and ``Error`` for every error response."""
     doc = copy.deepcopy(doc)
@@ -62,6 +66,9 @@ def refine(doc: dict[str, Any], types: Iterable[Any], public: frozenset[str]) ->
                 parameter["schema"] = _never_null(parameter["schema"])
             if path in public:
                 op["security"] = []
+            if path in RAW_BODIES:
+                binary = {"schema": {"type": "string", "format": "binary"}}
+                op["requestBody"] = {"required": True, "content": {RAW_BODIES[path]: binary}}
             for code, response in op["responses"].items():
                 if int(code) >= 400:
                     response["content"] = error

@@ -29,6 +29,7 @@ from api.edge import (
     EVENT_TYPE_LIST,
     FROM_ZERO,
     IF_MATCH,
+    IMPORT_MAX_BYTES,
     LAST_EVENT_ID,
     MAX_POSITION,
     MAX_TAIL,
@@ -40,11 +41,13 @@ from api.edge import (
     ContainerStatus,
     Continue,
     HistoryEntry,
+    Imported,
     Limit,
     NodeSamples,
     PlanResult,
     Pulled,
     PullRequest,
+    Removed,
     Resize,
     Samples,
     Scale,
@@ -74,9 +77,10 @@ from store.projections import (
 from store.projector import DEFAULT_SNAPSHOT
 from store.recorder import NO_STREAM
 from store.sqlite import SqliteRecorder
+from wire import checks
 from wire import events as ev
 from wire.burst import BurstConfig
-from wire.commands import CommandRejected, LogsReply
+from wire.commands import CommandRejected, ImageEntry, LogsReply, Reject
 from wire.events import EVENT_TYPES
 from wire.ids import (
     BURST_POLICY_STREAM,
@@ -206,6 +210,19 @@ async def _made_before(
     if entity_id not in (s.containers if isinstance(event, ev.ContainerSubmitted) else s.services):
         raise BodyError(409, f"what this key made ({entity_id}) was removed; use a new key", "Idempotency-Key")
     return Submitted(id=entity_id, position=first.position, duplicate=True)
+
+
+async def _live_node(projection: Projection, name: str) -> NodeView:
+    view = await _node(projection, name)
+    if view.lost:
+        raise HTTPException(status_code=503, detail=f"node {name} is lost")
+    return view
+
+
+def _node_refused(name: str, reply: CommandRejected) -> HTTPException:
+    if reply.code is Reject.NODE_UNREACHABLE:
+        return HTTPException(status_code=503, detail=f"node {name} is unreachable; try again")
+    return HTTPException(status_code=502, detail=f"node {name}: {reply.code}: {reply.message}")
 
 
 async def _runnable_somewhere(projection: Projection, spec: ContainerSpec, prefix: str = "") -> None:
@@ -582,6 +599,73 @@ class NodeController(Controller):
                 raise HTTPException(status_code=503, detail=f"node {name} is unreachable; try again")
             raise BodyError(422, f"node {name} could not pull {data.image}: {reply.message}", "image", "pull failed")
         return Pulled(node=name, image=data.image)
+
+    @get("/{name:str}/images", responses=errors(401, 404, 502, 503))
+    async def list_images(self, *, cp: CPDep, projection: ProjectionDep, name: FromPath[str]) -> list[ImageEntry]:
+        """The images the node holds, asked of the node: sizes, last use (image GC takes the least recently used
+        first), and whether a container there was made from each."""
+        await _live_node(projection, name)
+        reply = await cp.list_images(name)
+        if isinstance(reply, CommandRejected):
+            raise _node_refused(name, reply)
+        return list(reply.images)
+
+    @delete("/{name:str}/images", status_code=200, responses=errors(401, 403, 404, 409, 422, 502, 503))
+    async def remove_image(
+        self,
+        *,
+        cp: CPDep,
+        projection: ProjectionDep,
+        name: FromPath[str],
+        image: Annotated[
+            str,
+            QueryParameter(
+                min_length=1,
+                max_length=255,
+                description="a name or an image id",
+                schema_extra=checks.schema_pattern(checks.IMAGE_REF),
+            ),
+        ],
+        force: Annotated[bool, QueryParameter(description="an id's every name, or a name's image outright")] = False,
+    ) -> Removed:
+        """``docker rmi`` on one node: a name loses that name, and the image goes with its last one; 409 while a
+        container there was made from it, 404 when the node lacks it."""
+        await _live_node(projection, name)
+        try:
+            checks.image_ref("image", image)
+        except ValueError as e:
+            raise BodyError(422, str(e).partition(": ")[2], "image") from None
+        reply = await cp.remove_image(name, image, force)
+        if isinstance(reply, CommandRejected):
+            if reply.code is Reject.IMAGE_IN_USE:
+                raise HTTPException(status_code=409, detail=reply.message)
+            if reply.code is Reject.UNKNOWN_IMAGE:
+                raise HTTPException(status_code=404, detail=reply.message)
+            raise _node_refused(name, reply)
+        return Removed(node=name, image=image)
+
+    @post(
+        "/{name:str}/images/import",
+        status_code=201,
+        request_max_body_size=IMPORT_MAX_BYTES,
+        responses=errors(401, 403, 404, 413, 415, 422, 502, 503),
+    )
+    async def import_image(
+        self, *, request: Request[Any, Any, Any], cp: CPDep, projection: ProjectionDep, name: FromPath[str]
+    ) -> Imported:
+        """Import an image tarball (``docker save``, or an OCI image layout as ``skopeo copy oci-archive:``
+        writes one; plain or gzip) into the node's store, streamed through to the node: the body is the
+        tarball, ``Content-Type: application/x-tar``. 422 says what the store refused, nothing is kept then."""
+        await _live_node(projection, name)
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media not in ("application/x-tar", "application/octet-stream", "application/gzip"):
+            raise BodyError(415, f"Content-Type must be application/x-tar, not {media or 'missing'}", "Content-Type")
+        reply = await cp.import_image(name, request.stream())
+        if isinstance(reply, CommandRejected):
+            if reply.code in (Reject.INVALID_IMAGE, Reject.INVALID_COMMAND):
+                raise BodyError(422, f"node {name} refused the image: {reply.message}", "body", "invalid image")
+            raise _node_refused(name, reply)
+        return Imported(node=name, image_id=reply.image_id, tags=reply.tags)
 
     @post("/{name:str}/cordon", status_code=202, responses=errors(401, 403, 404))
     async def cordon(

@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
 from nodelet.burst import BurstController, Running
+from nodelet.images import InUse, UnknownImage
 from nodelet.outbox import Entry, Outbox
 from nodelet.pull import PullFailed
 from nodelet.service import NodeService
@@ -41,12 +42,17 @@ from wire.commands import (
     EventAck,
     Heartbeat,
     HeartbeatReply,
+    ImagesReply,
+    ImportChunk,
     LeaseStatus,
+    ListImages,
     NodeEvent,
     PullImage,
     Register,
     Registered,
     Reject,
+    RemoveImage,
+    Reply,
     StopContainer,
     SyncReply,
     SyncRequest,
@@ -394,8 +400,8 @@ class Agent:
             self._configure_burst(command.config)
             await msg.respond(encode(CommandAccepted(command_id=command.command_id)))
             return
-        if isinstance(command, PullImage):
-            await msg.respond(encode(await self._pull(command)))
+        if isinstance(command, PullImage | ListImages | RemoveImage | ImportChunk):
+            await msg.respond(encode(await self._image_command(command)))
             return
         try:
             reply = await self.service.handle(command)
@@ -404,14 +410,34 @@ class Agent:
             reply = CommandRejected(command_id=command.command_id, code=Reject.INTERNAL, message=repr(e))
         await msg.respond(encode(reply))
 
-    async def _pull(self, command: PullImage) -> CommandAccepted | CommandRejected:
-        """``docker pull``: the registry is asked even when the image is here (a moved tag is pulled again)."""
+    async def _image_command(self, command: PullImage | ListImages | RemoveImage | ImportChunk) -> Reply:
+        """Pull (``docker pull`` asks the registry even when the image is here: a moved tag is pulled again),
+        list, remove or import images; what the node holds is said at once when it changed."""
+        cid = command.command_id
         try:
-            await self.service.pull_image(command.image, always=True)
+            match command:
+                case PullImage():
+                    await self.service.pull_image(command.image, always=True)
+                    reply: Reply = CommandAccepted(command_id=cid)
+                case ListImages():
+                    return ImagesReply(command_id=cid, images=tuple(await self.service.list_images()))
+                case RemoveImage():
+                    await self.service.remove_image(command.image, force=command.force)
+                    reply = CommandAccepted(command_id=cid)
+                case ImportChunk():
+                    reply = await self.service.import_chunk(command)
         except PullFailed as e:
-            return CommandRejected(command_id=command.command_id, code=Reject.IMAGE_PULL_FAILED, message=str(e))
-        await self._say_images()
-        return CommandAccepted(command_id=command.command_id)
+            return CommandRejected(command_id=cid, code=Reject.IMAGE_PULL_FAILED, message=str(e))
+        except UnknownImage as e:
+            return CommandRejected(command_id=cid, code=Reject.UNKNOWN_IMAGE, message=str(e))
+        except InUse as e:
+            return CommandRejected(command_id=cid, code=Reject.IMAGE_IN_USE, message=str(e))
+        except Exception as e:  # a bug, or the disk: still answered, and the subscription lives on
+            log.exception("image command %s failed", cid)
+            return CommandRejected(command_id=cid, code=Reject.INTERNAL, message=repr(e))
+        if not isinstance(reply, CommandRejected) and not (isinstance(command, ImportChunk) and not command.last):
+            await self._say_images()
+        return reply
 
     async def _heartbeat(self) -> None:
         """Beat every ``heartbeat_s``, each beat its own task: a slow answer never delays the next beat. An

@@ -292,6 +292,9 @@ class ImageStore:
         """``docker rmi``: a name loses that name, and the image goes with its last name; an id (or ``force``)
         removes the image and all its names. Never an image in ``in_use`` (ids): raises ``InUse``. Returns
         the ids removed (empty when only a name went)."""
+        image_id = self._image_id(ref)
+        if image_id is None:
+            raise UnknownImage(ref)  # the built-in busybox too: it is made again at its next use anyway
         with self._locked():
             tags = self._tags()
             image_id = self._image_id(ref)
@@ -311,7 +314,7 @@ class ImageStore:
     def collect(self, in_use: frozenset[str], *, high_percent: int, low_percent: int) -> list[str]:
         """kubelet's image GC: once the store's file system is fuller than ``high_percent``, remove unused
         images, least recently used first, until it is below ``low_percent``. Returns the ids removed."""
-        if _used_percent(self.root) <= high_percent:
+        if not (self.root / "images").is_dir() or _used_percent(self.root) <= high_percent:
             return []
         removed: list[str] = []
         with self._locked():

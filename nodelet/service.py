@@ -54,6 +54,9 @@ from wire.commands import (
     CommandRejected,
     ContainerCommand,
     GetLogs,
+    ImageEntry,
+    ImageImported,
+    ImportChunk,
     LogsReply,
     Reject,
     RemoveContainer,
@@ -136,6 +139,32 @@ class _Container:
         return self.command.container_id
 
 
+IMPORT_IDLE_S = 600.0  # an image upload not heard of for this long is dropped
+
+
+class _Upload:
+    """An image tarball arriving in pieces."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.next = 0  # the piece expected next
+        self.size = 0
+        self.touched = time.monotonic()
+        self.last_reply: Reply | None = None  # the answer to the last piece, for a retry of it
+
+    @property
+    def done(self) -> bool:
+        return isinstance(self.last_reply, ImageImported | CommandRejected)
+
+
+def _append(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 class _Waiting:
     """A container placed here whose image is being pulled (or whose pull waits out a back-off)."""
 
@@ -193,6 +222,7 @@ class NodeService:
         self.images_changed = asyncio.Event()  # set when a pull or a removal changed the images held
         self._no_gc = asyncio.Event()  # cleared while images are removed: a start waits, then sees what is left
         self._no_gc.set()
+        self._imports: dict[uuid.UUID, _Upload] = {}
 
     # --- commands ------------------------------------------------------------------------------------------
 
@@ -803,6 +833,67 @@ class NodeService:
             removed = await asyncio.to_thread(self.images.remove, ref, in_use, force=force)
         self.images_changed.set()
         return removed
+
+    async def list_images(self) -> list[ImageEntry]:
+        in_use = self.images_in_use()
+        held = await asyncio.to_thread(self.images.held)
+        return [
+            ImageEntry(id=i.id, tags=i.tags, size_bytes=i.size, last_used_ns=i.last_used_ns, in_use=i.id in in_use)
+            for i in held
+        ]
+
+    async def import_chunk(self, cmd: ImportChunk) -> Reply:
+        """Take one piece of an image tarball; the last imports it. A piece sent again (its answer was lost) is
+        answered again; one out of order ends the import."""
+        imports = private_dir(self.root.parent / "imports")
+        path = imports / f"{cmd.import_id}.tar"
+        state = self._imports.get(cmd.import_id)
+        if cmd.seq == 0 and state is None:
+            await asyncio.to_thread(self._drop_stale_imports, imports)
+            state = self._imports[cmd.import_id] = _Upload(path)
+        if state is None or cmd.seq not in (state.next, state.next - 1):
+            self._end_import(cmd.import_id)
+            why = "unknown import" if state is None else f"piece {cmd.seq} out of order (expected {state.next})"
+            return CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_COMMAND, message=why)
+        if cmd.seq == state.next - 1:
+            return state.last_reply or CommandAccepted(command_id=cmd.command_id)
+        state.next += 1
+        state.size += len(cmd.data)
+        state.touched = time.monotonic()
+        if state.size > self.images.max_bytes:
+            self._end_import(cmd.import_id)
+            why = f"the tarball is over {self.images.max_bytes} bytes"
+            return CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_IMAGE, message=why)
+        await asyncio.to_thread(_append, path, cmd.data)
+        if not cmd.last:
+            state.last_reply = CommandAccepted(command_id=cmd.command_id)
+            return state.last_reply
+        try:
+            record = await asyncio.to_thread(self.images.import_tar, path)
+        except (ValueError, OSError) as e:  # InvalidImage, or a tarball that is not one
+            state.last_reply = CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_IMAGE, message=str(e))
+        else:
+            self.images_changed.set()
+            state.last_reply = ImageImported(command_id=cmd.command_id, image_id=record.id, tags=record.tags)
+        finally:
+            path.unlink(missing_ok=True)
+        return state.last_reply
+
+    def _end_import(self, import_id: uuid.UUID) -> None:
+        state = self._imports.pop(import_id, None)
+        if state is not None:
+            state.path.unlink(missing_ok=True)
+
+    def _drop_stale_imports(self, imports: Path) -> None:
+        """Imports not heard of for ten minutes, and files no import here holds (from an earlier run)."""
+        now = time.monotonic()
+        for import_id, state in list(self._imports.items()):
+            if now - state.touched > (60.0 if state.done else IMPORT_IDLE_S):  # a done one: kept for a retry
+                self._end_import(import_id)
+        held = {state.path.name for state in self._imports.values()}
+        for leftover in imports.iterdir():
+            if leftover.name not in held:
+                leftover.unlink(missing_ok=True)
 
     # --- exits ------------------------------------------------------------------------------------------------
 

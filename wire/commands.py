@@ -91,6 +91,57 @@ class PullImage(_Message, frozen=True, tag=True):
     image: ImageRef
 
 
+class ListImages(_Message, frozen=True, tag=True):
+    """What images the node holds, with sizes and last use (answered with ``ImagesReply``)."""
+
+    command_id: uuid.UUID
+
+
+ImageId = Annotated[str, msgspec.Meta(pattern="^sha256:[a-f0-9]{64}$")]
+
+
+class ImageEntry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    id: ImageId
+    tags: tuple[ImageRef, ...] = ()
+    size_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
+    last_used_ns: int = 0
+    in_use: bool = False  # a container here was made from it: removal and image GC leave it
+
+
+class ImagesReply(_Message, frozen=True, tag=True):
+    command_id: uuid.UUID
+    images: Annotated[tuple[ImageEntry, ...], msgspec.Meta(max_length=4096)] = ()
+
+
+class RemoveImage(_Message, frozen=True, tag=True):
+    """``docker rmi``: a name loses that name (the image goes with its last one); an id, or ``force``, removes
+    the image and every name. Never one a container here was made from."""
+
+    command_id: uuid.UUID
+    image: ImageRef
+    force: bool = False
+
+
+IMPORT_CHUNK = 512 << 10  # bytes per chunk of an image tarball sent to a node (NATS' payload limit is 1 MiB)
+
+
+class ImportChunk(_Message, frozen=True, tag=True):
+    """One piece of an image tarball (a ``docker save`` or an OCI layout) sent to a node, in order; the last
+    one imports it, and is answered with ``ImageImported`` or why not. Each is answered before the next goes."""
+
+    command_id: uuid.UUID
+    import_id: uuid.UUID
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    data: Annotated[bytes, msgspec.Meta(max_length=IMPORT_CHUNK)]
+    last: bool = False
+
+
+class ImageImported(_Message, frozen=True, tag=True):
+    command_id: uuid.UUID
+    image_id: ImageId
+    tags: tuple[ImageRef, ...] = ()
+
+
 class ConfigureBurst(_Message, frozen=True, tag=True):
     """The cluster's CPU Burst configuration, pushed when it changes (each sync carries it too)."""
 
@@ -99,7 +150,7 @@ class ConfigureBurst(_Message, frozen=True, tag=True):
 
 
 ContainerCommand = StartContainer | StopContainer | RemoveContainer | UpdateResources | GetLogs | AuditContainer
-Command = ContainerCommand | ConfigureBurst | PullImage
+Command = ContainerCommand | ConfigureBurst | PullImage | ListImages | RemoveImage | ImportChunk
 
 
 class CommandAccepted(_Message, frozen=True, tag=True):
@@ -117,6 +168,8 @@ class Reject(enum.StrEnum):
     INVALID_SPEC = "invalid_spec"
     MOUNT_NOT_ALLOWED = "mount_not_allowed"
     IMAGE_PULL_FAILED = "image_pull_failed"
+    IMAGE_IN_USE = "image_in_use"  # a container on the node was made from it
+    INVALID_IMAGE = "invalid_image"  # an imported tarball the store refuses
     POD_SECURITY = "pod_security"  # the container does not meet the Pod Security Standard the node enforces
     SECCOMP_NOT_ALLOWED = "seccomp_not_allowed"  # Unconfined where the node forbids it, or a profile it lacks
     START_FAILED = "start_failed"
@@ -157,7 +210,7 @@ class LogsReply(_Message, frozen=True, tag=True):
     more: bool = False  # the page is full: lines after ``next_line`` are there already (ask again at once)
 
 
-Reply = CommandAccepted | CommandRejected | LogsReply | AuditReply
+Reply = CommandAccepted | CommandRejected | LogsReply | AuditReply | ImagesReply | ImageImported
 
 
 # --- nodelet → control plane ---------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def push(tmp: Path, registry: str, name: str, image: Image) -> str:
 
 def demo(text: str = "demo") -> Image:
     binary = file("bin/busybox", Path("/bin/busybox").read_bytes(), mode=0o755)
-    links = (symlink("bin/sh", "/bin/busybox"), symlink("bin/cat", "/bin/busybox"))
+    links = tuple(symlink(f"bin/{applet}", "/bin/busybox") for applet in ("sh", "cat", "sleep"))
     return Image((layer(binary, *links, file("etc/os-release", f"{text}\n".encode())),))
 
 
@@ -252,3 +252,84 @@ def test_a_failed_pull_backs_off_leaves_nothing_and_starts_once_the_image_is_the
         assert _until(api, gone, lambda c: True)["state"] == "stopped"
     assert corral(home, "logs", late).stdout == "ID=late\n"
     assert gone not in _in_runc(home) and not (node / "containers" / gone).exists()
+
+
+def _tarball(tmp: Path, image: Image, name: str) -> Path:
+    return write_tar(tmp / f"{name}.tar", image.oci())
+
+
+def test_image_import_ls_and_rm_keep_what_a_container_uses(
+    tmp_path: Path, registry: tuple[str, Path], home: dict[str, str]
+) -> None:
+    """corral image import streams a tarball to a node; ls shows it with its size and use; rm of a name drops
+    the name, of an image in use is refused (409), and removes the image once no container holds it."""
+    from tests.integration.conftest import corral
+
+    up = corral(home, "up", "--nodes", "1", "--port", str(free_port()), "--nats-port", str(free_port()))
+    assert up.returncode == 0, up.stderr
+    app = dataclasses.replace(demo("ID=imported"), names=("app:1", "app:stable"))
+    imported = corral(home, "image", "import", str(_tarball(tmp_path, app, "app")), "--node", "node-1")
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert "imported sha256:" in imported.stdout and "app:1 app:stable" in imported.stdout
+    store = Path(home["CORRAL_HOME"]) / "node-1" / "images"
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not a tarball" * 100)
+    refused = corral(home, "image", "import", str(bad), "--node", "node-1")
+    assert refused.returncode == 1 and "422" in refused.stderr, refused.stderr
+    assert list((Path(home["CORRAL_HOME"]) / "node-1" / "imports").iterdir()) == []  # nothing of it kept
+    ran = corral(home, "run", "-d", "--pull", "never", "app:1", "--", "sleep", "600")
+    assert ran.returncode == 0, ran.stderr
+    cid = ran.stdout.strip()
+    with _api(home) as api:
+        _until(api, cid, lambda c: c["state"] == "running")
+    listed = {r["image"]: r for r in json.loads(corral(home, "image", "ls", "-o", "json").stdout)}
+    assert listed["app:1"]["in_use"] and listed["app:1"]["size_bytes"] == len(app.blob(app.layers[0]))
+    assert listed["app:1"]["id"] == listed["app:stable"]["id"]
+    assert corral(home, "image", "rm", "app:stable", "--node", "node-1").returncode == 0  # only the name goes
+    in_use = corral(home, "image", "rm", "app:1", "--node", "node-1")
+    assert in_use.returncode == 1 and "409" in in_use.stderr and "used by a container" in in_use.stderr
+    assert (store / "images" / f"{listed['app:1']['id'][7:]}.json").exists()
+    assert corral(home, "stop", cid, "--grace", "0").returncode == 0
+    assert corral(home, "rm", cid).returncode == 0
+    assert corral(home, "image", "rm", "app:1", "--node", "node-1").returncode == 0
+    assert list((store / "images").iterdir()) == [] and list((store / "layers").iterdir()) == []
+    missing = corral(home, "image", "rm", "app:1", "--node", "node-1")
+    assert missing.returncode == 1 and "404" in missing.stderr
+
+
+def test_image_gc_removes_unused_images_and_never_one_in_use(
+    tmp_path: Path, registry: tuple[str, Path], home: dict[str, str]
+) -> None:
+    """With both thresholds at 0 every unused image goes at once: an import that nothing runs is collected;
+    the image of a running container stays, and goes once the container is removed. Judged from the store's
+    directories on the node."""
+    from tests.integration.conftest import corral
+
+    host, _ = registry
+    push(tmp_path, host, "demo:gc", demo("ID=kept"))
+    up = corral(
+        home, "up", "--nodes", "1", "--port", str(free_port()), "--nats-port", str(free_port()),
+        "--nodelet-arg=--image-gc-high-threshold=0", "--nodelet-arg=--image-gc-low-threshold=0",
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    store = Path(home["CORRAL_HOME"]) / "node-1" / "images"
+    ran = corral(home, "run", "-d", f"{host}/demo:gc", "--", "sleep", "600")  # pulled for it, then in use
+    assert ran.returncode == 0, ran.stderr
+    cid = ran.stdout.strip()
+    with _api(home) as api:
+        _until(api, cid, lambda c: c["state"] == "running")
+    [kept] = [p.stem for p in (store / "images").iterdir()]
+    other = dataclasses.replace(demo("ID=unused"), names=("unused:1",))
+    assert corral(home, "image", "import", str(_tarball(tmp_path, other, "u")), "--node", "node-1").returncode == 0
+    deadline = time.monotonic() + 30
+    while [p.stem for p in (store / "images").iterdir()] != [kept]:
+        assert time.monotonic() < deadline, list((store / "images").iterdir())
+        time.sleep(0.2)
+    assert cid in _in_runc(home)  # untouched, and its image with it
+    assert len(list((store / "layers").iterdir())) == 1
+    assert corral(home, "stop", cid, "--grace", "0").returncode == 0
+    assert corral(home, "rm", cid).returncode == 0
+    while list((store / "images").iterdir()):
+        assert time.monotonic() < deadline + 30, list((store / "images").iterdir())
+        time.sleep(0.2)
+    assert list((store / "layers").iterdir()) == [] and list((store / "blobs" / "sha256").iterdir()) == []
