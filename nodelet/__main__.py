@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a registry reached over plain HTTP (loopback ones always are, as Docker)",
     )
     p.add_argument(
+        "--registry-mirror",
+        action="append",
+        default=[],
+        metavar="REGISTRY=MIRROR",
+        help="pull REGISTRY's images from MIRROR first, e.g. docker.io=mirror.internal:5000",
+    )
+    p.add_argument(
         "--registry-auth",
         default=None,
         metavar="FILE",
@@ -187,7 +194,13 @@ async def main(args: argparse.Namespace) -> None:
         cgroups=Cgroups(detect_layout()),
         emit=emit,
         puller=(
-            Puller(images, data_dir / "pulls", insecure=tuple(args.insecure_registry), authfile=args.registry_auth)
+            Puller(
+                images,
+                data_dir / "pulls",
+                insecure=tuple(args.insecure_registry),
+                authfile=args.registry_auth,
+                mirrors=dict(m.split("=", 1) for m in args.registry_mirror),
+            )
             if shutil.which("skopeo")
             else None  # said at registration: the scheduler sends it only images it holds
         ),

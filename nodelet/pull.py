@@ -16,13 +16,15 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
+import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from nodelet.images import ImageRecord, ImageStore
+from wire.files import private_dir, write_private
 
 DEFAULT_REGISTRY = "docker.io"
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -110,6 +112,16 @@ def reason(stderr: str) -> str:
     return text[-300:] or "skopeo failed"
 
 
+def registries_conf(mirrors: Mapping[str, str], insecure: Sequence[str]) -> str:
+    """containers-registries.conf(5) that sends pulls from each registry to its mirror first (the registry
+    itself is tried after it)."""
+    out = []
+    for registry, mirror in sorted(mirrors.items()):
+        out += ["[[registry]]", f"location = {json.dumps(registry)}", "", "[[registry.mirror]]"]
+        out += [f"location = {json.dumps(mirror)}", f"insecure = {str(plain_http(mirror, insecure)).lower()}", ""]
+    return "\n".join(out)
+
+
 class Puller:
     """Pulls into ``store`` (one run per reference at a time)."""
 
@@ -120,12 +132,20 @@ class Puller:
         *,
         insecure: Sequence[str] = (),
         authfile: str | None = None,
+        mirrors: Mapping[str, str] | None = None,
         skopeo: str = "skopeo",
         timeout_s: float = 600.0,
     ) -> None:
         self.store, self.tmp = store, tmp
         self.insecure, self.authfile, self.skopeo, self.timeout_s = tuple(insecure), authfile, skopeo, timeout_s
         self._running: dict[str, asyncio.Future[ImageRecord]] = {}
+        self._global: list[str] = []  # skopeo's options before its command
+        for leftover in tmp.glob("pull-*.tar"):  # a pull cut short by a crash
+            leftover.unlink(missing_ok=True)
+        if mirrors:  # skopeo reads the mirrors from a registries.conf of this puller's own
+            conf = private_dir(tmp) / "registries.conf"
+            write_private(conf, registries_conf(mirrors, insecure).encode())
+            self._global = ["--registries-conf", str(conf)]
 
     async def pull(self, ref: str, *, always: bool = False) -> ImageRecord:
         """Pull ``ref`` (a pull of it already under way is awaited, not repeated). PullFailed says why.
@@ -143,7 +163,7 @@ class Puller:
     async def _skopeo(self, args: list[str], asked: str) -> bytes:
         """Run skopeo; its output, or PullFailed with its reason."""
         proc = await asyncio.create_subprocess_exec(
-            self.skopeo, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            self.skopeo, *self._global, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)

@@ -4,6 +4,7 @@ skopeo: by tag and by digest, an unknown tag, a tampered blob, and five pulls of
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import os
@@ -12,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +22,22 @@ from typing import Any
 import httpx
 import pytest
 
-from nodelet.images import ImageStore
+from nodelet.images import PLATFORM, ImageStore
 from nodelet.pull import Puller, PullFailed
 from tests.natsserver import free_port
-from tests.unit.test_image_import import Image, file, layer, symlink, write_tar
+from tests.unit.test_image_import import (
+    OCI_INDEX,
+    OCI_LAYER,
+    REF_NAME,
+    Image,
+    blob_name,
+    file,
+    layer,
+    sha,
+    symlink,
+    write_tar,
+)
+from wire.files import write_private
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("skopeo") or not shutil.which("docker-registry"),
@@ -333,3 +347,126 @@ def test_image_gc_removes_unused_images_and_never_one_in_use(
         assert time.monotonic() < deadline + 30, list((store / "images").iterdir())
         time.sleep(0.2)
     assert list((store / "layers").iterdir()) == [] and list((store / "blobs" / "sha256").iterdir()) == []
+
+
+def multi_platform(tmp: Path, mine: Image, other: Image) -> Path:
+    """An OCI archive whose image ``multi`` is an index: ``mine`` for this node's platform, ``other`` for
+    another architecture."""
+    other_arch = "arm64" if PLATFORM[1] != "arm64" else "amd64"
+
+    def desc(image: Image, arch: str) -> dict[str, object]:
+        return {**image.descriptors()[0], "annotations": {}, "platform": {"os": "linux", "architecture": arch}}
+
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                        "manifests": [desc(other, other_arch), desc(mine, PLATFORM[1])]}).encode()  # fmt: skip
+    top = {"mediaType": OCI_INDEX, "digest": sha(index), "size": len(index), "annotations": {REF_NAME: "multi"}}
+    members = dict(mine.oci() + other.oci()[2:])
+    members["index.json"] = json.dumps({"schemaVersion": 2, "manifests": [top]}).encode()
+    members[blob_name(index)] = index
+    return write_tar(tmp / "multi.tar", list(members.items()))
+
+
+def _skopeo(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["skopeo", *args], check=True, capture_output=True)
+
+
+async def test_a_multi_platform_image_yields_this_nodes_and_zstd_layers_unpack(
+    tmp_path: Path, registry: tuple[str, Path]
+) -> None:
+    host, _ = registry
+    mine, other = demo("ID=this-platform"), demo("ID=other-platform")
+    archive = multi_platform(tmp_path, mine, other)
+    _skopeo("copy", "--quiet", "--all", "--dest-tls-verify=false", f"oci-archive:{archive}:multi",
+            f"docker://{host}/multi:1")  # fmt: skip
+    listed = json.loads(_skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{host}/multi:1").stdout)
+    assert len(listed["manifests"]) == 2  # the registry holds an index
+    store = ImageStore(tmp_path / "store")
+    record = await Puller(store, tmp_path / "pulls").pull(f"{host}/multi:1")
+    assert record.id == sha(mine.config())
+    assert (store.lowerdirs(f"{host}/multi:1")[0] / "etc/os-release").read_text() == "ID=this-platform\n"
+    # zstd: pushed recompressed, pulled as the registry holds it, unpacked by the store.
+    zstd = write_tar(tmp_path / "z.tar", demo("ID=zstd").oci())
+    _skopeo("copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-format", "zstd",
+            f"oci-archive:{zstd}", f"docker://{host}/zstd:1")  # fmt: skip
+    manifest = json.loads(_skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{host}/zstd:1").stdout)
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [f"{OCI_LAYER}+zstd"]
+    await Puller(store, tmp_path / "pulls").pull(f"{host}/zstd:1")
+    assert (store.lowerdirs(f"{host}/zstd:1")[0] / "etc/os-release").read_text() == "ID=zstd\n"
+
+
+async def test_always_asks_the_registry_and_pulls_only_a_moved_tag(tmp_path: Path, registry: tuple[str, Path]) -> None:
+    """IfNotPresent trusts what the node holds (no request at all); Always asks for the config and pulls again
+    only when the tag now names another image."""
+    host, _ = registry
+    store = ImageStore(tmp_path / "store")
+    puller = Puller(store, tmp_path / "pulls")
+    push(tmp_path, host, "app:1", demo("ID=one"))
+    first = await puller.pull(f"{host}/app:1")
+    log = tmp_path / "registry.log"
+    seen = len(log.read_text())
+    assert (await puller.pull(f"{host}/app:1")).id == first.id
+    assert log.read_text()[seen:] == ""  # held: not asked
+    assert (await puller.pull(f"{host}/app:1", always=True)).id == first.id
+    asked = log.read_text()[seen:]
+    assert "/manifests/1" in asked and sorted(fetched(tmp_path).values()) == [1, 2]  # the config again; no layer
+    push(tmp_path, host, "app:1", demo("ID=two"))  # the tag moves
+    assert (await puller.pull(f"{host}/app:1")).id == first.id  # IfNotPresent: the one held
+    moved = await puller.pull(f"{host}/app:1", always=True)
+    assert moved.id != first.id and store.image_id(f"{host}/app:1") == moved.id
+    assert (store.lowerdirs(f"{host}/app:1")[0] / "etc/os-release").read_text() == "ID=two\n"
+
+
+@pytest.fixture
+def private_registry(tmp_path: Path) -> Iterator[str]:
+    """A second registry that wants basic auth (htpasswd, bcrypt): alice / s3cret."""
+    port = free_port()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # bcrypt through libxcrypt: what the registry's htpasswd reads
+
+        hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
+    config = tmp_path / "private.yml"
+    config.write_text(json.dumps({
+        "version": 0.1, "log": {"level": "error"}, "http": {"addr": f"127.0.0.1:{port}"},
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "private")}},
+        "auth": {"htpasswd": {"realm": "corral", "path": str(tmp_path / "htpasswd")}},
+    }))  # fmt: skip
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the registry did not listen"
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_basic_auth_from_a_credentials_file_and_a_mirror(
+    tmp_path: Path, registry: tuple[str, Path], private_registry: str
+) -> None:
+    host, _ = registry
+    archive = write_tar(tmp_path / "secret.tar", demo("ID=secret").oci())
+    _skopeo("copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "alice:s3cret",
+            f"oci-archive:{archive}", f"docker://{private_registry}/secret:1")  # fmt: skip
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(PullFailed, match="unauthorized"):
+        await Puller(store, tmp_path / "pulls").pull(f"{private_registry}/secret:1")
+    auth = tmp_path / "auth.json"
+    token = base64.b64encode(b"alice:s3cret").decode()
+    write_private(auth, json.dumps({"auths": {private_registry: {"auth": token}}}).encode())
+    await Puller(store, tmp_path / "pulls", authfile=str(auth)).pull(f"{private_registry}/secret:1")
+    assert (store.lowerdirs(f"{private_registry}/secret:1")[0] / "etc/os-release").read_text() == "ID=secret\n"
+    # A mirror: pulls of a registry that does not exist (registry.invalid) are served by the loopback one.
+    push(tmp_path, host, "mirrored:1", demo("ID=mirrored"))
+    mirrored = Puller(store, tmp_path / "mirror-pulls", mirrors={"registry.invalid:5000": host})
+    await mirrored.pull("registry.invalid:5000/mirrored:1")
+    assert (store.lowerdirs("registry.invalid:5000/mirrored:1")[0] / "etc/os-release").read_text() == "ID=mirrored\n"

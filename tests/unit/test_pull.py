@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nodelet.pull import Reference, parse_reference, plain_http, reason, skopeo_args
+from nodelet.pull import Reference, inspect_args, parse_reference, plain_http, reason, registries_conf, skopeo_args
 
 D = "sha256:" + "a" * 64
 
@@ -73,3 +73,23 @@ def test_skopeo_args() -> None:
 )  # fmt: skip
 def test_reason(stderr: str, want: str) -> None:
     assert reason(stderr) == want
+
+
+def test_inspect_args_ask_for_the_config_as_the_registry_holds_it() -> None:
+    ref = parse_reference("127.0.0.1:5000/app:1")
+    assert inspect_args(ref, insecure=(), authfile="/a.json") == [
+        "inspect", "--config", "--raw", "--retry-times", "2", "--tls-verify=false", "--authfile", "/a.json",
+        "docker://127.0.0.1:5000/app:1",
+    ]  # fmt: skip
+    assert "--tls-verify=false" not in inspect_args(parse_reference("ghcr.io/a/b:1"), insecure=(), authfile=None)
+
+
+def test_registries_conf_sends_a_registry_to_its_mirror() -> None:
+    conf = registries_conf({"docker.io": "mirror.internal:5000", "ghcr.io": "127.0.0.1:5001"}, ())
+    assert conf == "\n".join([
+        "[[registry]]", 'location = "docker.io"', "", "[[registry.mirror]]", 'location = "mirror.internal:5000"',
+        "insecure = false", "",
+        "[[registry]]", 'location = "ghcr.io"', "", "[[registry.mirror]]", 'location = "127.0.0.1:5001"',
+        "insecure = true", "",
+    ])  # fmt: skip
+    assert "insecure = true" in registries_conf({"docker.io": "m:5000"}, ("m:5000",))
