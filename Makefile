@@ -50,6 +50,7 @@ bench: setup
 	$(PY) -m store.bench --quick
 	$(PY) -m scheduler.bench --quick
 	$(PY) -m nodelet.bench --quick
+	$(PY) -m nodelet.bench images --quick
 
 # The long chaos run: 100 faults into a local cluster of its own, judged from runc and cgroups.
 chaos: setup

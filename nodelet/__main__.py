@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import shutil
@@ -229,7 +230,16 @@ async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     await agent.run()
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: every task's stack to the log (what a nodelet waits on, when it seems stuck)."""
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(file=out)
+        logging.warning("task %s:\n%s", task.get_name(), out.getvalue())
 
 
 def run(argv: list[str] | None = None) -> None:

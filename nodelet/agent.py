@@ -86,6 +86,14 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     sync_s: float = 10.0  # level-triggered reconciliation with the control plane, also after every reconnect
 
 
+def raise_if_cancelled() -> None:
+    """For a loop that retries requests: on Python 3.11, ``asyncio.wait_for`` (inside nats-py's request) drops a
+    cancellation that lands as the answer arrives (gh-86296); the task stays cancelling and would retry forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Agent:
     def __init__(
         self,
@@ -134,6 +142,7 @@ class Agent:
     async def _send_event(self, event_id: uuid.UUID, occurred: int, event: ev.Event) -> None:
         delay = 0.05
         while True:
+            raise_if_cancelled()
             await self.registered.wait()
             assert self.nc is not None
             message = NodeEvent(
@@ -222,6 +231,7 @@ class Agent:
         (a pull, an import, a removal): the scheduler prefers nodes that hold an image, and places a container
         that may not be pulled only there. Looked at every ``images_s``, and at once after a pull or removal."""
         while True:
+            raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.images_s):
                     await self.service.images_changed.wait()
@@ -258,6 +268,7 @@ class Agent:
         )
         delay = 0.05
         while True:
+            raise_if_cancelled()
             try:
                 asked = time.monotonic()  # the control plane's lease counts from no earlier than this
                 msg = await self.nc.request(subjects.register(self.config.node), message, self.config.request_timeout_s)
@@ -291,6 +302,7 @@ class Agent:
         failed (no control plane yet, after an outage) is tried again within a second, not a period later."""
         synced = True
         while True:
+            raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.sync_s if synced else min(1.0, self.config.sync_s)):
                     await self._resync.wait()
@@ -444,6 +456,7 @@ class Agent:
         answer that the lease was not renewed (lost, or another epoch) makes the node register again."""
         assert self.nc is not None
         while True:
+            raise_if_cancelled()
             self._heartbeats += 1
             sent = time.monotonic()
             beat = Heartbeat(
@@ -466,6 +479,7 @@ class Agent:
         """Self-fencing: cut off for longer than ``fence_after_s``, kill the containers that ask for at most one
         copy (a partition must never leave two running)."""
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self.config.heartbeat_s / 2)
             self.service.fenced = self._lease_s > 0 and time.monotonic() - self._renewed > self.fence_after_s()
             if not self.service.fenced:
@@ -512,6 +526,7 @@ class Agent:
         takes the node down."""
         with Sampler() as sampler:
             while True:
+                raise_if_cancelled()
                 try:
                     await self._sweep(sampler, self._detector)
                 except Exception:

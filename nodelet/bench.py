@@ -1,4 +1,5 @@
-"""Nodelet benchmark: ``python -m nodelet.bench [--quick]`` (needs root, runc, conmon).
+"""Nodelet benchmark: ``python -m nodelet.bench [--quick]`` (needs root, runc, conmon); ``python -m nodelet.bench
+images`` measures pulls (``nodelet.imagebench``).
 
 Runs a real nats-server and a real ``python -m nodelet`` process with a stand-in control plane, then measures:
 StartContainer received → running (the reply comes once ``runc start`` has returned) over N containers;
@@ -215,6 +216,11 @@ def _sweep_ms(cgroup_parent: str, ids: set[str]) -> float:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["images"]:  # python -m nodelet.bench images: pulls and starts of a pulled image
+        from nodelet.imagebench import main as images  # noqa: PLC0415
+
+        images(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter idle measurement; finishes within 60 s")
     parser.add_argument("--starts", type=int, default=50)

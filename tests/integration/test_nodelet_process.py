@@ -68,7 +68,8 @@ async def control(nats_url: str) -> AsyncIterator[StandInControlPlane]:
     cp = StandInControlPlane(nc)
     await cp.serve()
     yield cp
-    await nc.drain()
+    if not nc.is_closed:
+        await nc.drain()
 
 
 class NodeletProcess:
@@ -283,3 +284,28 @@ async def test_malformed_commands_get_error_replies(control: StandInControlPlane
         if payload.startswith(b"\x85"):  # a map: the command id could be read, so the reply carries it
             assert reply.command_id is not None
     assert control.arrived.empty()
+
+
+async def test_term_stops_the_nodelet_while_its_reports_find_no_control_plane(
+    control: StandInControlPlane, nodelet: NodeletProcess
+) -> None:
+    """Reports retried against a control plane that is gone (no responders, answered at once) must not hold
+    the nodelet up when it is told to stop: Python 3.11's wait_for can drop that cancellation (gh-86296)."""
+    nodelet.start()
+    async with asyncio.timeout(30):
+        await control.registered.wait()
+    cmds = [start(spec(f"c{i}", command=("sleep", "60"))) for i in range(4)]
+    for cmd in cmds:
+        assert isinstance(await control.command("n1", cmd), CommandAccepted)
+        control.desired[cmd.container_id] = cmd
+    for _ in cmds:
+        assert isinstance(await control.next_event(), ev.ContainerStarted)
+    await control.nc.drain()  # the control plane is gone; the nodelet's sync and reports now fail at once
+    assert nodelet.proc is not None
+    for cmd in cmds:  # their ends are reported, and retried, from now on
+        os.kill(
+            int((Path(f"/run/corral-e2e-{nodelet.tag}") / "containers" / cmd.container_id / "pidfile").read_text()), 9
+        )
+    await asyncio.sleep(1.5)
+    nodelet.proc.terminate()
+    assert await asyncio.to_thread(nodelet.proc.wait, 15) == 0
