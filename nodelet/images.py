@@ -22,6 +22,7 @@ the container's own upper directory above.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import gzip
 import hashlib
@@ -387,7 +388,7 @@ class ImageStore:
             yield
 
     def _commit(self, staging: Path, image: ImageRecord) -> ImageRecord:
-        os.sync()  # the staged files reach the disk before they appear under their digests
+        _syncfs(staging)  # the staged files reach the disk before they appear under their digests
         for src, dest in (("blobs", "blobs/sha256"), ("layers", "layers")):
             for staged in (staging / src).iterdir():
                 target = self.root / dest / staged.name
@@ -448,6 +449,19 @@ class ImageStore:
         (staging / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
         os.replace(staging, rootfs)  # atomic: a half-built image is never seen
         return rootfs
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the file system holding ``path`` (syncfs(2)): that one only, not every disk the host has."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 def _used_percent(path: Path) -> float:
