@@ -1,18 +1,25 @@
-"""Pulls from a real registry on loopback (Debian's docker-registry, the CNCF distribution registry), with
-skopeo: by tag and by digest, an unknown tag, a tampered blob, and five pulls of one image at once."""
+"""Images against real registries on loopback (Debian's docker-registry, the CNCF distribution registry), pulled
+with skopeo: by tag and digest, an unknown tag, a tampered blob, five pulls at once, a multi-platform index, zstd,
+Always against IfNotPresent, basic and Bearer-token auth, a mirror; and through local clusters: pulls on start
+(with back-off), import, ls, rm and image GC, judged from the registries' access logs, runc and the stores."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
+import http.server
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
+import urllib.parse
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -45,19 +52,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A registry on a free loopback port, its storage in ``tmp_path``: (host:port, storage)."""
+@contextlib.contextmanager
+def serve_registry(tmp: Path, name: str, **config: object) -> Iterator[str]:
+    """Debian's docker-registry on a free loopback port, its storage, config and log (its access log: what
+    was fetched, seen from outside Corral) under ``tmp`` named ``name``; ``config`` adds to its settings."""
     port = free_port()
-    storage = tmp_path / "registry"
-    config = tmp_path / "registry.yml"
-    config.write_text(json.dumps({  # YAML takes JSON
+    (tmp / f"{name}.yml").write_text(json.dumps({  # YAML takes JSON
         "version": 0.1, "log": {"level": "error", "accesslog": {"disabled": False}},
         "http": {"addr": f"127.0.0.1:{port}"},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(tmp / name)}, "delete": {"enabled": True}},
+        **config,
     }))  # fmt: skip
-    with (tmp_path / "registry.log").open("wb") as out:  # its access log: what was fetched, from outside Corral
-        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=out)
+    with (tmp / f"{name}.log").open("wb") as out:
+        proc = subprocess.Popen(["docker-registry", "serve", str(tmp / f"{name}.yml")], stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -67,10 +74,17 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             except OSError:
                 assert time.monotonic() < deadline, "the registry did not listen"
                 time.sleep(0.05)
-        yield f"127.0.0.1:{port}", storage
+        yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A registry on a free loopback port, its storage in ``tmp_path``: (host:port, storage)."""
+    with serve_registry(tmp_path, "registry") as host:
+        yield host, tmp_path / "registry"
 
 
 def fetched(tmp: Path) -> Counter[str]:
@@ -419,35 +433,15 @@ async def test_always_asks_the_registry_and_pulls_only_a_moved_tag(tmp_path: Pat
 @pytest.fixture
 def private_registry(tmp_path: Path) -> Iterator[str]:
     """A second registry that wants basic auth (htpasswd, bcrypt): alice / s3cret."""
-    port = free_port()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt  # bcrypt through libxcrypt: what the registry's htpasswd reads
 
         hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH))
     (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
-    config = tmp_path / "private.yml"
-    config.write_text(json.dumps({
-        "version": 0.1, "log": {"level": "error"}, "http": {"addr": f"127.0.0.1:{port}"},
-        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "private")}},
-        "auth": {"htpasswd": {"realm": "corral", "path": str(tmp_path / "htpasswd")}},
-    }))  # fmt: skip
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the registry did not listen"
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    auth = {"htpasswd": {"realm": "corral", "path": str(tmp_path / "htpasswd")}}
+    with serve_registry(tmp_path, "private", auth=auth) as host:
+        yield host
 
 
 async def test_basic_auth_from_a_credentials_file_and_a_mirror(
@@ -470,3 +464,86 @@ async def test_basic_auth_from_a_credentials_file_and_a_mirror(
     mirrored = Puller(store, tmp_path / "mirror-pulls", mirrors={"registry.invalid:5000": host})
     await mirrored.pull("registry.invalid:5000/mirrored:1")
     assert (store.lowerdirs("registry.invalid:5000/mirrored:1")[0] / "etc/os-release").read_text() == "ID=mirrored\n"
+
+
+class _TokenServer(http.server.BaseHTTPRequestHandler):
+    """The registry's token service (distribution's token auth): a JWT signed with the test's key, its
+    certificate in ``x5c``, for alice / s3cret only."""
+
+    sign: Callable[[bytes], bytes]
+    cert_der: bytes
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != "Basic " + base64.b64encode(b"alice:s3cret").decode():
+            self.send_response(401)
+            self.end_headers()
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": "corral-test", "sub": "alice", "aud": query["service"][0], "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}  # fmt: skip
+        header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(self.cert_der).decode()]}
+        signing_input = b".".join(_b64url(json.dumps(part).encode()) for part in (header, claims))
+        token = (signing_input + b"." + _b64url(type(self).sign(signing_input))).decode()
+        body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[str]:
+    """A registry with Bearer-token auth and its token service, both on loopback."""
+    key, cert = tmp_path / "token.key", tmp_path / "token.crt"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=token"]
+    subprocess.run([*openssl, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True, capture_output=True)
+
+    def sign(data: bytes) -> bytes:
+        return subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=data, check=True,
+                              capture_output=True).stdout  # fmt: skip
+
+    handler = type("Tokens", (_TokenServer,), {"sign": staticmethod(sign), "cert_der": der.stdout})
+    tokens = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=tokens.serve_forever, daemon=True).start()
+    realm = f"http://127.0.0.1:{tokens.server_address[1]}/token"
+    auth = {
+        "token": {"realm": realm, "service": "corral-registry", "issuer": "corral-test", "rootcertbundle": str(cert)}
+    }
+    try:
+        with serve_registry(tmp_path, "token-registry", auth=auth) as host:
+            yield host
+    finally:
+        tokens.shutdown()
+        tokens.server_close()
+
+
+async def test_bearer_token_auth(tmp_path: Path, token_registry: str) -> None:
+    """Distribution's token auth: the registry sends the client to a token service; anonymous is refused there,
+    the credentials file's user gets a signed token for the repository and the pull goes through."""
+    archive = write_tar(tmp_path / "t.tar", demo("ID=token").oci())
+    _skopeo("copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "alice:s3cret",
+            f"oci-archive:{archive}", f"docker://{token_registry}/secret:1")  # fmt: skip
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(PullFailed) as refused:
+        await Puller(store, tmp_path / "pulls").pull(f"{token_registry}/secret:1")
+    assert str(refused.value).endswith(": unauthorized")  # the token service refused it
+    assert store.image_id(f"{token_registry}/secret:1") is None
+    auth = tmp_path / "auth.json"
+    token = base64.b64encode(b"alice:s3cret").decode()
+    write_private(auth, json.dumps({"auths": {token_registry: {"auth": token}}}).encode())
+    await Puller(store, tmp_path / "pulls", authfile=str(auth)).pull(f"{token_registry}/secret:1")
+    assert (store.lowerdirs(f"{token_registry}/secret:1")[0] / "etc/os-release").read_text() == "ID=token\n"

@@ -14,7 +14,7 @@ import os
 import stat
 import subprocess
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -117,7 +117,7 @@ class Image:
     layer_media_type: str | None = None
     diff_ids: tuple[str, ...] | None = None  # what the config claims; the layers' own digests by default
     user: str = ""  # the config's User
-    run: dict[str, object] = dataclasses.field(default_factory=dict)  # more of the config's config
+    run: Mapping[str, object] = dataclasses.field(default_factory=dict)  # more of the config's config
 
     def blob(self, tar: bytes) -> bytes:
         if self.zstd:
