@@ -122,6 +122,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="image GC stops once the disk is below this",
     )
     p.add_argument(
+        "--image-gc-min-age",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="image GC leaves images used or pulled more recently (kubelet's minimum-image-ttl-duration)",
+    )
+    p.add_argument(
+        "--image-pull-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="a pull not done by then fails (and is tried again after its back-off)",
+    )
+    p.add_argument(
         "--image-pull-backoff",
         default="10,300",
         metavar="FIRST,MAX",
@@ -180,6 +194,7 @@ async def main(args: argparse.Namespace) -> None:
         seccomp_profiles=load_profiles(Path(args.seccomp_profile_dir)) if args.seccomp_profile_dir else {},
         image_gc_high_percent=args.image_gc_high_threshold,
         image_gc_low_percent=args.image_gc_low_threshold,
+        image_gc_min_age_s=args.image_gc_min_age,
         pull_backoff_s=backoff,
     )
     agent: Agent
@@ -201,6 +216,7 @@ async def main(args: argparse.Namespace) -> None:
                 insecure=tuple(args.insecure_registry),
                 authfile=args.registry_auth,
                 mirrors=dict(m.split("=", 1) for m in args.registry_mirror),
+                timeout_s=args.image_pull_timeout,
             )
             if shutil.which("skopeo")
             else None  # said at registration: the scheduler sends it only images it holds

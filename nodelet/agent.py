@@ -238,6 +238,7 @@ class Agent:
             self.service.images_changed.clear()
             try:
                 await self.service.collect_images()
+                await self.service.sweep_imports()
                 await self._say_images()
             except (OSError, msgspec.DecodeError) as e:
                 log.warning("cannot list images: %r", e)
@@ -318,6 +319,7 @@ class Agent:
         answer. Returns whether the control plane answered."""
         assert self.nc is not None
         running = self.service.running()
+        waiting = self.service.waiting()  # as it asked too: a start that begins to wait meanwhile is newer
         # What each ran with when it asked: an update that lands while the answer is on its way is newer.
         asked_specs = {cid: spec for cid, spec, _ in self.service.bandwidth()}
         request = encode(SyncRequest(node=self.config.node, epoch=self.service.epoch, running=running))
@@ -347,7 +349,7 @@ class Agent:
                 log.warning("container %s is no longer this node's: killing it", cid)
                 stop = StopContainer(command_id=new_command_id(), epoch=self.service.epoch, container_id=cid, grace_s=0)
                 await self.service.handle(stop)
-        for cid in self.service.waiting():
+        for cid in waiting:
             if cid not in desired:  # stopped, lost or moved while its image was pulled
                 self.service.cancel_waiting(cid)
         for cid, stop in stopping.items():

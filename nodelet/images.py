@@ -49,6 +49,7 @@ from wire.spec import image_name
 BUSYBOX = Path("/bin/busybox")
 BUILTIN = "busybox:latest"  # made from the host's static busybox
 DEFAULT_MAX_BYTES = 8 << 30  # uncompressed layer data per import
+MIN_GC_AGE_S = 120.0  # image GC leaves images used or imported more recently (kubelet's minimum-image-ttl)
 _JSON_MAX_BYTES = 4 << 20  # index, manifest, config
 
 _MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
@@ -312,17 +313,36 @@ class ImageStore:
             self._delete([image_id], tags)
             return [image_id]
 
-    def collect(self, in_use: frozenset[str], *, high_percent: int, low_percent: int) -> list[str]:
+    def over(self, high_percent: int) -> bool:
+        """Whether the store's file system is fuller than ``high_percent`` (image GC is due)."""
+        return (self.root / "images").is_dir() and _used_percent(self.root) > high_percent
+
+    def collect(
+        self,
+        in_use: frozenset[str],
+        *,
+        high_percent: int,
+        low_percent: int,
+        min_age_s: float = MIN_GC_AGE_S,
+        names_in_use: frozenset[str] = frozenset(),
+    ) -> list[str]:
         """kubelet's image GC: once the store's file system is fuller than ``high_percent``, remove unused
-        images, least recently used first, until it is below ``low_percent``. Returns the ids removed."""
-        if not (self.root / "images").is_dir() or _used_percent(self.root) <= high_percent:
+        images, least recently used first, until it is below ``low_percent``; never one in ``in_use`` (ids) or
+        named in ``names_in_use`` (resolved under the lock), nor one used or imported less than ``min_age_s``
+        ago (kubelet's minimum age: a pull's image is its container's before it starts). An import under way
+        holds the store: this round is skipped. Returns the ids removed."""
+        if not self.over(high_percent):
             return []
         removed: list[str] = []
-        with self._locked():
+        with self._locked(wait=False) as locked:
+            if not locked:
+                return []
+            kept = in_use | {i for i in map(self._image_id, names_in_use) if i is not None}
+            young = time.time_ns() - int(min_age_s * 1e9)
             for info in reversed(self.held()):  # least recently used first
                 if _used_percent(self.root) < low_percent:
                     break
-                if info.id in in_use:
+                if info.id in kept or info.last_used_ns > young:
                     continue
                 self._delete([info.id], self._tags())
                 removed.append(info.id)
@@ -331,10 +351,10 @@ class ImageStore:
     def _delete(self, ids: list[str], tags: dict[str, str]) -> None:
         """Remove images (under the lock): their records and names, then every layer and blob no other image
         lists. An image stored before blobs were recorded keeps every blob (none can be told apart)."""
+        kept = {n: i for n, i in tags.items() if i not in ids}  # names first: none ever points at nothing
+        _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(kept.items()))))
         for image_id in ids:
             (self.root / "images" / f"{image_id[7:]}.json").unlink(missing_ok=True)
-        kept = {n: i for n, i in tags.items() if i not in ids}
-        _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(kept.items()))))
         layers: set[str] = set()
         blobs: set[str] | None = set()
         for path in (self.root / "images").glob("*.json"):
@@ -359,8 +379,9 @@ class ImageStore:
         ids = {f"sha256:{p.stem}" for p in (self.root / "images").glob("*.json")}
         return frozenset({*self._tags(), *ids, *([BUILTIN] if BUSYBOX.exists() else [])})
 
-    def import_tar(self, src: str | os.PathLike[str] | IO[bytes]) -> ImageRecord:
-        """Import one image from an OCI image layout or ``docker save`` tarball (plain or compressed).
+    def import_tar(self, src: str | os.PathLike[str] | IO[bytes], names: Sequence[str] = ()) -> ImageRecord:
+        """Import one image from an OCI image layout or ``docker save`` tarball (plain or compressed), named
+        ``names`` too (a pull names what it pulled, in the same step: never an image without its name).
 
         Raises ``InvalidImage`` for anything malformed, malicious or not matching its digest; then nothing of
         this import is left in the store.
@@ -376,16 +397,23 @@ class ImageStore:
             try:
                 with _open_tar(src, staging) as tar:
                     staged = _Import(self, _Archive(tar), staging).run()
+                if names:
+                    staged = msgspec.structs.replace(staged, tags=tuple(sorted({*staged.tags, *map(normalize, names)})))
                 return self._commit(staging, staged)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One import at a time per store; readers need no lock (every file appears by rename)."""
+    def _locked(self, wait: bool = True) -> Iterator[bool]:
+        """One writer at a time per store (readers need no lock: every file appears by rename); ``wait=False``
+        yields False at once when another holds it."""
         with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
     def _commit(self, staging: Path, image: ImageRecord) -> ImageRecord:
         _syncfs(staging)  # the staged files reach the disk before they appear under their digests
@@ -403,10 +431,10 @@ class ImageStore:
         return image
 
     def tag(self, image_id: str, ref: str) -> None:
-        """Name an image held here ``ref`` too (as ``image_name`` spells it; a pull names what it pulled)."""
-        if not (self.root / "images" / f"{image_id[7:]}.json").exists():
-            raise UnknownImage(image_id)
+        """Name an image held here ``ref`` too (as ``image_name`` spells it)."""
         with self._locked():
+            if not (self.root / "images" / f"{image_id[7:]}.json").exists():
+                raise UnknownImage(image_id)
             tags = self._tags()
             tags[normalize(ref)] = image_id
             _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(tags.items()))))
@@ -416,9 +444,8 @@ class ImageStore:
         return msgspec.json.decode(path.read_bytes(), type=dict[str, str]) if path.exists() else {}
 
     def _image_id(self, ref: str) -> str | None:
-        if _DIGEST.fullmatch(ref):
-            return ref if (self.root / "images" / f"{ref[7:]}.json").exists() else None
-        return self._tags().get(normalize(ref))
+        image_id = ref if _DIGEST.fullmatch(ref) else self._tags().get(normalize(ref))
+        return image_id if image_id and (self.root / "images" / f"{image_id[7:]}.json").exists() else None
 
     def _busybox(self) -> Path:
         rootfs = self.root / "builtin" / "busybox" / "rootfs"

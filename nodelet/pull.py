@@ -134,12 +134,14 @@ class Puller:
         authfile: str | None = None,
         mirrors: Mapping[str, str] | None = None,
         skopeo: str = "skopeo",
-        timeout_s: float = 600.0,
+        timeout_s: float = 1800.0,
     ) -> None:
         self.store, self.tmp = store, tmp
         self.insecure, self.authfile, self.skopeo, self.timeout_s = tuple(insecure), authfile, skopeo, timeout_s
         self._running: dict[str, asyncio.Future[ImageRecord]] = {}
         self._global: list[str] = []  # skopeo's options before its command
+        # skopeo stages layers in TMPDIR: this node's pull directory, on its disk, not /var/tmp.
+        self._env = {**os.environ, "TMPDIR": str(private_dir(tmp))}
         for leftover in tmp.glob("pull-*.tar"):  # a pull cut short by a crash
             leftover.unlink(missing_ok=True)
         if mirrors:  # skopeo reads the mirrors from a registries.conf of this puller's own
@@ -163,14 +165,23 @@ class Puller:
     async def _skopeo(self, args: list[str], asked: str) -> bytes:
         """Run skopeo; its output, or PullFailed with its reason."""
         proc = await asyncio.create_subprocess_exec(
-            self.skopeo, *self._global, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            self.skopeo,
+            *self._global,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._env,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise PullFailed(f"{asked}: no answer in {self.timeout_s:.0f} s") from None
+            raise PullFailed(f"{asked}: not done in {self.timeout_s:.0f} s") from None
+        except asyncio.CancelledError:  # the nodelet stops: no skopeo left behind
+            proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
         if proc.returncode != 0:
             raise PullFailed(f"{asked}: {reason(err.decode(errors='replace'))}")
         return out
@@ -187,8 +198,6 @@ class Puller:
         archive = self.tmp / f"pull-{os.getpid()}-{id(ref):x}.tar"
         try:
             await self._skopeo(skopeo_args(ref, archive, insecure=self.insecure, authfile=self.authfile), asked)
-            record = await asyncio.to_thread(self.store.import_tar, archive)
-            await asyncio.to_thread(self.store.tag, record.id, asked)
-            return record
+            return await asyncio.to_thread(self.store.import_tar, archive, (asked,))  # named as it lands
         finally:
             archive.unlink(missing_ok=True)

@@ -108,6 +108,7 @@ class NodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     # recently used first, until below low.
     image_gc_high_percent: int = 85
     image_gc_low_percent: int = 80
+    image_gc_min_age_s: float = 120.0  # images used or imported more recently stay (kubelet's minimum age)
 
     @property
     def seccomp_profiles_offered(self) -> tuple[str, ...]:
@@ -151,10 +152,17 @@ class _Upload:
         self.size = 0
         self.touched = time.monotonic()
         self.last_reply: Reply | None = None  # the answer to the last piece, for a retry of it
+        self.lock = asyncio.Lock()  # one piece at a time
 
     @property
     def done(self) -> bool:
         return isinstance(self.last_reply, ImageImported | CommandRejected)
+
+
+def _remove_files_but(directory: Path, kept: set[str]) -> None:
+    for leftover in directory.iterdir():
+        if leftover.name not in kept:
+            leftover.unlink(missing_ok=True)
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -334,9 +342,9 @@ class NodeService:
                 log.warning("container %s: cannot move to CPUs %s: %s", c.id, new.cpus, e)
         return made
 
-    def _check(self, cmd: StartContainer, pulled: bool) -> tuple[list[Path] | None, CpuSettings]:
+    def _check(self, cmd: StartContainer, pulled: bool) -> tuple[list[Path] | None, CpuSettings, str | None]:
         """Everything that can be checked before the host is touched; the image's layers last (None: it is to
-        be pulled first)."""
+        be pulled first), and its id (None: the built-in busybox), looked up once for the whole start."""
         if cmd.container_id in self.containers or (self.root / cmd.container_id).exists():
             raise Rejected(
                 Reject.DUPLICATE_ID, f"container {cmd.container_id} already exists on node {self.config.node}"
@@ -380,21 +388,25 @@ class NodeService:
         policy = cmd.spec.image_pull_policy
         pulls = self.puller is not None and policy is not PullPolicy.NEVER and not cmd.spec.image.startswith("sha256:")
         if pulls and not pulled and policy is PullPolicy.ALWAYS:
-            return None, settings
+            return None, settings, None
+        image_id = self.images.image_id(cmd.spec.image)
         try:
-            return self.images.lowerdirs(cmd.spec.image), settings
+            return self.images.lowerdirs(image_id or cmd.spec.image), settings, image_id
         except UnknownImage as e:
             if pulls and not pulled:
-                return None, settings
+                return None, settings, None
             raise Rejected(Reject.UNKNOWN_IMAGE, str(e)) from None
+        except OSError as e:  # a layer directory gone: the image is damaged (remove it; it is pulled again)
+            raise Rejected(Reject.START_FAILED, f"image {cmd.spec.image!r} is damaged: {e}") from None
 
     async def _start(self, cmd: StartContainer, pulled: bool = False) -> Reply:
         waiting = self._waiting.get(cmd.container_id)
         if waiting is not None and not pulled:
             waiting.command = cmd  # already waiting for its image: the newest start is the one carried out
             return CommandAccepted(command_id=cmd.command_id)
-        await self._no_gc.wait()
-        lower, settings = self._check(cmd, pulled)  # nothing awaited from here until it is in _starting
+        while not self._no_gc.is_set():  # images are being removed: then see what is left
+            await self._no_gc.wait()
+        lower, settings, image_id = self._check(cmd, pulled)  # nothing awaited from here until it is in _starting
         if lower is None:
             self._wait_for_image(cmd)
             return CommandAccepted(command_id=cmd.command_id)
@@ -403,7 +415,7 @@ class NodeService:
         c = _Container(cmd, bundle, cgroup)
         c.settings = settings
         c.cpus = self._own_cpus(cmd)
-        c.image_id = self.images.image_id(cmd.spec.image)
+        c.image_id = image_id
         self._starting[c.id] = c  # checked and holding its CPUs from here on, across the awaits below
         try:
             return await self._create_and_start(c, lower, settings)
@@ -429,7 +441,7 @@ class NodeService:
         if c.image_id is not None:
             (c.bundle / "image-id").write_text(c.image_id)  # what image GC must keep while it is here
             self.images.touch(c.image_id)
-        c.image_config = self.images.config(spec.image)
+        c.image_config = self.images.config(c.image_id or spec.image)
         user = spec.user or c.image_config.user
         c.identity = resolve_user(user, read_beneath(rootfs, "etc/passwd"), read_beneath(rootfs, "etc/group"))
         if spec.run_as_non_root and c.identity.uid == 0:
@@ -689,13 +701,15 @@ class NodeService:
         ErrImagePull and ImagePullBackOff), then start it. A start refused for good ends it, with the reason."""
         cid = w.command.container_id
         said: tuple[ev.WaitReason, str] | None = None
+        told: asyncio.Future[None] | None = None  # the last report: each goes after the one before
 
         def say(reason: ev.WaitReason, message: str) -> None:
-            nonlocal said
-            if (reason, message) != said:  # a back-off at its longest is said once, not every time
-                said = (reason, message)
-                wait = ev.ContainerWaiting(container_id=cid, node=self.config.node, reason=reason, message=message)
-                self._spawn(self.emit(wait))
+            nonlocal said, told
+            if (reason, message) == said:  # a back-off at its longest is said once, not every time
+                return
+            said = (reason, message)
+            wait = ev.ContainerWaiting(container_id=cid, node=self.config.node, reason=reason, message=message[:1000])
+            told = self._report_after(told, wait)
 
         first, longest = self.config.pull_backoff_s
         failures = 0
@@ -721,20 +735,39 @@ class NodeService:
                 try:
                     await self._start(w.command, pulled=True)
                 except Rejected as r:
-                    if r.code.retryable or r.code is Reject.DUPLICATE_ID:
+                    if r.code is Reject.DUPLICATE_ID:
+                        return  # started by another way meanwhile
+                    if r.code.retryable:  # fenced, its CPUs still held: the next sync's start is taken afresh
                         log.info("container %s: start after pull: %s (its node's sync starts it)", cid, r)
+                        self._replies.pop(w.command.command_id, None)
                         return
-                    ended = ev.ContainerExited(
-                        container_id=cid,
-                        node=self.config.node,
-                        exit_code=None,
-                        exited_ns=self.clock(),
-                        message=f"{r.code}: {r}",
-                    )
-                    self._spawn(self.emit(ended))
+                    self._ended_unstarted(cid, f"{r.code}: {r}", told)
+                except Exception as e:  # a layer gone missing, say: it never ran, and the control plane hears why
+                    log.exception("container %s: start after pull failed", cid)
+                    self._ended_unstarted(cid, f"{Reject.START_FAILED}: {e!r}", told)
         finally:
             if self._waiting.get(cid) is w:
                 del self._waiting[cid]
+
+    def _report_after(self, before: asyncio.Future[None] | None, event: ev.Event) -> asyncio.Future[None]:
+        """Report ``event`` in the background, once ``before`` (an earlier report) is done: in order."""
+
+        async def report() -> None:
+            if before is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(before)
+            await self.emit(event)
+
+        task = asyncio.ensure_future(report())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _ended_unstarted(self, cid: str, why: str, after: asyncio.Future[None] | None) -> None:
+        ended = ev.ContainerExited(
+            container_id=cid, node=self.config.node, exit_code=None, exited_ns=self.clock(), message=why[:1000]
+        )
+        self._report_after(after, ended)
 
     def cancel_waiting(self, container_id: str) -> bool:
         """Stop waiting for a container's image (it was stopped, or is no longer this node's)."""
@@ -743,6 +776,7 @@ class NodeService:
             return False
         if w.task is not None:
             w.task.cancel()
+        self._replies.pop(w.command.command_id, None)  # its start, sent again, is taken afresh
         return True
 
     def waiting(self) -> tuple[str, ...]:
@@ -784,7 +818,7 @@ class NodeService:
         started = time.monotonic()
         try:
             record = await self.puller.pull(image, always=always)
-        except (PullFailed, OSError, ValueError) as e:  # ValueError: the store refused what came
+        except (PullFailed, OSError, ValueError, LookupError) as e:  # ValueError: the store refused what came
             then(ev.ImagePullFailed(node=node, image=image, reason=str(e)[:1000]))
             raise PullFailed(str(e)) from None
         seconds = round(time.monotonic() - started, 3)
@@ -794,13 +828,8 @@ class NodeService:
 
     def images_in_use(self) -> frozenset[str]:
         """Ids of the images containers here were made from (ended ones too, until removed), and of those
-        being started or waited for: image GC and removal keep them."""
-        used = {c.image_id for c in (*self.containers.values(), *self._starting.values()) if c.image_id}
-        for w in self._waiting.values():
-            image_id = self.images.image_id(w.command.spec.image)
-            if image_id is not None:
-                used.add(image_id)
-        return frozenset(used)
+        being started: image GC and removal keep them."""
+        return frozenset(c.image_id for c in (*self.containers.values(), *self._starting.values()) if c.image_id)
 
     @contextlib.asynccontextmanager
     async def _removing_images(self) -> AsyncIterator[frozenset[str]]:
@@ -814,13 +843,18 @@ class NodeService:
             self._no_gc.set()
 
     async def collect_images(self) -> list[str]:
-        """Image GC (kubelet's): the ids removed."""
+        """Image GC (kubelet's): the ids removed. Starts wait only while images are being removed."""
+        if not await asyncio.to_thread(self.images.over, self.config.image_gc_high_percent):
+            return []
+        waited_for = frozenset(w.command.spec.image for w in self._waiting.values())  # pulled, not started yet
         async with self._removing_images() as in_use:
             removed = await asyncio.to_thread(
                 self.images.collect,
                 in_use,
                 high_percent=self.config.image_gc_high_percent,
                 low_percent=self.config.image_gc_low_percent,
+                min_age_s=self.config.image_gc_min_age_s,
+                names_in_use=waited_for,
             )
         if removed:
             log.info("image GC removed %s", ", ".join(removed))
@@ -828,8 +862,11 @@ class NodeService:
         return removed
 
     async def remove_image(self, ref: str, force: bool = False) -> list[str]:
-        """``docker rmi``; raises UnknownImage, or InUse for an image a container here was made from."""
-        async with self._removing_images() as in_use:
+        """``docker rmi``; raises UnknownImage, or InUse for an image a container here was made from (or one
+        a container waits to start from)."""
+        async with self._removing_images() as used:
+            waited_for = {self.images.image_id(w.command.spec.image) for w in self._waiting.values()}
+            in_use = used | {i for i in waited_for if i is not None}
             removed = await asyncio.to_thread(self.images.remove, ref, in_use, force=force)
         self.images_changed.set()
         return removed
@@ -843,57 +880,63 @@ class NodeService:
         ]
 
     async def import_chunk(self, cmd: ImportChunk) -> Reply:
-        """Take one piece of an image tarball; the last imports it. A piece sent again (its answer was lost) is
-        answered again; one out of order ends the import."""
-        imports = private_dir(self.root.parent / "imports")
-        path = imports / f"{cmd.import_id}.tar"
+        """Take one piece of an image tarball; the last imports it. Pieces of one upload are taken one at a
+        time, in order; a piece sent again (its answer was lost) is answered again, once it is done; one out of
+        order ends the upload."""
         state = self._imports.get(cmd.import_id)
         if cmd.seq == 0 and state is None:
-            await asyncio.to_thread(self._drop_stale_imports, imports)
-            state = self._imports[cmd.import_id] = _Upload(path)
-        if state is None or cmd.seq not in (state.next, state.next - 1):
-            self._end_import(cmd.import_id)
-            why = "unknown import" if state is None else f"piece {cmd.seq} out of order (expected {state.next})"
-            return CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_COMMAND, message=why)
-        if cmd.seq == state.next - 1:
-            return state.last_reply or CommandAccepted(command_id=cmd.command_id)
-        state.next += 1
-        state.size += len(cmd.data)
-        state.touched = time.monotonic()
-        if state.size > self.images.max_bytes:
-            self._end_import(cmd.import_id)
-            why = f"the tarball is over {self.images.max_bytes} bytes"
-            return CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_IMAGE, message=why)
-        await asyncio.to_thread(_append, path, cmd.data)
-        if not cmd.last:
-            state.last_reply = CommandAccepted(command_id=cmd.command_id)
-            return state.last_reply
-        try:
-            record = await asyncio.to_thread(self.images.import_tar, path)
-        except (ValueError, OSError) as e:  # InvalidImage, or a tarball that is not one
-            state.last_reply = CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_IMAGE, message=str(e))
-        else:
-            self.images_changed.set()
-            state.last_reply = ImageImported(command_id=cmd.command_id, image_id=record.id, tags=record.tags)
-        finally:
-            path.unlink(missing_ok=True)
-        return state.last_reply
+            await self.sweep_imports()
+            state = self._imports[cmd.import_id] = _Upload(self._imports_dir / f"{cmd.import_id}.tar")
+        if state is None:
+            return CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_COMMAND, message="unknown import")
+        async with state.lock:
+            if cmd.seq == state.next - 1 and state.last_reply is not None:
+                return state.last_reply  # sent again: the same answer
+            if cmd.seq != state.next or state.done:
+                await self._end_import(cmd.import_id)
+                why = f"piece {cmd.seq} out of order (expected {state.next})"
+                return CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_COMMAND, message=why)
+            state.next += 1
+            state.size += len(cmd.data)
+            state.touched = time.monotonic()
+            if state.size > self.images.max_bytes:
+                await self._end_import(cmd.import_id)
+                why = f"the tarball is over {self.images.max_bytes} bytes"
+                return CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_IMAGE, message=why)
+            await asyncio.to_thread(_append, state.path, cmd.data)
+            if not cmd.last:
+                state.last_reply = CommandAccepted(command_id=cmd.command_id)
+                return state.last_reply
+            try:
+                record = await asyncio.to_thread(self.images.import_tar, state.path)
+            except (ValueError, OSError) as e:  # InvalidImage, or a tarball that is not one
+                reply: Reply = CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_IMAGE, message=str(e))
+            else:
+                self.images_changed.set()
+                reply = ImageImported(command_id=cmd.command_id, image_id=record.id, tags=record.tags)
+            finally:
+                await asyncio.to_thread(state.path.unlink, missing_ok=True)
+            state.last_reply = reply
+            return reply
 
-    def _end_import(self, import_id: uuid.UUID) -> None:
+    @property
+    def _imports_dir(self) -> Path:
+        return self.root.parent / "imports"
+
+    async def _end_import(self, import_id: uuid.UUID) -> None:
         state = self._imports.pop(import_id, None)
         if state is not None:
-            state.path.unlink(missing_ok=True)
+            await asyncio.to_thread(state.path.unlink, missing_ok=True)
 
-    def _drop_stale_imports(self, imports: Path) -> None:
-        """Imports not heard of for ten minutes, and files no import here holds (from an earlier run)."""
+    async def sweep_imports(self) -> None:
+        """Drop uploads not heard of for ten minutes (a finished one after a minute: it is kept only to answer
+        its last piece again), and files no upload here holds (an earlier run's)."""
         now = time.monotonic()
         for import_id, state in list(self._imports.items()):
-            if now - state.touched > (60.0 if state.done else IMPORT_IDLE_S):  # a done one: kept for a retry
-                self._end_import(import_id)
+            if now - state.touched > (60.0 if state.done else IMPORT_IDLE_S) and not state.lock.locked():
+                await self._end_import(import_id)
         held = {state.path.name for state in self._imports.values()}
-        for leftover in imports.iterdir():
-            if leftover.name not in held:
-                leftover.unlink(missing_ok=True)
+        await asyncio.to_thread(_remove_files_but, private_dir(self._imports_dir), held)
 
     # --- exits ------------------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import pytest
 
 from nodelet.cgroups import Cgroups, detect_layout, format_cpulist
 from nodelet.images import ImageStore
+from nodelet.pull import Puller
 from nodelet.runtime import RuncRuntime, RuntimePaths
 from nodelet.service import NodeConfig, NodeService
 from tests.builders import spec
@@ -29,6 +30,7 @@ from wire.commands import (
     CommandRejected,
     GetLogs,
     LogsReply,
+    Reject,
     RemoveContainer,
     StartContainer,
     StopContainer,
@@ -746,3 +748,29 @@ async def test_a_start_cut_short_by_the_nodelet_stopping_leaves_no_container_wai
         await starting
     assert runc_inits(node.cgroup_root) == set()
     assert node.leftovers(cmd.container_id) == []
+
+
+async def test_a_start_waits_for_its_image_in_order_and_a_stop_ends_the_wait(node: Node) -> None:
+    """An image no registry serves (nothing listens on 127.0.0.1:1): the start is accepted and waits, its
+    reasons come in order (Pulling, ErrImagePull, ImagePullBackOff), nothing is made on the host; a stop ends
+    the wait, and the same start sent again (the sync's, after a new placement) is taken afresh."""
+    node.service = node.make_service(pull_backoff_s=(0.2, 0.4))
+    node.service.puller = Puller(node.service.images, node.root / "pulls")
+    cmd = node.start(spec("w", image="127.0.0.1:1/nothing:1", command=("true",)))
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)
+    waits: list[ev.ContainerWaiting] = []
+    while len(waits) < 3:
+        e = await node.next_event()
+        if isinstance(e, ev.ContainerWaiting):
+            waits.append(e)
+    assert [w.reason for w in waits] == ["Pulling", "ErrImagePull", "ImagePullBackOff"], waits
+    assert all("connection refused" in w.message for w in waits[1:]) and "back-off 0.4 s" in waits[2].message
+    assert node.service.waiting() == (cmd.container_id,) and node.service.running() == ()
+    assert node.leftovers(cmd.container_id) == [] and list((node.root / "pulls").glob("pull-*")) == []
+    stop = StopContainer(command_id=new_command_id(), epoch=1, container_id=cmd.container_id, grace_s=0)
+    reply = await node.service.handle(stop)
+    assert isinstance(reply, CommandRejected) and reply.code is Reject.UNKNOWN_CONTAINER  # it never ran
+    assert node.service.waiting() == ()
+    assert await node.service.handle(cmd) == CommandAccepted(command_id=cmd.command_id)  # not the old answer
+    assert node.service.waiting() == (cmd.container_id,)
+    node.service.cancel_waiting(cmd.container_id)

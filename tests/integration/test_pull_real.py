@@ -338,6 +338,7 @@ def test_image_gc_removes_unused_images_and_never_one_in_use(
     up = corral(
         home, "up", "--nodes", "1", "--port", str(free_port()), "--nats-port", str(free_port()),
         "--nodelet-arg=--image-gc-high-threshold=0", "--nodelet-arg=--image-gc-low-threshold=0",
+        "--nodelet-arg=--image-gc-min-age=0",
     )  # fmt: skip
     assert up.returncode == 0, up.stderr
     store = Path(home["CORRAL_HOME"]) / "node-1" / "images"

@@ -699,12 +699,31 @@ def test_image_gc_takes_the_least_recently_used_and_never_one_in_use(
     store: ImageStore, tarball: Callable[..., Path]
 ) -> None:
     old, new = two_images(store, tarball)
-    assert store.collect(frozenset(), high_percent=100, low_percent=0) == []  # below the high mark: nothing
+    assert store.collect(frozenset(), high_percent=100, low_percent=0, min_age_s=0) == []  # below the high mark
     os.utime(store.root / "images" / f"{old[7:]}.json", ns=(1, 1))  # used long ago
     store.touch(new)
-    # Over the high mark, down to an unreachable low one: every image not in use goes, oldest first.
-    assert store.collect(frozenset({new}), high_percent=0, low_percent=0) == [old]
+    # Over the high mark, down to an unreachable low one: every image not in use goes, oldest first; one used
+    # (or pulled) within the minimum age stays.
+    assert store.collect(frozenset(), high_percent=0, low_percent=0) == [old]
     assert [i.id for i in store.held()] == [new]
-    assert store.collect(frozenset(), high_percent=0, low_percent=0) == [new]
+    assert store.collect(frozenset({new}), high_percent=0, low_percent=0, min_age_s=0) == []
+    assert store.collect(frozenset(), high_percent=0, low_percent=0, min_age_s=0, names_in_use=frozenset({"new"})) == []
+    assert store.collect(frozenset(), high_percent=0, low_percent=0, min_age_s=0) == [new]
     assert store.held() == [] and list((store.root / "layers").iterdir()) == []
     assert store.lowerdirs("busybox")  # the built-in is never collected
+
+
+def test_a_name_never_points_at_a_removed_image(store: ImageStore, tarball: Callable[..., Path]) -> None:
+    """A record gone with its name left (a crash between the two, by an older version) is no image at all."""
+    old, _ = two_images(store, tarball)
+    (store.root / "images" / f"{old[7:]}.json").unlink()
+    assert store.image_id("old") is None and store.image_id(old) is None
+    with pytest.raises(UnknownImage):
+        store.lowerdirs("old")
+    with pytest.raises(UnknownImage):
+        store.remove("old", frozenset())
+
+
+def test_an_import_names_the_image_as_it_lands(store: ImageStore, tarball: Callable[..., Path]) -> None:
+    record = store.import_tar(tarball(Image((BASE,), names=()).oci()), names=("127.0.0.1:5000/app:1",))
+    assert record.tags == ("127.0.0.1:5000/app:1",) and store.image_id("127.0.0.1:5000/app:1") == record.id
