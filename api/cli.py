@@ -31,6 +31,7 @@ from rich.table import Table
 
 from api import tokens as tokens_file
 from api.local import LocalCluster, UpFailed
+from store.sqlite import verify as sqlite_verify
 from wire.burst import BurstConfig, resolve
 from wire.resources import format_cpu, format_memory, parse_cpu, parse_memory
 from wire.spec import BurstSettings
@@ -836,6 +837,25 @@ def image_ls(
         return [r["node"], r["image"], r["id"][7:19], f"{r['size_bytes'] / 1e6:.1f}MB", used, "yes" * r["in_use"]]
 
     _show(rows, output, ["NODE", "IMAGE", "ID", "SIZE", "LAST USED", "IN USE"], row)
+
+
+store_app = typer.Typer(help="The control plane's event log (SQLite).", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("verify")
+def store_verify(
+    path: Annotated[Path, typer.Argument(help="the log, e.g. <data-dir>/corral.db (read only; it may be in use)")],
+) -> None:
+    """Check a whole log: SQLite's quick check, every event against its checksum, positions without gaps. Exit
+    1 naming the first damaged position."""
+    found = sqlite_verify(path)
+    if found.first_bad is None:
+        note = f" ({found.unchecked} from before checksums, unchecked)" if found.unchecked else ""
+        console.print(f"{escape(found.path)}: ok, {found.events} events checked{note}")
+        return
+    where = f" at position {found.first_bad}" if found.first_bad else ""
+    raise _fail(Failed(f"{found.path}: damaged{where}: {found.reason}"))
 
 
 token_app = typer.Typer(help="API tokens (the control plane's --tokens file keeps only hashes).", no_args_is_help=True)

@@ -20,12 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import uvloop
 
 from store.projections import ClusterState
 from store.projector import catch_up
-from store.recorder import NO_STREAM, NewEvent
-from store.sqlite import INSERT_EVENT, SCHEMA, UPSERT_STREAM, SqliteRecorder
+from store.recorder import NO_STREAM, NewEvent, StoredEvent
+from store.sqlite import INSERT_EVENT, SCHEMA, UPSERT_STREAM, SqliteRecorder, checksum
 from wire import events as ev
 from wire.codec import encode, event_type
 from wire.ids import container_stream, new_event_id, node_stream
@@ -74,7 +75,7 @@ def bench_baseline(path: Path, total: int, batch: int) -> float:
             seq += 1
             e = _event()
             rows.append(
-                (seq, e.event_id, f"bench-{i}", b, e.type, 1, e.occurred_ns, e.occurred_ns, None, None, e.payload)
+                (seq, e.event_id, f"bench-{i}", b, e.type, 1, e.occurred_ns, e.occurred_ns, None, None, e.payload, 0)
             )
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(INSERT_EVENT, rows)
@@ -152,7 +153,8 @@ def write_log(path: Path, events: list[tuple[str, ev.Event]]) -> None:
     rows = []
     for seq, (stream, e) in enumerate(events, start=1):
         version = versions[stream] = versions.get(stream, -1) + 1
-        rows.append((seq, os.urandom(16), stream, version, event_type(e), 1, seq, seq, None, None, encode(e)))
+        row = StoredEvent(seq, os.urandom(16), stream, version, event_type(e), 1, seq, seq, None, None, encode(e))
+        rows.append((*msgspec.structs.astuple(row), checksum(row)))
     conn.execute("BEGIN")
     conn.executemany(INSERT_EVENT, rows)
     conn.executemany(UPSERT_STREAM, list(versions.items()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from store.errors import StoreError
 from store.log import decode_batch
 from store.projections import ClusterState, apply_all, decode_snapshot, encode_snapshot
 from store.recorder import Recorder
@@ -30,5 +31,15 @@ async def save_snapshot(recorder: Recorder, state: ClusterState, name: str = DEF
 async def load_state(recorder: Recorder, name: str = DEFAULT_SNAPSHOT) -> ClusterState:
     """The latest snapshot (if any, and of this schema) plus the log after it."""
     saved = await recorder.load_snapshot(name)
+    if saved is not None and saved[0] > (head := await recorder.head()):
+        raise LogBehind(
+            f"the log ends at position {head}, but a snapshot of it was taken at {saved[0]}: acknowledged events "
+            "are gone (a damaged file system or WAL?); not serving from it. Restore the log from a copy "
+            "(corral store verify checks one)"
+        )
     state = decode_snapshot(saved[1]) if saved is not None else None
     return await catch_up(recorder, state if state is not None else ClusterState())
+
+
+class LogBehind(StoreError):
+    """The log holds fewer events than a snapshot taken of it: acknowledged positions were lost."""

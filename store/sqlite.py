@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,6 +57,7 @@ CREATE TABLE IF NOT EXISTS events (
     correlation BLOB,
     causation   BLOB,
     payload     BLOB    NOT NULL,
+    checksum    INTEGER,
     UNIQUE (stream, version)
 );
 -- Current version per stream; it outlives truncation of the stream's events.
@@ -65,17 +69,64 @@ CREATE TABLE IF NOT EXISTS snapshots (
 INSERT OR IGNORE INTO meta (key, value) VALUES ('oldest', 1), ('schema', 1);
 """
 COLUMNS = "seq, event_id, stream, version, type, schema, occurred_ns, recorded_ns, correlation, causation, payload"
-INSERT_EVENT = f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+INSERT_EVENT = f"INSERT INTO events ({COLUMNS}, checksum) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+SQLITE_MAGIC = b"SQLite format 3\x00"
 UPSERT_STREAM = (
     "INSERT INTO streams (stream, version) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET version = excluded.version"
 )
 SQL_VARS = 500  # ids per IN (...) query
+log = logging.getLogger("corral.store")
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
 class LogLocked(StoreError):
-    """Another process holds the log open for writing."""
+    """Another writer (a process, or this one) holds the log open for writing."""
+
+
+class CorruptLog(StoreError):
+    """The log's file is damaged: an event whose checksum does not match, or a file that is no log."""
+
+
+class ForeignCommit(StoreError):
+    """Positions this writer did not write appeared in the log (a writer that bypassed the lock)."""
+
+    def __init__(self, path: str, head: int, found: int) -> None:
+        super().__init__(
+            f"{path}: another writer committed to this log (its head is {found}, this writer's was {head}); "
+            "nothing of this append was written, and the head is read again: send it again"
+        )
+        self.head, self.found = head, found
+
+
+_OPEN: set[str] = set()  # real paths of the logs this process writes
+
+
+def checksum(e: StoredEvent) -> int:
+    """Two CRC-32s in one integer: of the payload (low 32 bits: what a replay, reading payloads alone, checks)
+    and of every other column (31 bits above them). A flipped byte anywhere in the row is found when it is read."""
+    head = b"\0".join(
+        str(v).encode() for v in (e.position, e.stream, e.version, e.type, e.schema, e.occurred_ns, e.recorded_ns)
+    )
+    meta = zlib.crc32(head + b"\0" + e.event_id + b"\0" + (e.correlation or b"") + b"\0" + (e.causation or b""))
+    return (meta & 0x7FFFFFFF) << 32 | zlib.crc32(e.payload)
+
+
+def _verified(row: Sequence[Any], path: str) -> StoredEvent:
+    """A row of COLUMNS + checksum as an event, its checksum checked (a row from before checksums: unchecked)."""
+    event = StoredEvent(*row[:11])
+    if row[11] is not None and checksum(event) != row[11]:
+        raise CorruptLog(f"{path}: the event at position {event.position} does not match its checksum")
+    return event
+
+
+def _payloads(rows: list[tuple[bytes, int | None]], first: int, path: str) -> list[bytes]:
+    """The payloads of (payload, checksum) rows from position ``first`` on, each checked against its CRC."""
+    crc32 = zlib.crc32
+    for i, (payload, crc) in enumerate(rows):
+        if crc is not None and crc32(payload) != crc & 0xFFFFFFFF:
+            raise CorruptLog(f"{path}: the event at position {first + i} does not match its checksum")
+    return [payload for payload, _ in rows]
 
 
 class _Append:
@@ -96,6 +147,15 @@ class _Job:
         self.future = future
 
 
+def _store_error(path: str, e: Exception) -> StoreError:
+    """An SQLite error as the store's own, naming the file: a damaged one as ``CorruptLog``."""
+    if isinstance(e, sqlite3.DatabaseError) and any(
+        words in str(e) for words in ("malformed", "not a database", "file is encrypted")
+    ):
+        return CorruptLog(f"{path}: the database is damaged: {e}")
+    return StoreError(f"{path}: {type(e).__name__}: {e}")
+
+
 def _chunks(items: list[Any], n: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -111,6 +171,11 @@ def _transaction(conn: sqlite3.Connection) -> Any:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _head(conn: sqlite3.Connection) -> int:
+    last = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+    return int(last) if last is not None else _oldest(conn) - 1
 
 
 def _oldest(conn: sqlite3.Connection) -> int:
@@ -139,6 +204,9 @@ def _plan_and_write(
     conn: sqlite3.Connection, requests: list[AppendRequest], head: int, now_ns: int, *, look_up_ids: bool
 ) -> BatchPlan:
     with _transaction(conn):
+        found = _head(conn)
+        if found != head:
+            raise ForeignCommit("", head, found)
         versions: dict[str, int] = {}
         for chunk in _chunks(sorted({r.stream for r in requests}), SQL_VARS):
             sql = f"SELECT stream, version FROM streams WHERE stream IN ({','.join('?' * len(chunk))})"
@@ -152,7 +220,7 @@ def _plan_and_write(
         if not look_up_ids and any(isinstance(r, StoreError) for r in plan.results):
             raise _LookUpIds
         if plan.rows:
-            conn.executemany(INSERT_EVENT, [msgspec.structs.astuple(r) for r in plan.rows])
+            conn.executemany(INSERT_EVENT, [(*msgspec.structs.astuple(r), checksum(r)) for r in plan.rows])
             conn.executemany(UPSERT_STREAM, list(plan.versions.items()))
     return plan
 
@@ -197,7 +265,12 @@ class SqliteRecorder(RecorderBase):
         max_batch_events: int = 2000,
         max_waiting: int = 10_000,
     ) -> SqliteRecorder:
-        """Open (creating if needed) the log at ``path``. Raises ``LogLocked`` if another process writes it."""
+        """Open (creating if needed) the log at ``path``. Raises ``LogLocked`` if another writer has it open
+        (through any path to the same file), ``CorruptLog`` if the file is not a log, ``StoreError`` naming the
+        file for any other SQLite failure."""
+        path = await asyncio.to_thread(os.path.realpath, path)  # a symlink or another spelling: the same log
+        if path in _OPEN:
+            raise LogLocked(f"{path}: this process has this event log open for writing already")
         lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -213,24 +286,39 @@ class SqliteRecorder(RecorderBase):
             for f in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
                 if f == Path(path) or f.exists():
                     private_file(f)
-            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("PRAGMA busy_timeout=10000")
-            conn.executescript(SCHEMA)
-            last, oldest = conn.execute(
-                "SELECT (SELECT MAX(seq) FROM events), (SELECT value FROM meta WHERE key='oldest')"
-            ).fetchone()
-            return conn, last if last is not None else oldest - 1
+            with open(path, "rb") as db:
+                header = db.read(len(SQLITE_MAGIC))
+            if header and header != SQLITE_MAGIC:
+                raise CorruptLog(f"{path}: not an SQLite database (its first bytes are {header[:16]!r})")
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={synchronous}")
+                conn.execute("PRAGMA busy_timeout=10000")
+                conn.executescript(SCHEMA)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+                if "checksum" not in columns:  # a log from before checksums: its old events stay unchecked
+                    conn.execute("ALTER TABLE events ADD COLUMN checksum INTEGER")
+                return conn, _head(conn)
+            except BaseException:
+                conn.close()
+                raise
 
         try:
             writer, head = await loop.run_in_executor(executor, setup)
-            reader = await aiosqlite.connect(str(path), isolation_level=None)
-            await reader.execute("PRAGMA busy_timeout=10000")
-        except BaseException:
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            try:
+                await reader.execute("PRAGMA busy_timeout=10000")
+            except BaseException:
+                await reader.close()
+                raise
+        except BaseException as e:
             executor.shutdown(wait=False)
             os.close(lock_fd)
+            if isinstance(e, sqlite3.Error):
+                raise _store_error(path, e) from e
             raise
+        _OPEN.add(path)
         return cls(
             path=str(path),
             writer=writer,
@@ -295,7 +383,7 @@ class SqliteRecorder(RecorderBase):
             result = await asyncio.get_running_loop().run_in_executor(self._executor, job.run, self._w)
         except Exception as exc:
             if not job.future.done():
-                job.future.set_exception(exc)
+                job.future.set_exception(_store_error(self._path, exc) if isinstance(exc, sqlite3.Error) else exc)
         else:
             if not job.future.done():
                 job.future.set_result(result)
@@ -307,8 +395,22 @@ class SqliteRecorder(RecorderBase):
             plan = await loop.run_in_executor(
                 self._executor, _write_batch, self._w, requests, self._watch.head, self._clock()
             )
+        except ForeignCommit as exc:
+            self._watch.advance(exc.found)  # from here on, appends go after what the other writer wrote
+            failure: StoreError = ForeignCommit(self._path, exc.head, exc.found)
+            log.error("%s", failure)
+            for a in batch:
+                if not a.future.done():
+                    a.future.set_exception(failure)
+            return
         except Exception as exc:
-            failure = exc if isinstance(exc, StoreError) else StoreError(f"the append was not written: {exc!r}")
+            failure = (
+                exc
+                if isinstance(exc, StoreError)
+                else _store_error(self._path, exc)
+                if isinstance(exc, sqlite3.Error)
+                else StoreError(f"the append was not written: {exc!r}")
+            )
             for a in batch:
                 if not a.future.done():
                     a.future.set_exception(failure)
@@ -364,7 +466,7 @@ class SqliteRecorder(RecorderBase):
         return int(rows[0][0]) if rows else 1
 
     async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
-        return [StoredEvent(*r) for r in await self._read_from(COLUMNS, from_position, limit)]
+        return [_verified(r, self._path) for r in await self._read_from(f"{COLUMNS}, checksum", from_position, limit)]
 
     async def replay(
         self, from_position: int, fold: ReplayFold, batch: int = 10_000, to_position: int | None = None
@@ -381,7 +483,8 @@ class SqliteRecorder(RecorderBase):
         stop = threading.Event()
 
         def run() -> int:
-            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None)
+            uri = f"file:{urllib.parse.quote(self._path)}?mode=ro"  # '#', '?' and '%' are a URI's own
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
             try:
                 start = max(from_position, 1)
                 while not stop.is_set():
@@ -397,17 +500,14 @@ class SqliteRecorder(RecorderBase):
                             end = min(end, to_position)
                         if end < start:
                             break
-                        payloads = [
-                            p
-                            for (p,) in conn.execute(
-                                "SELECT payload FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (start, end)
-                            )
-                        ]
+                        rows = conn.execute(
+                            "SELECT payload, checksum FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", (start, end)
+                        ).fetchall()
                     finally:
                         conn.execute("COMMIT")
-                    if len(payloads) != end - start + 1:
+                    if len(rows) != end - start + 1:
                         raise StoreError(f"the log has a gap between positions {start} and {end}")
-                    fold(start, payloads)
+                    fold(start, _payloads(rows, start, self._path))
                     start = end + 1
                 return start - 1
             finally:
@@ -434,10 +534,10 @@ class SqliteRecorder(RecorderBase):
         if self._closed:
             raise StoreClosed("the recorder is closed")
         rows = await self._rows(
-            f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
+            f"SELECT {COLUMNS}, checksum FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
             (stream, from_version, -1 if limit is None else limit),
         )
-        return [StoredEvent(*r) for r in rows]
+        return [_verified(r, self._path) for r in rows]
 
     async def stream_version(self, stream: str) -> int:
         rows = await self._rows("SELECT version FROM streams WHERE stream = ?", (stream,))
@@ -464,4 +564,57 @@ class SqliteRecorder(RecorderBase):
         await self._r.close()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._w.close)
         self._executor.shutdown(wait=True)
+        _OPEN.discard(self._path)
         os.close(self._lock_fd)
+
+
+class Verified(msgspec.Struct, frozen=True):
+    """What ``verify`` found: events checked, the first damaged position (None: none), and why."""
+
+    path: str
+    events: int
+    unchecked: int  # written before checksums were kept
+    first_bad: int | None = None
+    reason: str = ""
+
+
+def verify(path: str | Path, batch: int = 10_000) -> Verified:
+    """Check a whole log offline (read-only; a writer may hold it): SQLite's own quick check, then every event
+    in position order against its checksum, and that positions run without a gap from the oldest kept."""
+    real = os.path.realpath(path)
+    try:
+        with open(real, "rb") as db:
+            header = db.read(len(SQLITE_MAGIC))
+        if header != SQLITE_MAGIC:
+            return Verified(real, 0, 0, 0, f"not an SQLite database (its first bytes are {header[:16]!r})")
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(real)}?mode=ro", uri=True, isolation_level=None)
+    except (OSError, sqlite3.Error) as e:
+        return Verified(real, 0, 0, 0, str(e))
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            return Verified(real, 0, 0, 0, "SQLite's quick check: " + "; ".join(problems[:5]))
+        has_checksums = "checksum" in {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        expected, checked, unchecked = _oldest(conn), 0, 0
+        while True:
+            rows = conn.execute(
+                f"SELECT {COLUMNS}, {'checksum' if has_checksums else 'NULL'} FROM events WHERE seq >= ? "
+                "ORDER BY seq LIMIT ?",
+                (expected, batch),
+            ).fetchall()
+            if not rows:
+                return Verified(real, checked, unchecked)
+            for row in rows:
+                if row[0] != expected:
+                    return Verified(real, checked, unchecked, expected, f"position {expected} is missing")
+                try:
+                    _verified(row, real)
+                except CorruptLog as e:
+                    return Verified(real, checked, unchecked, expected, str(e).removeprefix(f"{real}: "))
+                checked += 1
+                unchecked += row[11] is None
+                expected += 1
+    except sqlite3.Error as e:
+        return Verified(real, 0, 0, 0, f"{type(e).__name__}: {e}")
+    finally:
+        conn.close()
