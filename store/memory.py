@@ -56,18 +56,41 @@ class MemoryRecorder(RecorderBase):
             self._watch.advance(plan.rows[-1].position)
         return result
 
-    async def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[StoredEvent]:
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int = 0,
+        limit: int | None = None,
+        *,
+        to_version: int | None = None,
+        backwards: bool = False,
+    ) -> list[StoredEvent]:
         self._check_open()
-        rows = [r for r in self._streams.get(stream, ()) if r.version >= from_version]
-        return rows if limit is None else rows[:limit]
+        top = to_version if to_version is not None else float("inf")
+        rows = [r for r in self._streams.get(stream, ()) if from_version <= r.version <= top]
+        if backwards:
+            rows.reverse()
+        return rows if limit is None else rows[: max(limit, 0)]
 
-    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int = 1000,
+        *,
+        to_position: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[StoredEvent]:
         self._check_open()
         start = max(from_position, 1)
         if start < self._oldest:
             raise PositionTooOld(start, self._oldest)
-        i = start - self._oldest
-        return self._events[i : i + limit]
+        rows = self._events[start - self._oldest :]
+        if to_position is not None:
+            rows = rows[: max(to_position - start + 1, 0)]
+        if types is not None:
+            wanted = set(types)
+            return [r for r in rows if r.type in wanted][:limit]
+        return rows[:limit]
 
     async def replay(
         self, from_position: int, fold: ReplayFold, batch: int = 10_000, to_position: int | None = None

@@ -240,9 +240,31 @@ class Recorder(Protocol):
         head is at that position, both checked inside the transaction that writes."""
         ...
 
-    async def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[StoredEvent]: ...
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int = 0,
+        limit: int | None = None,
+        *,
+        to_version: int | None = None,
+        backwards: bool = False,
+    ) -> list[StoredEvent]:
+        """The stream's events with versions in [``from_version``, ``to_version``], at most ``limit``: the
+        lowest first, or with ``backwards`` the highest first (the latest N, a snapshot before them)."""
+        ...
 
-    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]: ...
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int = 1000,
+        *,
+        to_position: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[StoredEvent]:
+        """Events from ``from_position`` on, up to ``to_position`` (inclusive), at most ``limit``; with
+        ``types`` only events of those types (filtered by the store, not its caller). Raises
+        ``PositionTooOld`` when ``from_position`` was truncated away."""
+        ...
 
     async def replay(
         self, from_position: int, fold: ReplayFold, batch: int = 10_000, to_position: int | None = None
@@ -279,7 +301,14 @@ class RecorderBase:
     def __init__(self) -> None:
         self._watch = HeadWatch()
 
-    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int = 1000,
+        *,
+        to_position: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[StoredEvent]:
         raise NotImplementedError
 
     async def wait_beyond(self, position: int) -> None:

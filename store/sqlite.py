@@ -465,8 +465,35 @@ class SqliteRecorder(RecorderBase):
         rows = await self._rows("SELECT value FROM meta WHERE key = 'oldest'")
         return int(rows[0][0]) if rows else 1
 
-    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[StoredEvent]:
-        return [_verified(r, self._path) for r in await self._read_from(f"{COLUMNS}, checksum", from_position, limit)]
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int = 1000,
+        *,
+        to_position: int | None = None,
+        types: Sequence[str] | None = None,
+    ) -> list[StoredEvent]:
+        if types is None and to_position is None:
+            rows = await self._read_from(f"{COLUMNS}, checksum", from_position, limit)
+            return [_verified(r, self._path) for r in rows]
+        if self._closed:
+            raise StoreClosed("the recorder is closed")
+        start = max(from_position, 1)
+        where, params = ["seq >= ?"], list[object]([start])
+        if to_position is not None:
+            where.append("seq <= ?")
+            params.append(to_position)
+        if types is not None:
+            if not types:
+                return []
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            params.extend(types)
+        sql = f"SELECT {COLUMNS}, checksum FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        rows = await self._rows(sql, (*params, limit))
+        oldest = await self._read_oldest()
+        if start < oldest:
+            raise PositionTooOld(start, oldest)
+        return [_verified(r, self._path) for r in rows]
 
     async def replay(
         self, from_position: int, fold: ReplayFold, batch: int = 10_000, to_position: int | None = None
@@ -530,12 +557,23 @@ class SqliteRecorder(RecorderBase):
                 raise PositionTooOld(start, oldest)
         return rows
 
-    async def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[StoredEvent]:
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int = 0,
+        limit: int | None = None,
+        *,
+        to_version: int | None = None,
+        backwards: bool = False,
+    ) -> list[StoredEvent]:
         if self._closed:
             raise StoreClosed("the recorder is closed")
+        top = to_version if to_version is not None else 2**62
+        order = "DESC" if backwards else "ASC"
         rows = await self._rows(
-            f"SELECT {COLUMNS}, checksum FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
-            (stream, from_version, -1 if limit is None else limit),
+            f"SELECT {COLUMNS}, checksum FROM events WHERE stream = ? AND version BETWEEN ? AND ? "
+            f"ORDER BY version {order} LIMIT ?",
+            (stream, from_version, top, -1 if limit is None else max(limit, 0)),
         )
         return [_verified(r, self._path) for r in rows]
 

@@ -259,6 +259,34 @@ class RecorderContract:
         assert [r.version for r in await recorder.read_stream("s", 1, limit=2)] == [1, 2]
         assert await recorder.read_stream("missing") == []
 
+    async def test_read_stream_backwards_and_bounded(self, recorder: Recorder) -> None:
+        """What eventsourcing's recorders offer: the latest N (a snapshot, then the events after it), ranges."""
+        await recorder.append("s", [new_event() for _ in range(6)], ANY)
+        await recorder.append("t", [new_event()], ANY)
+        assert [r.version for r in await recorder.read_stream("s", backwards=True, limit=2)] == [5, 4]
+        assert [r.version for r in await recorder.read_stream("s", 1, to_version=3)] == [1, 2, 3]
+        assert [r.version for r in await recorder.read_stream("s", 1, to_version=3, backwards=True)] == [3, 2, 1]
+        assert [r.version for r in await recorder.read_stream("s", to_version=4, backwards=True, limit=1)] == [4]
+        assert await recorder.read_stream("s", 4, to_version=3) == []
+        assert await recorder.read_stream("s", limit=0) == []
+        assert await recorder.read_stream("missing", backwards=True) == []
+
+    async def test_read_all_bounded_and_filtered_by_type(self, recorder: Recorder) -> None:
+        for i in range(8):
+            await recorder.append(f"s{i}", [new_event(type_="Even" if i % 2 == 0 else "Odd")], ANY)
+        assert [r.position for r in await recorder.read_all(2, to_position=4)] == [2, 3, 4]
+        assert [r.position for r in await recorder.read_all(2, limit=2, to_position=6)] == [2, 3]
+        assert await recorder.read_all(5, to_position=4) == []
+        assert [r.position for r in await recorder.read_all(types=["Odd"])] == [2, 4, 6, 8]
+        assert [r.position for r in await recorder.read_all(3, limit=2, types=["Even"])] == [3, 5]
+        assert [r.position for r in await recorder.read_all(types=["Even", "Odd"], to_position=3)] == [1, 2, 3]
+        assert await recorder.read_all(types=[]) == []
+        assert await recorder.read_all(types=["Nothing"]) == []
+        await recorder.truncate_before(4)
+        with pytest.raises(PositionTooOld):
+            await recorder.read_all(2, types=["Odd"])
+        assert [r.position for r in await recorder.read_all(4, types=["Odd"])] == [4, 6, 8]
+
     async def test_read_all_pages(self, recorder: Recorder) -> None:
         for i in range(7):
             await recorder.append(f"s{i}", [new_event()], ANY)
