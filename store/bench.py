@@ -20,6 +20,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import msgspec
@@ -168,7 +169,7 @@ def write_log(path: Path, events: list[tuple[str, ev.Event]]) -> None:
 def bench_decode_baseline(path: Path, batch: int = 10_000) -> float:
     """Raw sqlite3 read of every payload in position order plus msgspec's decode of them: what a replay cannot
     beat (its fold and its checks come on top)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, isolation_level=None)
     start, n, first = time.perf_counter(), 0, 1
     while True:
         sql = "SELECT payload FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq"

@@ -91,12 +91,12 @@ class CorruptLog(StoreError):
 class ForeignCommit(StoreError):
     """Positions this writer did not write appeared in the log (a writer that bypassed the lock)."""
 
-    def __init__(self, path: str, head: int, found: int) -> None:
+    def __init__(self, path: str, head: int, found: int, contiguous: bool = True) -> None:
         super().__init__(
             f"{path}: another writer committed to this log (its head is {found}, this writer's was {head}); "
             "nothing of this append was written, and the head is read again: send it again"
         )
-        self.head, self.found = head, found
+        self.head, self.found, self.contiguous = head, found, contiguous
 
 
 _OPEN: set[str] = set()  # real paths of the logs this process writes
@@ -115,8 +115,12 @@ def checksum(e: StoredEvent) -> int:
 def _verified(row: Sequence[Any], path: str) -> StoredEvent:
     """A row of COLUMNS + checksum as an event, its checksum checked (a row from before checksums: unchecked)."""
     event = StoredEvent(*row[:11])
-    if row[11] is not None and checksum(event) != row[11]:
-        raise CorruptLog(f"{path}: the event at position {event.position} does not match its checksum")
+    try:
+        ok = row[11] is None or checksum(event) == row[11]
+    except (TypeError, ValueError, AttributeError):  # damage that changed a column's stored type
+        ok = False
+    if not ok:
+        raise CorruptLog(f"{path}: the event at position {row[0]} does not match its checksum")
     return event
 
 
@@ -124,7 +128,11 @@ def _payloads(rows: list[tuple[bytes, int | None]], first: int, path: str) -> li
     """The payloads of (payload, checksum) rows from position ``first`` on, each checked against its CRC."""
     crc32 = zlib.crc32
     for i, (payload, crc) in enumerate(rows):
-        if crc is not None and crc32(payload) != crc & 0xFFFFFFFF:
+        try:
+            ok = crc is None or crc32(payload) == crc & 0xFFFFFFFF
+        except TypeError:  # damage that changed a column's stored type
+            ok = False
+        if not ok:
             raise CorruptLog(f"{path}: the event at position {first + i} does not match its checksum")
     return [payload for payload, _ in rows]
 
@@ -206,7 +214,9 @@ def _plan_and_write(
     with _transaction(conn):
         found = _head(conn)
         if found != head:
-            raise ForeignCommit("", head, found)
+            between = "SELECT COUNT(*) FROM events WHERE seq > ? AND seq <= ?"
+            contiguous = found > head and conn.execute(between, (head, found)).fetchone()[0] == found - head
+            raise ForeignCommit("", head, found, contiguous)
         versions: dict[str, int] = {}
         for chunk in _chunks(sorted({r.stream for r in requests}), SQL_VARS):
             sql = f"SELECT stream, version FROM streams WHERE stream IN ({','.join('?' * len(chunk))})"
@@ -251,6 +261,7 @@ class SqliteRecorder(RecorderBase):
         self._queue: asyncio.Queue[_Append | _Job | None] = asyncio.Queue()
         self._room = asyncio.Semaphore(max_waiting)  # back-pressure: appends waiting for the writer, at most
         self._closed = False
+        self._broken: CorruptLog | None = None  # the file changed under this writer: it writes no more
         self._writer = asyncio.create_task(self._run_writer(), name="sqlite-writer")
         self.batches = 0  # transactions committed (benchmarks, /metrics)
         self.appends = 0  # appends they held: appends / batches is how well the group commit groups
@@ -271,6 +282,17 @@ class SqliteRecorder(RecorderBase):
         path = await asyncio.to_thread(os.path.realpath, path)  # a symlink or another spelling: the same log
         if path in _OPEN:
             raise LogLocked(f"{path}: this process has this event log open for writing already")
+        _OPEN.add(path)  # reserved at once: a second open meanwhile is told so
+        try:
+            return await cls._open(path, synchronous, clock, max_batch_events, max_waiting)
+        except BaseException:
+            _OPEN.discard(path)
+            raise
+
+    @classmethod
+    async def _open(
+        cls, path: str, synchronous: Synchronous, clock: Callable[[], int], max_batch_events: int, max_waiting: int
+    ) -> SqliteRecorder:
         lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -304,8 +326,10 @@ class SqliteRecorder(RecorderBase):
                 conn.close()
                 raise
 
+        made = loop.run_in_executor(executor, setup)
+        writer: sqlite3.Connection | None = None
         try:
-            writer, head = await loop.run_in_executor(executor, setup)
+            writer, head = await asyncio.shield(made)
             reader = await aiosqlite.connect(path, isolation_level=None)
             try:
                 await reader.execute("PRAGMA busy_timeout=10000")
@@ -313,12 +337,17 @@ class SqliteRecorder(RecorderBase):
                 await reader.close()
                 raise
         except BaseException as e:
+            if writer is None:  # cancelled while setting up: the connection it makes is closed, not abandoned
+                with contextlib.suppress(BaseException):
+                    writer, _ = await made
+            if writer is not None:
+                writer.close()
             executor.shutdown(wait=False)
             os.close(lock_fd)
             if isinstance(e, sqlite3.Error):
                 raise _store_error(path, e) from e
             raise
-        _OPEN.add(path)
+        assert writer is not None
         return cls(
             path=str(path),
             writer=writer,
@@ -338,6 +367,8 @@ class SqliteRecorder(RecorderBase):
     ) -> list[int]:
         if self._closed:
             raise StoreClosed("the recorder is closed")
+        if self._broken is not None:
+            raise self._broken
         validate_append(stream, events, expected_version, expected_head)
         async with self._room:  # a writer that falls behind slows its callers rather than queue without bound
             if self._closed:
@@ -396,8 +427,16 @@ class SqliteRecorder(RecorderBase):
                 self._executor, _write_batch, self._w, requests, self._watch.head, self._clock()
             )
         except ForeignCommit as exc:
-            self._watch.advance(exc.found)  # from here on, appends go after what the other writer wrote
-            failure: StoreError = ForeignCommit(self._path, exc.head, exc.found)
+            failure: StoreError
+            if exc.contiguous:
+                self._watch.advance(exc.found)  # from here on, appends go after what the other writer wrote
+                failure = ForeignCommit(self._path, exc.head, exc.found)
+            else:  # events this writer acknowledged are gone, or a gap was written: never write on top of it
+                why = "positions it acknowledged are gone" if exc.found < exc.head else "the log now has a gap"
+                failure = self._broken = CorruptLog(
+                    f"{self._path}: this writer's head is {exc.head}, the file's is {exc.found}: {why}; "
+                    "no more appends (corral store verify; restore the log)"
+                )
             log.error("%s", failure)
             for a in batch:
                 if not a.future.done():
@@ -459,7 +498,10 @@ class SqliteRecorder(RecorderBase):
     # on the shared connection, and every later read would see that old snapshot.
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        return list(await self._r.execute_fetchall(sql, params))
+        try:
+            return list(await self._r.execute_fetchall(sql, params))
+        except sqlite3.Error as e:
+            raise _store_error(self._path, e) from e
 
     async def _read_oldest(self) -> int:
         rows = await self._rows("SELECT value FROM meta WHERE key = 'oldest'")
@@ -542,6 +584,8 @@ class SqliteRecorder(RecorderBase):
 
         try:
             return await asyncio.to_thread(run)
+        except sqlite3.Error as e:
+            raise _store_error(self._path, e) from e
         finally:
             stop.set()  # if this task was cancelled, the thread stops after its current batch
 
@@ -597,13 +641,15 @@ class SqliteRecorder(RecorderBase):
             return
         self._closed = True
         self._queue.put_nowait(None)
-        await self._writer
-        self._watch.close()
-        await self._r.close()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._w.close)
-        self._executor.shutdown(wait=True)
-        _OPEN.discard(self._path)
-        os.close(self._lock_fd)
+        try:
+            await self._writer
+            self._watch.close()
+            await self._r.close()
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._w.close)
+            self._executor.shutdown(wait=True)
+        finally:
+            _OPEN.discard(self._path)
+            os.close(self._lock_fd)
 
 
 class Verified(msgspec.Struct, frozen=True):
@@ -641,9 +687,12 @@ def verify(path: str | Path, batch: int = 10_000) -> Verified:
                 (expected, batch),
             ).fetchall()
             if not rows:
-                return Verified(real, checked, unchecked)
+                break
             for row in rows:
                 if row[0] != expected:
+                    if expected < (oldest := _oldest(conn)):  # truncated meanwhile by its writer: go on from there
+                        expected = oldest
+                        break
                     return Verified(real, checked, unchecked, expected, f"position {expected} is missing")
                 try:
                     _verified(row, real)
@@ -652,7 +701,13 @@ def verify(path: str | Path, batch: int = 10_000) -> Verified:
                 checked += 1
                 unchecked += row[11] is None
                 expected += 1
-    except sqlite3.Error as e:
+        head = expected - 1
+        for name, position in conn.execute("SELECT name, position FROM snapshots"):
+            if position > head:
+                why = f"the log ends at position {head}, but its snapshot {name!r} was taken at {position}"
+                return Verified(real, checked, unchecked, head + 1, why + ": acknowledged events are gone")
+        return Verified(real, checked, unchecked)
+    except (sqlite3.Error, TypeError, ValueError) as e:  # a row whose stored types are damaged, too
         return Verified(real, 0, 0, 0, f"{type(e).__name__}: {e}")
     finally:
         conn.close()

@@ -186,3 +186,54 @@ async def test_a_log_that_lost_acknowledged_positions_is_not_served(tmp_path: Pa
             await load_state(recorder)
     finally:
         await recorder.close()
+    found = verify(path)
+    assert found.first_bad == 8 and "snapshot 'cluster' was taken at 10" in found.reason
+
+
+async def test_damage_outside_the_payload_and_to_a_columns_type_is_found_too(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    await a_log(path, 10)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE events SET stream = 's-9' WHERE seq = 4")  # another stream's name, same length
+    db.execute("UPDATE events SET checksum = CAST(checksum AS REAL) WHERE seq = 7")  # a stored type changed
+    db.commit()
+    db.close()
+    assert verify(path).first_bad == 4
+    recorder = await SqliteRecorder.open(path)
+    try:
+        with pytest.raises(CorruptLog, match="position 4"):
+            await recorder.read_all(1)
+        with pytest.raises(CorruptLog, match="position 7"):
+            await recorder.read_all(5)
+        with pytest.raises(CorruptLog, match="position 7"):  # replay checks payloads: 4's is intact
+            await recorder.replay(1, lambda first, payloads: None)
+    finally:
+        await recorder.close()
+
+
+async def test_a_writer_whose_acknowledged_positions_vanish_writes_no_more(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    recorder = await SqliteRecorder.open(path)
+    try:
+        for _ in range(5):
+            await recorder.append("s", [event()], -2)
+        db = sqlite3.connect(path)  # what a restored copy, or a lost WAL tail, does under a running writer
+        db.execute("DELETE FROM events WHERE seq > 3")
+        db.commit()
+        db.close()
+        with pytest.raises(CorruptLog, match="this writer's head is 5, the file's is 3: positions it acknowledged"):
+            await recorder.append("s", [event()], -2)
+        with pytest.raises(CorruptLog):  # for good: never positions 4 and 5 again
+            await recorder.append("s", [event()], -2)
+    finally:
+        await recorder.close()
+
+
+async def test_a_failed_open_leaves_the_log_free_to_open(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(CorruptLog):
+        await SqliteRecorder.open(path)
+    path.unlink()
+    recorder = await SqliteRecorder.open(path)  # not "this process has it open already"
+    await recorder.close()
