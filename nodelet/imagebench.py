@@ -214,20 +214,22 @@ async def _starts(ref: str, runs: int, work: Path) -> dict[str, float]:
             await cp.command("ibench", stop)
         await nc.drain()
     finally:
-        if nodelet is not None:
-            nodelet.terminate()
-            try:
-                await asyncio.to_thread(nodelet.wait, 30)
-            except subprocess.TimeoutExpired:
-                nodelet.send_signal(signal.SIGUSR1)
-                await asyncio.sleep(1)
-                nodelet.kill()
-                print("  the nodelet did not stop on TERM within 30 s; its log ends:", file=sys.stderr)
-                print((work / "nodelet.log").read_text()[-3000:], file=sys.stderr)
-        server.terminate()
-        await asyncio.to_thread(server.wait, 10)
-        log.close()
-        await asyncio.to_thread(purge_node, data, cgroup_root)
+        try:
+            if nodelet is not None:
+                nodelet.terminate()
+                try:
+                    await asyncio.to_thread(nodelet.wait, 30)
+                except subprocess.TimeoutExpired:
+                    nodelet.send_signal(signal.SIGUSR1)  # its tasks' stacks to its log, then it is killed
+                    await asyncio.sleep(1)
+                    nodelet.kill()
+                    print("  the nodelet did not stop on TERM within 30 s; its log ends:", file=sys.stderr)
+                    print((work / "nodelet.log").read_text()[-3000:], file=sys.stderr)
+        finally:  # whatever happened above: no server, container, mount or cgroup of the benchmark left
+            server.terminate()
+            await asyncio.to_thread(server.wait, 10)
+            log.close()
+            await asyncio.to_thread(purge_node, data, cgroup_root)
     return {
         "first_start_s": first_s,
         "second_start_ms": statistics.median(second),
