@@ -112,11 +112,13 @@ def checksum(e: StoredEvent) -> int:
     return (meta & 0x7FFFFFFF) << 32 | zlib.crc32(e.payload)
 
 
-def _verified(row: Sequence[Any], path: str) -> StoredEvent:
-    """A row of COLUMNS + checksum as an event, its checksum checked (a row from before checksums: unchecked)."""
+def _verified(row: Sequence[Any], path: str, checked_from: int) -> StoredEvent:
+    """A row of COLUMNS + checksum as an event, its checksum checked. Rows before ``checked_from`` were written
+    before checksums were kept and may have none; from it on, a row without one is damaged (or was written by
+    an older version of Corral brought back)."""
     event = StoredEvent(*row[:11])
     try:
-        ok = row[11] is None or checksum(event) == row[11]
+        ok = checksum(event) == row[11] if row[11] is not None else row[0] < checked_from
     except (TypeError, ValueError, AttributeError):  # damage that changed a column's stored type
         ok = False
     if not ok:
@@ -124,12 +126,12 @@ def _verified(row: Sequence[Any], path: str) -> StoredEvent:
     return event
 
 
-def _payloads(rows: list[tuple[bytes, int | None]], first: int, path: str) -> list[bytes]:
+def _payloads(rows: list[tuple[bytes, int | None]], first: int, path: str, checked_from: int) -> list[bytes]:
     """The payloads of (payload, checksum) rows from position ``first`` on, each checked against its CRC."""
     crc32 = zlib.crc32
     for i, (payload, crc) in enumerate(rows):
         try:
-            ok = crc is None or crc32(payload) == crc & 0xFFFFFFFF
+            ok = crc32(payload) == crc & 0xFFFFFFFF if crc is not None else first + i < checked_from
         except TypeError:  # damage that changed a column's stored type
             ok = False
         if not ok:
@@ -178,12 +180,23 @@ def _transaction(conn: sqlite3.Connection) -> Any:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:  # a COMMIT that failed and was not rolled back by SQLite itself: never left open
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 def _head(conn: sqlite3.Connection) -> int:
     last = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
     return int(last) if last is not None else _oldest(conn) - 1
+
+
+def _checksums_from(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'checksums_from'").fetchone()
+    return int(row[0]) if row else 2**62  # a log never opened by a version that keeps them: none required
 
 
 def _oldest(conn: sqlite3.Connection) -> int:
@@ -248,8 +261,10 @@ class SqliteRecorder(RecorderBase):
         clock: Callable[[], int],
         max_batch_events: int,
         max_waiting: int = 10_000,
+        checked_from: int = 1,
     ) -> None:
         super().__init__()
+        self._checked_from = checked_from  # from this position on every event has a checksum
         self._path = path
         self._w = writer
         self._executor = executor
@@ -302,7 +317,7 @@ class SqliteRecorder(RecorderBase):
         executor = ThreadPoolExecutor(1, thread_name_prefix="corral-sqlite-writer")
         loop = asyncio.get_running_loop()
 
-        def setup() -> tuple[sqlite3.Connection, int]:
+        def setup() -> tuple[sqlite3.Connection, int, int]:
             # Events hold container specs and their environment: 0600, and SQLite gives its WAL and shared
             # memory files the database's mode.
             for f in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -321,15 +336,17 @@ class SqliteRecorder(RecorderBase):
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
                 if "checksum" not in columns:  # a log from before checksums: its old events stay unchecked
                     conn.execute("ALTER TABLE events ADD COLUMN checksum INTEGER")
-                return conn, _head(conn)
+                head = _head(conn)
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('checksums_from', ?)", (head + 1,))
+                return conn, head, _checksums_from(conn)
             except BaseException:
                 conn.close()
                 raise
 
-        made = loop.run_in_executor(executor, setup)
+        made: asyncio.Future[tuple[sqlite3.Connection, int, int]] = loop.run_in_executor(executor, setup)
         writer: sqlite3.Connection | None = None
         try:
-            writer, head = await asyncio.shield(made)
+            writer, head, checked_from = await asyncio.shield(made)
             reader = await aiosqlite.connect(path, isolation_level=None)
             try:
                 await reader.execute("PRAGMA busy_timeout=10000")
@@ -339,7 +356,7 @@ class SqliteRecorder(RecorderBase):
         except BaseException as e:
             if writer is None:  # cancelled while setting up: the connection it makes is closed, not abandoned
                 with contextlib.suppress(BaseException):
-                    writer, _ = await made
+                    writer, _, _ = await made
             if writer is not None:
                 writer.close()
             executor.shutdown(wait=False)
@@ -358,6 +375,7 @@ class SqliteRecorder(RecorderBase):
             clock=clock,
             max_batch_events=max_batch_events,
             max_waiting=max_waiting,
+            checked_from=checked_from,
         )
 
     # --- writes ----------------------------------------------------------------------------------------
@@ -517,7 +535,7 @@ class SqliteRecorder(RecorderBase):
     ) -> list[StoredEvent]:
         if types is None and to_position is None:
             rows = await self._read_from(f"{COLUMNS}, checksum", from_position, limit)
-            return [_verified(r, self._path) for r in rows]
+            return [_verified(r, self._path, self._checked_from) for r in rows]
         if self._closed:
             raise StoreClosed("the recorder is closed")
         start = max(from_position, 1)
@@ -535,7 +553,7 @@ class SqliteRecorder(RecorderBase):
         oldest = await self._read_oldest()
         if start < oldest:
             raise PositionTooOld(start, oldest)
-        return [_verified(r, self._path) for r in rows]
+        return [_verified(r, self._path, self._checked_from) for r in rows]
 
     async def replay(
         self, from_position: int, fold: ReplayFold, batch: int = 10_000, to_position: int | None = None
@@ -576,7 +594,7 @@ class SqliteRecorder(RecorderBase):
                         conn.execute("COMMIT")
                     if len(rows) != end - start + 1:
                         raise StoreError(f"the log has a gap between positions {start} and {end}")
-                    fold(start, _payloads(rows, start, self._path))
+                    fold(start, _payloads(rows, start, self._path, self._checked_from))
                     start = end + 1
                 return start - 1
             finally:
@@ -619,7 +637,7 @@ class SqliteRecorder(RecorderBase):
             f"ORDER BY version {order} LIMIT ?",
             (stream, from_version, top, -1 if limit is None else max(limit, 0)),
         )
-        return [_verified(r, self._path) for r in rows]
+        return [_verified(r, self._path, self._checked_from) for r in rows]
 
     async def stream_version(self, stream: str) -> int:
         rows = await self._rows("SELECT version FROM streams WHERE stream = ?", (stream,))
@@ -680,6 +698,7 @@ def verify(path: str | Path, batch: int = 10_000) -> Verified:
             return Verified(real, 0, 0, 0, "SQLite's quick check: " + "; ".join(problems[:5]))
         has_checksums = "checksum" in {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         expected, checked, unchecked = _oldest(conn), 0, 0
+        checked_from = _checksums_from(conn) if has_checksums else 2**62
         while True:
             rows = conn.execute(
                 f"SELECT {COLUMNS}, {'checksum' if has_checksums else 'NULL'} FROM events WHERE seq >= ? "
@@ -695,7 +714,7 @@ def verify(path: str | Path, batch: int = 10_000) -> Verified:
                         break
                     return Verified(real, checked, unchecked, expected, f"position {expected} is missing")
                 try:
-                    _verified(row, real)
+                    _verified(row, real, checked_from)
                 except CorruptLog as e:
                     return Verified(real, checked, unchecked, expected, str(e).removeprefix(f"{real}: "))
                 checked += 1

@@ -237,3 +237,24 @@ async def test_a_failed_open_leaves_the_log_free_to_open(tmp_path: Path) -> None
     path.unlink()
     recorder = await SqliteRecorder.open(path)  # not "this process has it open already"
     await recorder.close()
+
+
+async def test_an_event_without_checksum_after_checksums_began_is_damage(tmp_path: Path) -> None:
+    """What an older Corral brought back by a rollback would write: rows with no checksum, after the log began
+    keeping them. They are not taken as rows from before checksums."""
+    path = tmp_path / "w.db"
+    await a_log(path, 6)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE events SET checksum = NULL WHERE seq = 5")
+    db.commit()
+    db.close()
+    found = verify(path)
+    assert found.first_bad == 5 and found.unchecked == 0
+    recorder = await SqliteRecorder.open(path)
+    try:
+        with pytest.raises(CorruptLog, match="position 5"):
+            await recorder.read_all(1)
+        with pytest.raises(CorruptLog, match="position 5"):
+            await recorder.replay(1, lambda first, payloads: None)
+    finally:
+        await recorder.close()
