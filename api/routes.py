@@ -58,7 +58,7 @@ from api.edge import (
 )
 from api.openapi import errors
 from api.paging import Page, next_headers, page
-from scheduler.feasible import can_run_image, pullable
+from scheduler.feasible import can_run_image
 from scheduler.plan import ResizeRefused
 from scheduler.stack import Placement, Unschedulable
 from store.errors import WrongExpectedHead, WrongExpectedVersion
@@ -229,7 +229,7 @@ async def _runnable_somewhere(projection: Projection, spec: ContainerSpec, prefi
     """Refuse what every registered node would refuse: an image none holds, a host path none allows (with
     no node registered yet, nothing is known)."""
     nodes = (await projection.catch_up()).nodes.values()
-    image, may_pull = image_name(spec.image), pullable(spec)
+    image, may_pull = image_name(spec.image), spec.pullable
     has_image = [n for n in nodes if can_run_image(n.images, n.pulls, image, may_pull)]
     if nodes and not has_image:
         why = (
@@ -590,13 +590,11 @@ class NodeController(Controller):
         """Have the node pull an image from its registry (answered once pulled; 422 with the registry's reason,
         e.g. ``manifest unknown``, when the image cannot be pulled); its images change (``ImagePulled``,
         ``NodeImagesChanged``)."""
-        view = await _node(projection, name)
-        if view.lost:
-            raise HTTPException(status_code=503, detail=f"node {name} is lost")
+        await _live_node(projection, name)
         reply = await cp.pull_image(name, data.image)
         if isinstance(reply, CommandRejected):
-            if reply.code == "node_unreachable":
-                raise HTTPException(status_code=503, detail=f"node {name} is unreachable; try again")
+            if reply.code is Reject.NODE_UNREACHABLE:
+                raise _node_refused(name, reply)
             raise BodyError(422, f"node {name} could not pull {data.image}: {reply.message}", "image", "pull failed")
         return Pulled(node=name, image=data.image)
 

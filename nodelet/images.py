@@ -290,10 +290,12 @@ class ImageStore:
             out.append(ImageInfo(image_id, tuple(sorted(by_id.get(image_id, ()))), stored.size, mtime))
         return sorted(out, key=lambda i: (-i.last_used_ns, i.id))
 
-    def remove(self, ref: str, in_use: frozenset[str], *, force: bool = False) -> list[str]:
+    def remove(
+        self, ref: str, in_use: frozenset[str], *, force: bool = False, names_in_use: frozenset[str] = frozenset()
+    ) -> list[str]:
         """``docker rmi``: a name loses that name, and the image goes with its last name; an id (or ``force``)
-        removes the image and all its names. Never an image in ``in_use`` (ids): raises ``InUse``. Returns
-        the ids removed (empty when only a name went)."""
+        removes the image and all its names. Never an image in ``in_use`` (ids) or named in ``names_in_use``
+        (resolved under the lock): raises ``InUse``. Returns the ids removed (empty when only a name went)."""
         image_id = self._image_id(ref)
         if image_id is None:
             raise UnknownImage(ref)  # the built-in busybox too: it is made again at its next use anyway
@@ -308,7 +310,7 @@ class ImageStore:
                 del tags[normalize(ref)]
                 _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(tags.items()))))
                 return []
-            if image_id in in_use:
+            if image_id in self._kept(in_use, names_in_use):
                 raise InUse(f"image {ref!r} ({image_id[:19]}) is used by a container on this node")
             self._delete([image_id], tags)
             return [image_id]
@@ -337,7 +339,7 @@ class ImageStore:
         with self._locked(wait=False) as locked:
             if not locked:
                 return []
-            kept = in_use | {i for i in map(self._image_id, names_in_use) if i is not None}
+            kept = self._kept(in_use, names_in_use)
             young = time.time_ns() - int(min_age_s * 1e9)
             for info in reversed(self.held()):  # least recently used first
                 if _used_percent(self.root) < low_percent:
@@ -347,6 +349,10 @@ class ImageStore:
                 self._delete([info.id], self._tags())
                 removed.append(info.id)
         return removed
+
+    def _kept(self, in_use: frozenset[str], names_in_use: frozenset[str]) -> frozenset[str]:
+        """Ids in use, with those the names resolve to now (under the lock: as removal sees the store)."""
+        return in_use | {i for i in map(self._image_id, names_in_use) if i is not None}
 
     def _delete(self, ids: list[str], tags: dict[str, str]) -> None:
         """Remove images (under the lock): their records and names, then every layer and blob no other image
@@ -429,15 +435,6 @@ class ImageStore:
             tags.update(dict.fromkeys(image.tags, image.id))
             _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(tags.items()))))
         return image
-
-    def tag(self, image_id: str, ref: str) -> None:
-        """Name an image held here ``ref`` too (as ``image_name`` spells it)."""
-        with self._locked():
-            if not (self.root / "images" / f"{image_id[7:]}.json").exists():
-                raise UnknownImage(image_id)
-            tags = self._tags()
-            tags[normalize(ref)] = image_id
-            _write_atomic(self.root / "tags.json", msgspec.json.encode(dict(sorted(tags.items()))))
 
     def _tags(self) -> dict[str, str]:
         path = self.root / "tags.json"

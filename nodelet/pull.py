@@ -82,24 +82,23 @@ def plain_http(registry: str, insecure: Sequence[str]) -> bool:
     return False
 
 
+def _registry_options(ref: Reference, insecure: Sequence[str], authfile: str | None, prefix: str) -> list[str]:
+    """How skopeo reaches ``ref``'s registry: plain HTTP or not, and with which credentials (its options for
+    a source take ``prefix`` "src-")."""
+    options = [f"--{prefix}tls-verify=false"] if plain_http(ref.registry, insecure) else []
+    return options + ([f"--{prefix}authfile", authfile] if authfile is not None else [])
+
+
 def skopeo_args(ref: Reference, archive: Path, *, insecure: Sequence[str], authfile: str | None) -> list[str]:
     """The ``skopeo copy`` of ``ref`` into an OCI archive (``archive``), its name the reference itself."""
-    args = ["copy", "--quiet", "--retry-times", "2"]
-    if plain_http(ref.registry, insecure):
-        args.append("--src-tls-verify=false")
-    if authfile is not None:
-        args += ["--src-authfile", authfile]
-    return [*args, f"docker://{ref}", f"oci-archive:{archive}"]
+    options = _registry_options(ref, insecure, authfile, "src-")
+    return ["copy", "--quiet", "--retry-times", "2", *options, f"docker://{ref}", f"oci-archive:{archive}"]
 
 
 def inspect_args(ref: Reference, *, insecure: Sequence[str], authfile: str | None) -> list[str]:
     """The ``skopeo inspect`` that prints the config ``ref`` names now (its digest is the image id)."""
-    args = ["inspect", "--config", "--raw", "--retry-times", "2"]
-    if plain_http(ref.registry, insecure):
-        args.append("--tls-verify=false")
-    if authfile is not None:
-        args += ["--authfile", authfile]
-    return [*args, f"docker://{ref}"]
+    options = _registry_options(ref, insecure, authfile, "")
+    return ["inspect", "--config", "--raw", "--retry-times", "2", *options, f"docker://{ref}"]
 
 
 def reason(stderr: str) -> str:
@@ -145,7 +144,7 @@ class Puller:
         for leftover in tmp.glob("pull-*.tar"):  # a pull cut short by a crash
             leftover.unlink(missing_ok=True)
         if mirrors:  # skopeo reads the mirrors from a registries.conf of this puller's own
-            conf = private_dir(tmp) / "registries.conf"
+            conf = tmp / "registries.conf"
             write_private(conf, registries_conf(mirrors, insecure).encode())
             self._global = ["--registries-conf", str(conf)]
 

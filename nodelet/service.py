@@ -159,12 +159,6 @@ class _Upload:
         return isinstance(self.last_reply, ImageImported | CommandRejected)
 
 
-def _remove_files_but(directory: Path, kept: set[str]) -> None:
-    for leftover in directory.iterdir():
-        if leftover.name not in kept:
-            leftover.unlink(missing_ok=True)
-
-
 def _append(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -178,7 +172,7 @@ class _Waiting:
 
     def __init__(self, command: StartContainer) -> None:
         self.command = command  # the newest start for it (a sync at a later epoch replaces it)
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Future[None] | None = None
 
 
 class PodSecurityRefused(ValueError):
@@ -385,9 +379,8 @@ class NodeService:
         if profile != SECCOMP_RUNTIME_DEFAULT and profile not in self.config.seccomp_profiles_offered:
             why = "Unconfined is not allowed" if profile == SECCOMP_UNCONFINED else f"no profile {profile!r}"
             raise Rejected(Reject.SECCOMP_NOT_ALLOWED, f"seccomp_profile: {why} on this node")
-        policy = cmd.spec.image_pull_policy
-        pulls = self.puller is not None and policy is not PullPolicy.NEVER and not cmd.spec.image.startswith("sha256:")
-        if pulls and not pulled and policy is PullPolicy.ALWAYS:
+        pulls = self.puller is not None and cmd.spec.pullable
+        if pulls and not pulled and cmd.spec.image_pull_policy is PullPolicy.ALWAYS:
             return None, settings, None
         image_id = self.images.image_id(cmd.spec.image)
         try:
@@ -692,9 +685,7 @@ class NodeService:
     def _wait_for_image(self, cmd: StartContainer) -> None:
         w = _Waiting(cmd)
         self._waiting[cmd.container_id] = w
-        w.task = asyncio.ensure_future(self._pull_then_start(w))
-        self._tasks.add(w.task)
-        w.task.add_done_callback(self._tasks.discard)
+        w.task = self._spawn(self._pull_then_start(w))
 
     async def _pull_then_start(self, w: _Waiting) -> None:
         """Pull the container's image, again after a back-off while pulls fail (saying why, as kubelet's
@@ -758,10 +749,7 @@ class NodeService:
                     await asyncio.shield(before)
             await self.emit(event)
 
-        task = asyncio.ensure_future(report())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._spawn(report())
 
     def _ended_unstarted(self, cid: str, why: str, after: asyncio.Future[None] | None) -> None:
         ended = ev.ContainerExited(
@@ -803,26 +791,16 @@ class NodeService:
     async def _pull_image(self, image: str, always: bool) -> ImageRecord:
         assert self.puller is not None
         node = self.config.node
-        pulling = asyncio.ensure_future(self.emit(ev.ImagePulling(node=node, image=image)))
-        self._tasks.add(pulling)
-        pulling.add_done_callback(self._tasks.discard)
-
-        def then(event: ev.Event) -> None:  # reported after ImagePulling
-            async def report() -> None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(pulling)
-                await self.emit(event)
-
-            self._spawn(report())
-
+        pulling = self._report_after(None, ev.ImagePulling(node=node, image=image))
         started = time.monotonic()
         try:
             record = await self.puller.pull(image, always=always)
         except (PullFailed, OSError, ValueError, LookupError) as e:  # ValueError: the store refused what came
-            then(ev.ImagePullFailed(node=node, image=image, reason=str(e)[:1000]))
+            self._report_after(pulling, ev.ImagePullFailed(node=node, image=image, reason=str(e)[:1000]))
             raise PullFailed(str(e)) from None
         seconds = round(time.monotonic() - started, 3)
-        then(ev.ImagePulled(node=node, image=image, image_id=record.id, seconds=seconds, size_bytes=record.size))
+        pulled = ev.ImagePulled(node=node, image=image, image_id=record.id, seconds=seconds, size_bytes=record.size)
+        self._report_after(pulling, pulled)
         self.images_changed.set()
         return record
 
@@ -830,6 +808,11 @@ class NodeService:
         """Ids of the images containers here were made from (ended ones too, until removed), and of those
         being started: image GC and removal keep them."""
         return frozenset(c.image_id for c in (*self.containers.values(), *self._starting.values()) if c.image_id)
+
+    def _images_waited_for(self) -> frozenset[str]:
+        """The names of the images containers here wait to start from (pulled, or being pulled): the store
+        resolves them under its lock, so an image that lands meanwhile is kept too."""
+        return frozenset(w.command.spec.image for w in self._waiting.values())
 
     @contextlib.asynccontextmanager
     async def _removing_images(self) -> AsyncIterator[frozenset[str]]:
@@ -846,7 +829,6 @@ class NodeService:
         """Image GC (kubelet's): the ids removed. Starts wait only while images are being removed."""
         if not await asyncio.to_thread(self.images.over, self.config.image_gc_high_percent):
             return []
-        waited_for = frozenset(w.command.spec.image for w in self._waiting.values())  # pulled, not started yet
         async with self._removing_images() as in_use:
             removed = await asyncio.to_thread(
                 self.images.collect,
@@ -854,7 +836,7 @@ class NodeService:
                 high_percent=self.config.image_gc_high_percent,
                 low_percent=self.config.image_gc_low_percent,
                 min_age_s=self.config.image_gc_min_age_s,
-                names_in_use=waited_for,
+                names_in_use=self._images_waited_for(),
             )
         if removed:
             log.info("image GC removed %s", ", ".join(removed))
@@ -864,10 +846,9 @@ class NodeService:
     async def remove_image(self, ref: str, force: bool = False) -> list[str]:
         """``docker rmi``; raises UnknownImage, or InUse for an image a container here was made from (or one
         a container waits to start from)."""
-        async with self._removing_images() as used:
-            waited_for = {self.images.image_id(w.command.spec.image) for w in self._waiting.values()}
-            in_use = used | {i for i in waited_for if i is not None}
-            removed = await asyncio.to_thread(self.images.remove, ref, in_use, force=force)
+        async with self._removing_images() as in_use:
+            waited_for = self._images_waited_for()
+            removed = await asyncio.to_thread(self.images.remove, ref, in_use, force=force, names_in_use=waited_for)
         self.images_changed.set()
         return removed
 
@@ -886,6 +867,7 @@ class NodeService:
         state = self._imports.get(cmd.import_id)
         if cmd.seq == 0 and state is None:
             await self.sweep_imports()
+            private_dir(self._imports_dir)
             state = self._imports[cmd.import_id] = _Upload(self._imports_dir / f"{cmd.import_id}.tar")
         if state is None:
             return CommandRejected(command_id=cmd.command_id, code=Reject.INVALID_COMMAND, message="unknown import")
@@ -930,20 +912,20 @@ class NodeService:
 
     async def sweep_imports(self) -> None:
         """Drop uploads not heard of for ten minutes (a finished one after a minute: it is kept only to answer
-        its last piece again), and files no upload here holds (an earlier run's)."""
+        its last piece again). An earlier run's files go when this one starts (``recover``)."""
         now = time.monotonic()
         for import_id, state in list(self._imports.items()):
             if now - state.touched > (60.0 if state.done else IMPORT_IDLE_S) and not state.lock.locked():
                 await self._end_import(import_id)
-        held = {state.path.name for state in self._imports.values()}
-        await asyncio.to_thread(_remove_files_but, private_dir(self._imports_dir), held)
 
     # --- exits ------------------------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
+        """Run ``coro`` as a task the service cancels and awaits when it closes."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _watch(self, c: _Container) -> None:
         async def watch() -> None:
@@ -985,6 +967,8 @@ class NodeService:
         if self.cgroups is not None:
             node_cgroup = f"{self.config.cgroup_root}/{self.config.node}"
             await asyncio.to_thread(self.cgroups.limit_pids, node_cgroup, self.config.node_pids_max)
+        # An earlier run's image uploads cannot be resumed (their pieces' answers went with it).
+        await asyncio.to_thread(shutil.rmtree, self._imports_dir, ignore_errors=True)
         for bundle in sorted(p for p in self.root.iterdir() if p.is_dir()):
             try:
                 cmd = _start_decoder.decode((bundle / "command.json").read_bytes())

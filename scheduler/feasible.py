@@ -14,7 +14,6 @@ from wire.spec import (
     CpuBindPolicy,
     CpuExclusivePolicy,
     NumaPolicy,
-    PullPolicy,
     QoS,
     host_mount_allowed,
     image_name,
@@ -42,11 +41,6 @@ class Request(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     fails_restricted: bool = False
 
 
-def pullable(spec: ContainerSpec) -> bool:
-    """Whether a node that lacks the image may pull it: a name, not a bare image id, and a policy that pulls."""
-    return spec.image_pull_policy is not PullPolicy.NEVER and not spec.image.startswith("sha256:")
-
-
 def can_run_image(node_images: frozenset[str] | None, node_pulls: bool, image: str, pullable: bool) -> bool:
     """The node can run the image: it holds it (or did not say what it holds), or it pulls and may pull it."""
     return node_images is None or image in node_images or (pullable and node_pulls)
@@ -66,7 +60,7 @@ def request_of(container_id: str, spec: ContainerSpec, service_id: str | None = 
         exclusive=spec.cpu_exclusive_policy,
         service_id=service_id,
         image=image_name(spec.image),
-        pullable=pullable(spec),
+        pullable=spec.pullable,
         host_paths=tuple(m.source for m in spec.mounts),
         seccomp=spec.seccomp_profile,
         fails_baseline=bool(admission(spec, Enforce.BASELINE)),

@@ -20,7 +20,6 @@ import sqlite3
 import statistics
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
 import msgspec
@@ -29,7 +28,7 @@ import uvloop
 from store.projections import ClusterState
 from store.projector import catch_up
 from store.recorder import NO_STREAM, NewEvent, StoredEvent
-from store.sqlite import INSERT_EVENT, SCHEMA, UPSERT_STREAM, SqliteRecorder, checksum
+from store.sqlite import INSERT_EVENT, SCHEMA, UPSERT_STREAM, SqliteRecorder, checksum, read_only_uri
 from wire import events as ev
 from wire.checks import trusted
 from wire.codec import decode_events, encode, event_type
@@ -169,7 +168,7 @@ def write_log(path: Path, events: list[tuple[str, ev.Event]]) -> None:
 def bench_decode_baseline(path: Path, batch: int = 10_000) -> float:
     """Raw sqlite3 read of every payload in position order plus msgspec's decode of them: what a replay cannot
     beat (its fold and its checks come on top)."""
-    conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, isolation_level=None)
+    conn = sqlite3.connect(read_only_uri(str(path)), uri=True, isolation_level=None)
     start, n, first = time.perf_counter(), 0, 1
     while True:
         sql = "SELECT payload FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq"

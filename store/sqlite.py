@@ -157,6 +157,21 @@ class _Job:
         self.future = future
 
 
+def read_only_uri(path: str) -> str:
+    """The URI that opens the database at ``path`` read-only ('#', '?' and '%' in the path are quoted)."""
+    return f"file:{urllib.parse.quote(path)}?mode=ro"
+
+
+def _not_sqlite(path: str, *, empty_ok: bool) -> str | None:
+    """Why the file at ``path`` is not an SQLite database (None: its header says it is; an empty file, when
+    ``empty_ok``, is a database yet to be made)."""
+    with open(path, "rb") as db:
+        header = db.read(len(SQLITE_MAGIC))
+    if header == SQLITE_MAGIC or (empty_ok and not header):
+        return None
+    return f"not an SQLite database (its first bytes are {header[:16]!r})"
+
+
 def _store_error(path: str, e: Exception) -> StoreError:
     """An SQLite error as the store's own, naming the file: a damaged one as ``CorruptLog``."""
     if isinstance(e, sqlite3.DatabaseError) and any(
@@ -323,10 +338,9 @@ class SqliteRecorder(RecorderBase):
             for f in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
                 if f == Path(path) or f.exists():
                     private_file(f)
-            with open(path, "rb") as db:
-                header = db.read(len(SQLITE_MAGIC))
-            if header and header != SQLITE_MAGIC:
-                raise CorruptLog(f"{path}: not an SQLite database (its first bytes are {header[:16]!r})")
+            wrong = _not_sqlite(path, empty_ok=True)
+            if wrong:
+                raise CorruptLog(f"{path}: {wrong}")
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -570,8 +584,7 @@ class SqliteRecorder(RecorderBase):
         stop = threading.Event()
 
         def run() -> int:
-            uri = f"file:{urllib.parse.quote(self._path)}?mode=ro"  # '#', '?' and '%' are a URI's own
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            conn = sqlite3.connect(read_only_uri(self._path), uri=True, isolation_level=None)
             try:
                 start = max(from_position, 1)
                 while not stop.is_set():
@@ -685,11 +698,10 @@ def verify(path: str | Path, batch: int = 10_000) -> Verified:
     in position order against its checksum, and that positions run without a gap from the oldest kept."""
     real = os.path.realpath(path)
     try:
-        with open(real, "rb") as db:
-            header = db.read(len(SQLITE_MAGIC))
-        if header != SQLITE_MAGIC:
-            return Verified(real, 0, 0, 0, f"not an SQLite database (its first bytes are {header[:16]!r})")
-        conn = sqlite3.connect(f"file:{urllib.parse.quote(real)}?mode=ro", uri=True, isolation_level=None)
+        wrong = _not_sqlite(real, empty_ok=False)
+        if wrong:
+            return Verified(real, 0, 0, 0, wrong)
+        conn = sqlite3.connect(read_only_uri(real), uri=True, isolation_level=None)
     except (OSError, sqlite3.Error) as e:
         return Verified(real, 0, 0, 0, str(e))
     try:

@@ -333,6 +333,12 @@ class ContainerSpec(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields
             raise ValueError(f"burst: CPU Burst is for LS containers with a CPU limit; {why}")
 
     @property
+    def pullable(self) -> bool:
+        """Whether a node that lacks the image may pull it: a name, not a bare image id, and a policy that
+        pulls."""
+        return self.image_pull_policy is not PullPolicy.NEVER and not self.image.startswith("sha256:")
+
+    @property
     def exclusive_cpus(self) -> int:
         """How many CPUs the container holds exclusively (0 outside LSE/LSR)."""
         return self.cpu_request_millis // 1000 if self.qos is not None and self.qos.exclusive else 0
